@@ -164,6 +164,8 @@ _ID = _type(str)
 _OPT_ID = _type(str, none=True)
 _BOOL = _type(bool)
 _OPT_INT = _type(int, none=True)
+_PLAN_ID = _type(str, int, none=True)
+_IF_REV = (_revision, False)
 
 #: op -> {arg: (check, required)}; anything not listed is refused.
 ARGS: dict[str, dict[str, tuple[Check, bool]]] = {
@@ -177,16 +179,16 @@ ARGS: dict[str, dict[str, tuple[Check, bool]]] = {
     "history": {"since": (_revision, True)},
     "add_flow": {"name": (_name, True), "plans": (_plans, False)},
     "update_flow": {"flow_id": (_ID, True), "name": (lambda n, v: v is None or _name(n, v), False),
-                    "plans": (_plans, False), "if_revision": (_revision, False)},
-    "delete_flow": {"flow_id": (_ID, True), "if_revision": (_revision, False)},
+                    "plans": (_plans, False), "if_revision": _IF_REV},
+    "delete_flow": {"flow_id": (_ID, True), "if_revision": _IF_REV},
     "set_current": {"flow_id": (_ID, True)},
-    "append_plan": {"flow_id": (_ID, True), "plan": (_plan, True), "if_revision": (_revision, False)},
+    "append_plan": {"flow_id": (_ID, True), "plan": (_plan, True), "if_revision": _IF_REV},
     "update_plan": {"flow_id": (_ID, True), "plan": (_plan, True), "index": (_index, False),
-                    "plan_id": (_type(str, int, none=True), False), "if_revision": (_revision, False)},
+                    "plan_id": (_PLAN_ID, False), "if_revision": _IF_REV},
     "remove_plan": {"flow_id": (_ID, True), "index": (_index, False),
-                    "plan_id": (_type(str, int, none=True), False), "if_revision": (_revision, False)},
+                    "plan_id": (_PLAN_ID, False), "if_revision": _IF_REV},
     "move_plan": {"flow_id": (_ID, True), "src": (_type(int), True), "dst": (_type(int), True),
-                  "if_revision": (_revision, False)},
+                  "if_revision": _IF_REV},
     "check": {"flow_id": (_ID, True), "revision": (_OPT_INT, True)},
     "batch": {"ops": (_ops, True)},
     "save": {"force": (_BOOL, False)},
@@ -224,7 +226,7 @@ def unpack(frame: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Any:
         raise TooLargeError(f"message of {len(frame)} bytes exceeds {max_bytes}")
     try:
         return msgpack.unpackb(
-            frame, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
+            frame, raw=False, strict_map_key=False, use_list=True, ext_hook=_refuse_ext,
             max_bin_len=1024, max_str_len=max_bytes, max_array_len=max_bytes,
             max_map_len=max_bytes, max_ext_len=0,
         )
@@ -285,11 +287,17 @@ def build_request(rid: int, op: str, args: dict[str, Any],
     msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": rid, "op": op, "args": args}
     if key is not None:
         msg["key"] = list(key)
-    return pack(msg)
+    try:
+        return pack(msg)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidArgumentError(f"{op}: arguments cannot be sent: {exc}") from None
 
 
-def reply_ok(rid: Any, result: Any) -> bytes:
-    return pack({"id": rid, "result": result})
+def reply_ok(rid: Any, result: Any, rev: int | None = None) -> bytes:
+    """A success reply; writes carry ``rev``, the store revision that holds them."""
+    if rev is None:
+        return pack({"id": rid, "result": result})
+    return pack({"id": rid, "result": result, "rev": rev})
 
 
 def reply_error(rid: Any, exc: FlowdError) -> bytes:

@@ -1,0 +1,209 @@
+"""The client API, written once for the sync and the async client.
+
+Each public method is a generator that yields :class:`Call` objects and gets
+back their results; :meth:`FlowAPI._drive` runs it (a plain loop in the sync
+client, an ``await`` loop in the async one). So the request shapes, paging
+and result conversion live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+from .model import Change, Flow, changes_of, flow_or_none
+
+
+class Call(NamedTuple):
+    op: str
+    args: dict[str, Any]
+    write: bool
+
+
+Steps = Generator[Call, Any, Any]
+
+
+def _args(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def api(fn: Callable[..., Steps]) -> Callable[..., Any]:
+    """Expose a generator of calls as a method whose driver the subclass picks."""
+    @functools.wraps(fn)
+    def method(self: FlowAPI, *args: Any, **kwargs: Any) -> Any:
+        return self._drive(fn(self, *args, **kwargs))
+    return method
+
+
+class FlowAPI:
+    """The seed's API (get_all_flows ... save) plus what concurrent tools need."""
+
+    _mirror: Any = None
+
+    def _drive(self, steps: Steps) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ seed API
+
+    @api
+    def get_all_flows(self) -> Steps:
+        """Every flow, in creation order (paged under the hood for huge stores)."""
+        if self._mirror is not None:
+            return self._mirror.all_flows()
+        page = yield Call("get_all_flows", {}, False)
+        out: dict[str, Flow] = {}
+        while True:
+            for d in page["flows"]:
+                out[d["id"]] = Flow.from_wire(d)
+            if page["next"] is None:
+                return out
+            page = yield Call("get_all_flows", {"cursor": page["next"]}, False)
+
+    @api
+    def get_flow_by_id(self, flow_id: str) -> Steps:
+        if self._mirror is not None:
+            return self._mirror.get(flow_id)
+        return flow_or_none((yield Call("get_flow", {"flow_id": flow_id}, False)))
+
+    @api
+    def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None) -> Steps:
+        """Create a flow and make it current; returns its id."""
+        return (yield Call("add_flow", _args(name=name, plans=plans), True))
+
+    @api
+    def delete_flow(self, flow_id: str, if_revision: int | None = None) -> Steps:
+        """False if there is no such flow; the current flow moves to the first remaining."""
+        return (yield Call("delete_flow", _args(flow_id=flow_id, if_revision=if_revision), True))
+
+    @api
+    def set_current(self, flow_id: str) -> Steps:
+        return (yield Call("set_current", {"flow_id": flow_id}, True))
+
+    @api
+    def save(self, force: bool = False) -> Steps:
+        """Acknowledged writes are already durable; ``force`` rewrites flows.json now."""
+        return (yield Call("save", {"force": bool(force)}, True))
+
+    # ------------------------------------------------------------ more reads
+
+    @api
+    def get_current_flow_id(self) -> Steps:
+        if self._mirror is not None:
+            return self._mirror.current_flow_id
+        return (yield Call("get_current", {}, False))["current_flow_id"]
+
+    @api
+    def get_current(self) -> Steps:
+        if self._mirror is not None:
+            return self._mirror.get(self._mirror.current_flow_id)
+        return flow_or_none((yield Call("get_current", {}, False))["flow"])
+
+    @api
+    def find_by_name(self, name: str) -> Steps:
+        if self._mirror is not None:
+            return self._mirror.find_by_name(name)
+        return [Flow.from_wire(d) for d in (yield Call("find_by_name", {"name": name}, False))]
+
+    @api
+    def stats(self) -> Steps:
+        return (yield Call("stats", {}, False))
+
+    @api
+    def ping(self) -> Steps:
+        return (yield Call("ping", {}, False))
+
+    @api
+    def hello(self) -> Steps:
+        from .protocol import PROTOCOL_VERSION
+        return (yield Call("hello", {"version": PROTOCOL_VERSION, "client": "flowd_client"},
+                           False))
+
+    @api
+    def history(self, since: int) -> Steps:
+        """Changes after revision ``since`` still in the daemon's window (else CompactedError)."""
+        reply = yield Call("history", {"since": since}, False)
+        return [c for event in reply["changes"] for c in changes_of(event)], reply["revision"]
+
+    # ------------------------------------------------------------ more writes
+
+    @api
+    def update_flow(self, flow_id: str, *, name: str | None = None,
+                    plans: list[dict[str, Any]] | None = None,
+                    if_revision: int | None = None) -> Steps:
+        """ConflictError if ``if_revision`` is given and the flow moved on."""
+        args = _args(flow_id=flow_id, name=name, plans=plans, if_revision=if_revision)
+        return Flow.from_wire((yield Call("update_flow", args, True)))
+
+    @api
+    def append_plan(self, flow_id: str, plan: dict[str, Any], *,
+                    if_revision: int | None = None) -> Steps:
+        args = _args(flow_id=flow_id, plan=plan, if_revision=if_revision)
+        return Flow.from_wire((yield Call("append_plan", args, True)))
+
+    @api
+    def update_plan(self, flow_id: str, plan: dict[str, Any], *, index: int | None = None,
+                    plan_id: str | int | None = None, if_revision: int | None = None) -> Steps:
+        args = _args(flow_id=flow_id, plan=plan, index=index, plan_id=plan_id,
+                     if_revision=if_revision)
+        return Flow.from_wire((yield Call("update_plan", args, True)))
+
+    @api
+    def remove_plan(self, flow_id: str, *, index: int | None = None,
+                    plan_id: str | int | None = None, if_revision: int | None = None) -> Steps:
+        args = _args(flow_id=flow_id, index=index, plan_id=plan_id, if_revision=if_revision)
+        return Flow.from_wire((yield Call("remove_plan", args, True)))
+
+    @api
+    def move_plan(self, flow_id: str, src: int, dst: int, *,
+                  if_revision: int | None = None) -> Steps:
+        args = _args(flow_id=flow_id, src=src, dst=dst, if_revision=if_revision)
+        return Flow.from_wire((yield Call("move_plan", args, True)))
+
+    @api
+    def commit_batch(self, ops: list[dict[str, Any]]) -> Steps:
+        """Apply ``[{"op", "args"}, ...]`` atomically under one revision; results in order."""
+        return (yield Call("batch", {"ops": ops}, True))
+
+
+class BatchBuilder:
+    """Collects operations for one atomic batch (``with client.batch() as b``)."""
+
+    def __init__(self) -> None:
+        self.ops: list[dict[str, Any]] = []
+        self.results: list[Any] | None = None
+
+    def _add(self, op: str, **kw: Any) -> BatchBuilder:
+        self.ops.append({"op": op, "args": _args(**kw)})
+        return self
+
+    def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None) -> BatchBuilder:
+        return self._add("add_flow", name=name, plans=plans)
+
+    def update_flow(self, flow_id: str, *, name: str | None = None,
+                    plans: list[dict[str, Any]] | None = None,
+                    if_revision: int | None = None) -> BatchBuilder:
+        return self._add("update_flow", flow_id=flow_id, name=name, plans=plans,
+                         if_revision=if_revision)
+
+    def delete_flow(self, flow_id: str, if_revision: int | None = None) -> BatchBuilder:
+        return self._add("delete_flow", flow_id=flow_id, if_revision=if_revision)
+
+    def set_current(self, flow_id: str) -> BatchBuilder:
+        return self._add("set_current", flow_id=flow_id)
+
+    def append_plan(self, flow_id: str, plan: dict[str, Any], *,
+                    if_revision: int | None = None) -> BatchBuilder:
+        return self._add("append_plan", flow_id=flow_id, plan=plan, if_revision=if_revision)
+
+    def remove_plan(self, flow_id: str, *, index: int | None = None,
+                    plan_id: str | int | None = None) -> BatchBuilder:
+        return self._add("remove_plan", flow_id=flow_id, index=index, plan_id=plan_id)
+
+    def check(self, flow_id: str, revision: int | None) -> BatchBuilder:
+        """Precondition: the flow is at ``revision`` (None: it must not exist)."""
+        self.ops.append({"op": "check", "args": {"flow_id": flow_id, "revision": revision}})
+        return self
+
+
+__all__ = ["Call", "FlowAPI", "BatchBuilder", "Change"]

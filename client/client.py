@@ -1,0 +1,134 @@
+"""``FlowClient``: the synchronous client tools import.
+
+Same API as the seed's FlowManagerUnified (get_all_flows, get_flow_by_id,
+add_flow, delete_flow, set_current, save) against the daemon, plus
+compare-and-set, plan operations, batches, watch and an optional local cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .api import BatchBuilder, FlowAPI, Steps
+from .cache import Mirror
+from .connection import Connection, Endpoints
+from .feed import Sequencer, configure_subscriber, decode_event
+from .model import Change
+
+IDLE_CHECK = 1.0
+
+
+def autostart_default(endpoint: str | None) -> bool:
+    return endpoint is None and os.environ.get("FLOWD_AUTOSTART", "") in ("1", "true", "yes")
+
+
+class FlowClient(FlowAPI):
+    """Talks to one flowd. Safe to share between threads; survives ``os.fork()``.
+
+    ``data_dir``: find the daemon through that dir's ``flowd.lock`` (default:
+    ``FLOWD_DATA_DIR`` or ``~/.local/state/flowd``). ``endpoint``: connect
+    there instead. ``timeout``: every call's deadline in seconds, retries
+    included. ``cache``: serve reads from a local mirror kept current by the
+    change feed. ``autostart``: start a daemon for ``data_dir`` if none runs.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
+                 endpoint: str | None = None, timeout: float = 5.0, *, cache: bool = False,
+                 autostart: bool | None = None, retries: int = 2) -> None:
+        if autostart is None:
+            autostart = autostart_default(endpoint)
+        self._endpoints = Endpoints(endpoint, data_dir, autostart)
+        self._connection = Connection(self._endpoints, timeout, retries)
+        self.timeout = timeout
+        self._mirror = None
+        if cache:
+            mirror = Mirror(self)
+            mirror.start()
+            self._mirror = mirror
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self._endpoints.data_dir
+
+    def _drive(self, steps: Steps) -> Any:
+        try:
+            call = next(steps)
+            while True:
+                result, rev = self._connection.request(call.op, call.args, call.write)
+                if call.write and self._mirror is not None and rev is not None:
+                    self._mirror.wait_for(rev, self.timeout)
+                call = steps.send(result)
+        except StopIteration as done:
+            return done.value
+
+    @property
+    def current_flow_id(self) -> str | None:
+        return self.get_current_flow_id()
+
+    @contextmanager
+    def batch(self) -> Iterator[BatchBuilder]:
+        """Operations collected in the block apply atomically on exit (all or nothing)."""
+        builder = BatchBuilder()
+        yield builder
+        if builder.ops:
+            builder.results = self.commit_batch(builder.ops)
+
+    def events_endpoint(self) -> str:
+        if self._endpoints.events is None:
+            self._endpoints.events = self.hello()["events"]
+        return self._endpoints.events
+
+    def watch(self, since: int | None = None, timeout: float | None = None) -> Iterator[Change]:
+        """Changes after revision ``since`` (default: from now), in order, no gap, no repeat.
+
+        Raises CompactedError if ``since`` is older than the daemon's history:
+        read the store again and watch from its revision. ``timeout`` ends the
+        iteration after that many idle seconds (None: follow forever).
+        """
+        sub = configure_subscriber(self._connection.context.socket(zmq.SUB),
+                                   self.events_endpoint())
+        try:
+            if since is None:
+                since = self.ping()["revision"]
+            seq = Sequencer(since)
+            yield from self._catch_up(seq)
+            idle_since = time.monotonic()
+            while True:
+                if not sub.poll(int(IDLE_CHECK * 1000)):
+                    yield from self._catch_up(seq)  # an event may have beaten the subscription
+                    if timeout is not None and time.monotonic() - idle_since >= timeout:
+                        return
+                    continue
+                event = decode_event(sub.recv_multipart())
+                if event is None:
+                    continue
+                out = seq.accept(event)
+                yield from (self._catch_up(seq) if out is None else out)
+                idle_since = time.monotonic()
+        finally:
+            sub.close(0)
+
+    def _catch_up(self, seq: Sequencer) -> Iterator[Change]:
+        while True:
+            changes, revision = self.history(seq.last)
+            yield from seq.accept_history(changes)
+            if not changes or seq.last >= revision:
+                return
+
+    def close(self) -> None:
+        if self._mirror is not None:
+            self._mirror.stop()
+        self._connection.close()
+
+    def __enter__(self) -> FlowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

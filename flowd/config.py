@@ -1,0 +1,402 @@
+"""flowd's settings: one Config built from the command line, FLOWD_* variables,
+an optional TOML file and defaults, in that order of precedence.
+
+Every value is checked here, before the daemon touches its data directory, so
+a typo fails fast with a message naming the setting and where it came from
+(`--check-config` relies on this). Only log_level can change while running;
+`reload_live` says which other changes wait for a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import logsetup
+
+ENV_PREFIX = "FLOWD_"
+CONFIG_ENV = "FLOWD_CONFIG"
+DURABILITY_MODES = ("strict", "relaxed", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Settings `reload_live` applies to a running daemon; the rest need a restart.
+RELOADABLE = frozenset({"log_level"})
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+_SIZE_UNITS = {"": 1, "k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB}
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting and its source."""
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """$XDG_STATE_HOME/flowd, else ~/.local/state/flowd (XDG base dir spec:
+    a relative XDG_STATE_HOME is ignored)."""
+    env = os.environ if environ is None else environ
+    state = env.get("XDG_STATE_HOME", "")
+    if state and os.path.isabs(state):
+        return Path(state) / "flowd"
+    return _expand_user("~", env) / ".local" / "state" / "flowd"
+
+
+@dataclass
+class Config:
+    """All settings of one daemon run. Paths are absolute; endpoints None
+    mean "the daemon's default under data_dir"."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    endpoint: str | None = None
+    events_endpoint: str | None = None
+    durability: str = "strict"
+    snapshot_interval: float = 1.0
+    journal_max_bytes: int = 64 * MiB
+    max_request_bytes: int = 16 * MiB
+    history: int = 10000
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    tracemalloc: bool = False
+    curve_secret_key_file: Path | None = None
+    check_config: bool = False
+    config_file: Path | None = None
+    #: setting name -> where its value came from, e.g. "environment (FLOWD_DURABILITY)".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting (plus config_file) as JSON-able values, for
+        `--check-config` output and the stats op."""
+        out: dict[str, Any] = {}
+        for name in (*SETTING_NAMES, "config_file"):
+            value = getattr(self, name)
+            out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+# --- converters: raw value (str from CLI/env, TOML type from the file) -> value
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {type(raw).__name__}")
+    return raw
+
+
+def _to_path(raw: Any) -> str:
+    value = _text(raw)
+    if not value.strip() or "\0" in value:
+        raise ValueError(f"{value!r} is not a usable path")
+    return value
+
+
+def _to_choice(choices: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
+    def convert(raw: Any) -> str:
+        value = _text(raw).strip()
+        value = value.upper() if upper else value.lower()
+        if value not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return value
+
+    return convert
+
+
+def _to_seconds(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(f"expected a number of seconds, got {type(raw).__name__}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{raw!r} must be a finite number > 0")
+    return value
+
+
+def _to_int(raw: Any, units: Mapping[str, int]) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValueError(f"expected an integer, got {type(raw).__name__}")
+    if isinstance(raw, int):
+        return raw
+    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", raw)
+    if not m or m.group(2).lower() not in units:
+        hint = " (units: K, M, G)" if len(units) > 1 else ""
+        raise ValueError(f"{raw!r} is not an integer{hint}")
+    return int(m.group(1)) * units[m.group(2).lower()]
+
+
+def _to_size(minimum: int) -> Callable[[Any], int]:
+    def convert(raw: Any) -> int:
+        value = _to_int(raw, _SIZE_UNITS)
+        if value < minimum:
+            raise ValueError(f"{raw!r} must be at least {minimum} bytes")
+        return value
+
+    return convert
+
+
+def _to_count(raw: Any) -> int:
+    value = _to_int(raw, {"": 1})
+    if value < 0:
+        raise ValueError(f"{raw!r} must be >= 0")
+    return value
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = _text(raw).strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false, yes/no)")
+
+
+def _to_endpoint(raw: Any) -> str:
+    """Syntax only; the loopback rule needs curve_secret_key_file, see _validate."""
+    value = _text(raw).strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("ipc", "tcp"):
+        raise ValueError(f"{value!r} must start with ipc:// or tcp://")
+    if scheme == "ipc" and not rest:
+        raise ValueError(f"{value!r} has no socket path")
+    if scheme == "tcp":
+        _split_tcp(value)
+    return value
+
+
+def _split_tcp(endpoint: str) -> tuple[str, str]:
+    rest = endpoint[len("tcp://") :]
+    if rest.startswith("["):
+        host, sep, port = rest[1:].partition("]:")
+    else:
+        host, sep, port = rest.rpartition(":")
+    if not host or not sep or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"{endpoint!r} must look like tcp://HOST:PORT (PORT 1-65535 or *)")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- the settings table: drives argparse, env names, TOML keys and defaults
+
+
+@dataclass(frozen=True)
+class _Setting:
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    default_text: str
+    metavar: str | None = None
+    is_path: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_SETTINGS: tuple[_Setting, ...] = (
+    _Setting("data_dir", _to_path, None,
+             "directory that holds flows.json, the journal, flowd.lock and the default socket",
+             "$XDG_STATE_HOME/flowd, else ~/.local/state/flowd", "DIR", is_path=True),
+    _Setting("endpoint", _to_endpoint, None,
+             "request endpoint, ipc://PATH or tcp://HOST:PORT; tcp must be a loopback "
+             "address (127.0.0.0/8, ::1, localhost) unless --curve-secret-key-file is set",
+             "ipc://DATA_DIR/flowd.sock", "URL"),
+    _Setting("events_endpoint", _to_endpoint, None,
+             "change-feed (PUB) endpoint, same rules as --endpoint",
+             "ipc://DATA_DIR/flowd-events.sock", "URL"),
+    _Setting("durability", _to_choice(DURABILITY_MODES), "strict",
+             "strict: a write is acknowledged only once fsynced (survives a power cut); "
+             "relaxed: once handed to the OS, fsynced shortly after (survives a daemon "
+             "crash); none: no fsync at all (tests and throwaway data)",
+             "strict", "{strict,relaxed,none}"),
+    _Setting("snapshot_interval", _to_seconds, 1.0,
+             "seconds changes may wait before flows.json is rewritten (float > 0)",
+             "1.0", "SECONDS"),
+    _Setting("journal_max_bytes", _to_size(1), 64 * MiB,
+             "journal size that forces a snapshot; accepts K/M/G suffixes (binary)",
+             "64M", "BYTES"),
+    _Setting("max_request_bytes", _to_size(KiB), 16 * MiB,
+             "largest request frame accepted; bigger frames drop the connection "
+             "(at least 1K; K/M/G suffixes)", "16M", "BYTES"),
+    _Setting("history", _to_count, 10000,
+             "revisions kept in memory for the change feed (watchers further behind resync)",
+             "10000", "N"),
+    _Setting("log_level", _to_choice(LOG_LEVELS, upper=True), "INFO",
+             "log level; the one setting that SIGHUP applies without a restart",
+             "INFO", "{DEBUG,INFO,WARNING,ERROR}"),
+    _Setting("log_file", _to_path, None,
+             "append log lines to FILE (reopened on SIGHUP) instead of stderr",
+             "stderr", "FILE", is_path=True),
+    _Setting("tracemalloc", _to_bool, False,
+             "trace Python allocations so stats can report memory hot spots (slower)",
+             "off"),
+    _Setting("curve_secret_key_file", _to_path, None,
+             "CURVE secret key file; enables CURVE on tcp endpoints and allows non-loopback hosts",
+             "none", "FILE", is_path=True),
+)
+SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in _SETTINGS)
+_BY_NAME = {s.name: s for s in _SETTINGS}
+
+_EPILOG = f"""\
+precedence: command line > {ENV_PREFIX}* environment variables > config file > defaults.
+
+The config file (--config PATH or ${CONFIG_ENV}) is TOML with the setting names
+as top-level keys, e.g.:
+    data_dir = "/var/lib/flowd"
+    durability = "relaxed"
+    journal_max_bytes = "128M"
+    tracemalloc = false
+Unknown keys are an error. Relative paths in the file are relative to the file.
+Boolean variables accept 1/0, true/false, yes/no; empty variables are ignored.
+SIGHUP re-reads the configuration: log_level is applied, the log file is reopened,
+and other changed settings are logged as needing a restart."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `flowd` command line; every option documents its variable and default.
+    Defaults are suppressed so load_config can tell "given" from "not given"."""
+    parser = argparse.ArgumentParser(
+        prog="flowd", description="Serve a shared store of flows over ZeroMQ.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"TOML config file (env {CONFIG_ENV}; default: none)")
+    for s in _SETTINGS:
+        text = f"{s.help} (env {s.env}; default: {s.default_text})".replace("%", "%%")
+        if s.convert is _to_bool:
+            parser.add_argument(s.option, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            parser.add_argument(s.option, metavar=s.metavar, help=text)
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print it and exit")
+    return parser
+
+
+def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate the Config. argv None means sys.argv[1:]; environ
+    None means os.environ. Raises ConfigError; bad option syntax exits via
+    argparse (status 2)."""
+    env = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    layers: dict[str, tuple[Any, str, Path | None]] = {}
+    config_file = _config_path(args, env)
+    if config_file is not None:
+        layers.update(_read_file(config_file))
+    for s in _SETTINGS:
+        if env.get(s.env):
+            layers[s.name] = (env[s.env], f"environment ({s.env})", None)
+    for s in _SETTINGS:
+        if s.name in args:
+            layers[s.name] = (args[s.name], f"command line ({s.option})", None)
+    config = _build(layers, env)
+    config.config_file = config_file
+    config.check_config = bool(args.get("check_config", False))
+    _validate(config)
+    return config
+
+
+def _config_path(args: Mapping[str, Any], env: Mapping[str, str]) -> Path | None:
+    raw = args.get("config") or env.get(CONFIG_ENV)
+    if not raw:
+        return None
+    return _absolute(raw, None, env)
+
+
+def _read_file(path: Path) -> dict[str, tuple[Any, str, Path | None]]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    for key in data:
+        if key not in _BY_NAME:
+            close = difflib.get_close_matches(key.replace("-", "_"), SETTING_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config file {path}: unknown setting {key!r}{hint}")
+    return {k: (v, f"config file {path} ({k})", path.parent) for k, v in data.items()}
+
+
+def _build(layers: Mapping[str, tuple[Any, str, Path | None]], env: Mapping[str, str]) -> Config:
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for s in _SETTINGS:
+        if s.name not in layers:
+            values[s.name] = default_data_dir(env) if s.name == "data_dir" else s.default
+            sources[s.name] = "default"
+            continue
+        raw, source, base = layers[s.name]
+        try:
+            value = s.convert(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {s.name} from {source}: {exc}") from None
+        values[s.name] = _absolute(value, base, env) if s.is_path else value
+        sources[s.name] = source
+    return Config(**values, sources=sources)
+
+
+def _validate(config: Config) -> None:
+    """Rules that involve more than one setting or the file system."""
+    key = config.curve_secret_key_file
+    if key is not None and not key.is_file():
+        raise ConfigError(f"invalid curve_secret_key_file from "
+                          f"{config.sources['curve_secret_key_file']}: {key} is not a file")
+    for name in ("endpoint", "events_endpoint"):
+        value = getattr(config, name)
+        if value is None or not value.startswith("tcp://") or key is not None:
+            continue
+        host, _ = _split_tcp(value)
+        if not _is_loopback(host.strip("[]")):
+            raise ConfigError(
+                f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
+                "address (127.0.0.0/8, ::1, localhost); non-loopback tcp needs "
+                "curve_secret_key_file")
+    if config.endpoint is not None and config.endpoint == config.events_endpoint:
+        raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
+                          f"same as endpoint ({config.endpoint})")
+
+
+def _expand_user(value: str, env: Mapping[str, str]) -> Path:
+    """Like Path.expanduser, but "~" follows the given environment's HOME."""
+    if (value == "~" or value.startswith("~/")) and env.get("HOME"):
+        return Path(env["HOME"] + value[1:])
+    return Path(value).expanduser()
+
+
+def _absolute(value: str, base: Path | None, env: Mapping[str, str]) -> Path:
+    path = _expand_user(value, env)
+    return path if path.is_absolute() else (base or Path.cwd()) / path
+
+
+def reload_live(old: Config, new: Config) -> list[str]:
+    """Apply what can change while running (log_level) and record it in `old`,
+    which stays the config in effect. Returns the names of other settings
+    that differ and therefore need a restart, for the daemon to log."""
+    changed = [n for n in SETTING_NAMES if getattr(old, n) != getattr(new, n)]
+    if "log_level" in changed:
+        logsetup.set_level(new.log_level)
+        old.log_level = new.log_level
+        old.sources["log_level"] = new.sources.get("log_level", "reload")
+    return [n for n in changed if n not in RELOADABLE]

@@ -1,0 +1,73 @@
+"""The change feed's memory: recent revisions for ``watch(since=R)``, and retry keys.
+
+Both are bounded: a watcher that asks for history older than the window gets
+COMPACTED and resyncs; a retried write older than the key window is applied
+again (the window is documented in the README).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Any
+
+from flowd_client.errors import CompactedError
+
+from .store import Store
+
+
+def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
+    """The published form of a record, taken after it was applied to ``store``."""
+    changes = []
+    for op, fid, flow in record["changes"]:
+        if op == "set_current":
+            flow = store.flows.get(fid)
+        changes.append({"op": op, "flow_id": fid, "flow": flow})
+    return {"revision": record["rev"], "ts": record["ts"],
+            "current_flow_id": record["current"], "changes": changes}
+
+
+class History:
+    """The last ``size`` revisions' events, oldest first."""
+
+    def __init__(self, size: int, start_revision: int) -> None:
+        self.events: deque[dict[str, Any]] = deque(maxlen=max(1, size))
+        #: the oldest revision R such that every change after R is still here
+        self.floor = start_revision
+
+    def add(self, event: dict[str, Any]) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.floor = self.events[0]["revision"]
+        self.events.append(event)
+
+    def since(self, revision: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        if revision < self.floor:
+            raise CompactedError(
+                f"history before revision {self.floor} is compacted (asked for after "
+                f"{revision}); read the full store and watch from its revision",
+                {"compacted_revision": self.floor},
+            )
+        if not self.events or revision >= self.events[-1]["revision"]:
+            return []
+        skip = max(0, revision - self.events[0]["revision"] + 1)
+        out = []
+        for i in range(skip, len(self.events)):
+            out.append(self.events[i])
+            if len(out) >= limit:
+                break
+        return out
+
+
+class RetryKeys:
+    """Idempotency keys of recent writes and their first replies (LRU, bounded)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self.replies: OrderedDict[tuple[str, int], tuple[bool, Any]] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> tuple[bool, Any] | None:
+        return self.replies.get(key)
+
+    def put(self, key: tuple[str, int], ok: bool, value: Any) -> None:
+        self.replies[key] = (ok, value)
+        if len(self.replies) > self.size:
+            self.replies.popitem(last=False)

@@ -1,0 +1,179 @@
+"""The daemon's parts wired together, without sockets: lock, recovery, store, service.
+
+:func:`open_runtime` is start-up up to "ready to serve"; the server loop then
+calls the small methods here on its timers, and :meth:`Runtime.close` is the
+orderly end (final snapshot, journal closed, lock released).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
+
+from . import __version__
+from .feed import build_event
+from .service import Service
+from .snapshotter import Snapshotter
+from .storage.journal import Journal
+from .storage.lock import DataDirLock
+from .storage.recovery import Recovery, recover, written_fingerprint
+from .storage.snapshot import SnapshotFiles
+from .store import Store
+from .stray import absorb_stray_file, merge_into
+
+log = logging.getLogger("flowd")
+
+UNIX_PATH_MAX = 107
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    endpoint: str | None = None
+    events_endpoint: str | None = None
+    durability: str = "strict"
+    snapshot_interval: float = 1.0
+    journal_max_bytes: int = 64 << 20
+    max_request_bytes: int = 16 << 20
+    history: int = 10_000
+
+
+def socket_endpoint(data_dir: Path, name: str) -> str:
+    """``ipc://<data_dir>/<name>``, or under a private runtime dir if too long for AF_UNIX."""
+    path = data_dir / name
+    if len(os.fsencode(str(path))) <= UNIX_PATH_MAX:
+        return f"ipc://{path}"
+    digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    run = Path(base) / f"flowd-{os.getuid()}-{digest}"
+    run.mkdir(mode=0o700, exist_ok=True)
+    st = run.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{run} is not a private directory of this user")
+    return f"ipc://{run / name}"
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.max_request_bytes = settings.max_request_bytes
+        self.lock = DataDirLock(self.data_dir)
+        self.store = Store()
+        self.journal = Journal(self.data_dir, settings.durability)
+        files = SnapshotFiles(self.data_dir)
+        self.snap = Snapshotter(files, self.journal, interval=settings.snapshot_interval,
+                                max_journal_bytes=settings.journal_max_bytes)
+        self.endpoint = settings.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
+        self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
+                                                                  EVENTS_SOCKET_NAME)
+        self.service = Service(self.store, self.journal, self.snap, history=settings.history,
+                               info={"events": self.events, "server": __version__})
+        self.recovery: Recovery | None = None
+
+    # ------------------------------------------------------------ start
+
+    def open(self) -> Recovery:
+        """Lock the data dir and load the store; raises DataDirBusy if another daemon has it."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock.acquire()
+        base_rev = -1
+        rec = recover(self.data_dir, self.store, self.journal)
+        self.recovery = rec
+        snap = self.snap
+        snap.files.known = written_fingerprint(self.data_dir)
+        if rec.source == "flows.json":
+            base_rev = self.store.revision - rec.replayed
+        snap.installed_rev = max(base_rev, 0) if rec.source == "flows.json" else -1
+        snap.base_flows = rec.base_flows
+        snap.base_current = rec.base_current
+        self._seed_feed(rec)
+        self.service.stats.load = rec.summary()
+        log.info("loaded %d flows at revision %d in %.3f s (%s, %d journal records replayed)",
+                 len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
+        if rec.stray is not None:
+            merge_into(self.service, snap, self.data_dir, rec.stray.theirs,
+                       rec.stray.base_flows, rec.stray.base_current, rec.stray.evidence)
+        if rec.needs_snapshot or not snap.files.path.exists() or rec.stray is not None:
+            self._snapshot_now()
+        elif rec.replayed:
+            snap.note_change(time.monotonic())
+        return rec
+
+    def _seed_feed(self, rec: Recovery) -> None:
+        """Replayed records back the change feed and the retry-key window after a restart."""
+        svc = self.service
+        svc.history.floor = self.store.revision - rec.replayed
+        for record in rec.records:
+            svc.history.add(build_event(record, self.store))
+            for key, result in record.get("keys", ()):
+                svc.keys.put(tuple(key), True, result)
+
+    def advertise(self) -> None:
+        """Tell clients where we listen (after the sockets are bound)."""
+        self.lock.write({"pid": os.getpid(), "started": time.time(), "endpoint": self.endpoint,
+                         "events": self.events, "version": __version__,
+                         "data_dir": str(self.data_dir)})
+
+    # ------------------------------------------------------------ timers
+
+    def collect_snapshot(self) -> list[Any]:
+        out = self.snap.finish()
+        if out is None:
+            return []
+        if out.stray:
+            log.warning("flows.json was rewritten by another program during a snapshot")
+            self.check_stray(force=True)
+            return []
+        if out.installed is None:
+            return self.service.answer_savers(None)
+        return self.service.answer_savers(out.view.revision)
+
+    def check_stray(self, force: bool = False) -> None:
+        if self.snap.busy:
+            return
+        if force or self.snap.files.changed_behind_our_back():
+            try:
+                absorb_stray_file(self.service, self.snap, self.data_dir)
+            except OSError as exc:
+                log.error("could not absorb the stray flows.json yet: %s", exc)
+
+    def maybe_snapshot(self, now: float) -> None:
+        wanted = self.service.save_waiters and not self.snap.busy
+        if wanted or self.snap.due(now):
+            self.check_stray()
+            self.snap.start(self.store)
+
+    def sync_journal(self) -> None:
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            log.error("journal fsync failed: %s", exc)
+
+    def _snapshot_now(self) -> bool:
+        out = self.snap.write_now(self.store)
+        if out.stray:
+            self.check_stray(force=True)
+            out = self.snap.write_now(self.store)
+        return out.installed is not None
+
+    # ------------------------------------------------------------ stop
+
+    def close(self) -> bool:
+        """Final snapshot if anything changed since the last; True if all is on disk."""
+        ok = True
+        self.snap.wait()
+        if self.store.revision != self.snap.installed_rev or self.service.save_waiters:
+            ok = self._snapshot_now()
+            if not ok:
+                log.error("final snapshot failed; the journal still holds every change")
+        self.journal.close()
+        self.lock.release()
+        return ok

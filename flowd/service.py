@@ -1,0 +1,254 @@
+"""The request path without sockets: parse, apply, group-commit, reply, publish.
+
+Reads see committed state and are answered at once. Writes are staged in a
+group transaction; :meth:`Service.commit` appends the group's records to the
+journal with one fsync, applies them to the store and only then produces the
+replies ("ok" means durable) and the events. A failed append drops the group:
+nothing was applied, every writer in it gets UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flowd_client import protocol
+from flowd_client.errors import FlowdError, InternalError, UnavailableError
+
+from . import ops
+from .feed import History, RetryKeys, build_event
+from .logsetup import RateLimitedLogger
+from .paging import Pager
+from .stats import Stats
+from .store import Store, Txn
+
+log = logging.getLogger("flowd.service")
+refused_log = RateLimitedLogger(logging.getLogger("flowd.refused"))
+
+Out = list[tuple[bytes, bytes]]
+
+
+@dataclass
+class PendingWrite:
+    client: bytes
+    rid: int
+    key: tuple[str, int] | None
+    record: dict[str, Any] | None
+    result: Any
+    followers: list[tuple[bytes, int]]
+
+
+class Service:
+    """Owns the store's request path; the server loop feeds it frames."""
+
+    def __init__(self, store: Store, journal: Any, snapshotter: Any, *,
+                 history: int = 10_000, info: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.journal = journal
+        self.snap = snapshotter
+        self.history = History(history, store.revision)
+        self.keys = RetryKeys()
+        self.pager = Pager()
+        self.stats = Stats()
+        self.info = info or {}
+        self.group: Txn | None = None
+        self.pending: list[PendingWrite] = []
+        self.pending_keys: dict[tuple[str, int], PendingWrite] = {}
+        self.group_clients: set[bytes] = set()
+        self.events: list[dict[str, Any]] = []
+        self.save_waiters: list[tuple[bytes, int, int]] = []
+        self.extra_stats: Any = None
+
+    # ------------------------------------------------------------ requests
+
+    def handle(self, client: bytes, frame: bytes) -> Out:
+        """One request frame; returns the replies that can go out now."""
+        try:
+            rid, op, args, key = protocol.parse_request(frame)
+        except FlowdError as exc:
+            return [(client, self._refuse(exc, exc.data.get("request_id")))]
+        self.stats.count_op(op)
+        try:
+            if op in protocol.READ_OPS:
+                out = self.commit() if client in self.group_clients else []
+                out.append((client, protocol.reply_ok(rid, self._read(op, args))))
+                return out
+            if op == "save":
+                return self._save(client, rid, args)
+            return self._write(client, rid, op, args, key)
+        except FlowdError as exc:
+            return [(client, self._refuse(exc, rid))]
+        except Exception:
+            log.exception("internal error on %s", op)
+            return [(client, self._refuse(InternalError(f"internal error on {op}"), rid))]
+
+    def _refuse(self, exc: FlowdError, rid: Any) -> bytes:
+        self.stats.count_error(exc.code)
+        refused_log.info(exc.code, "refused request: %s: %s", exc.code, exc.message)
+        return protocol.reply_error(rid, exc)
+
+    def _read(self, op: str, args: dict[str, Any]) -> Any:
+        fn = ops.READS.get(op)
+        if fn is not None:
+            return fn(self.store, args)
+        if op == "get_all_flows":
+            return self.pager.page(self.store, args)
+        if op == "history":
+            return {"changes": self.history.since(args["since"]),
+                    "revision": self.store.revision}
+        if op == "ping":
+            return {"pong": True, "revision": self.store.revision}
+        if op == "hello":
+            return self._hello(args)
+        if op == "stats":
+            return self.collect_stats()
+        raise InternalError(f"read op {op} has no handler")
+
+    def _hello(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args["version"] > protocol.PROTOCOL_VERSION:
+            raise protocol.UnsupportedVersionError(
+                f"client speaks protocol {args['version']}, this daemon speaks "
+                f"{protocol.PROTOCOL_VERSION}", {"server": protocol.PROTOCOL_VERSION,
+                                                 "client": args["version"]})
+        return {"protocol": protocol.PROTOCOL_VERSION, "revision": self.store.revision,
+                "max_request_bytes": protocol.MAX_REQUEST_BYTES, **self.info}
+
+    def _write(self, client: bytes, rid: int, op: str, args: dict[str, Any],
+               key: tuple[str, int] | None) -> Out:
+        if key is not None:
+            seen = self.keys.get(key)
+            if seen is not None:
+                ok, value = seen
+                self.stats.retries += 1
+                reply = (protocol.reply_ok(rid, value, self.store.revision) if ok
+                         else protocol.reply_error(rid, value))
+                return [(client, reply)]
+            inflight = self.pending_keys.get(key)
+            if inflight is not None:
+                inflight.followers.append((client, rid))
+                return []
+        if self.group is None:
+            self.group = self.store.begin()
+        txn = self.store.begin(parent=self.group)
+        try:
+            result = ops.WRITES[op](txn, args)
+        except FlowdError as exc:
+            if key is not None:
+                self.keys.put(key, False, exc)
+            raise
+        record = txn.record()
+        if record is not None:
+            if key is not None:
+                record["keys"] = [[list(key), result]]
+            txn.merge_into_parent()
+        pw = PendingWrite(client, rid, key, record, result, [])
+        self.pending.append(pw)
+        self.group_clients.add(client)
+        if key is not None:
+            self.pending_keys[key] = pw
+        return []
+
+    # ------------------------------------------------------------ commit
+
+    def commit(self) -> Out:
+        """Make the group durable (one append, one fsync), apply it, answer it."""
+        pending, self.pending = self.pending, []
+        self.group, self.pending_keys, self.group_clients = None, {}, set()
+        if not pending:
+            return []
+        records = [pw.record for pw in pending if pw.record is not None]
+        if records:
+            t0 = time.perf_counter()
+            try:
+                self.stats.journal_bytes += self.journal.append(records)
+            except OSError as exc:
+                return self._group_failed(pending, exc)
+            self.stats.observe_commit(time.perf_counter() - t0, len(records))
+            for record in records:
+                self.store.apply_record(record)
+                event = build_event(record, self.store)
+                self.history.add(event)
+                self.events.append(event)
+            self.snap.note_change(time.monotonic())
+        out: Out = []
+        rev = self.store.revision
+        for pw in pending:
+            if pw.key is not None:
+                self.keys.put(pw.key, True, pw.result)
+            wrote = pw.record["rev"] if pw.record is not None else rev
+            out.append((pw.client, protocol.reply_ok(pw.rid, pw.result, wrote)))
+            out.extend((c, protocol.reply_ok(r, pw.result, wrote)) for c, r in pw.followers)
+        return out
+
+    def _group_failed(self, pending: list[PendingWrite], exc: OSError) -> Out:
+        self.stats.journal_failures += 1
+        self.stats.last_journal_error = f"{type(exc).__name__}: {exc}"
+        log.error("journal append failed (%s): %d writes refused, nothing applied",
+                  exc, len(pending))
+        err = UnavailableError(f"the daemon could not make the write durable ({exc}); "
+                               "nothing was applied, retry later")
+        out: Out = []
+        for pw in pending:
+            out.append((pw.client, self._refuse(err, pw.rid)))
+            out.extend((c, protocol.reply_error(r, err)) for c, r in pw.followers)
+        return out
+
+    def commit_internal(self, txn: Txn) -> None:
+        """Journal and apply a change flowd makes itself (a stray merge); OSError on failure."""
+        record = txn.record()
+        if record is None:
+            return
+        self.journal.append([record], sync=True)
+        self.store.apply_record(record)
+        event = build_event(record, self.store)
+        self.history.add(event)
+        self.events.append(event)
+        self.snap.note_change(0.0)
+
+    def take_events(self) -> list[dict[str, Any]]:
+        events, self.events = self.events, []
+        return events
+
+    # ------------------------------------------------------------ save
+
+    def _save(self, client: bytes, rid: int, args: dict[str, Any]) -> Out:
+        out = self.commit()
+        if not args.get("force"):
+            # every acknowledged write is already durable in the journal
+            out.append((client, protocol.reply_ok(rid, True)))
+            return out
+        self.save_waiters.append((client, rid, self.store.revision))
+        self.snap.note_change(0.0)
+        return out
+
+    def answer_savers(self, installed_rev: int | None) -> Out:
+        """Reply to save(force=True) callers whose revision is now in flows.json."""
+        out, waiting = [], []
+        for client, rid, rev in self.save_waiters:
+            if installed_rev is None:
+                out.append((client, protocol.reply_ok(rid, False)))
+            elif installed_rev >= rev:
+                out.append((client, protocol.reply_ok(rid, True)))
+            else:
+                waiting.append((client, rid, rev))
+        self.save_waiters = waiting
+        return out
+
+    # ------------------------------------------------------------ stats
+
+    def collect_stats(self) -> dict[str, Any]:
+        s = self.store
+        out = {"flows": len(s), "revision": s.revision, "current_flow_id": s.current_flow_id,
+               "file_revision": self.snap.file_revision,
+               "snapshot_revision": self.snap.installed_rev,
+               "snapshot_lag_revisions": s.revision - self.snap.installed_rev,
+               "snapshot": self.snap.stats.as_dict(),
+               "journal": {"bytes": self.journal.total_bytes(),
+                           "segments": len(self.journal.segments),
+                           "durability": self.journal.durability},
+               "history_floor": self.history.floor, **self.stats.as_dict()}
+        if self.extra_stats is not None:
+            out.update(self.extra_stats())
+        return out

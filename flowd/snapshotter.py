@@ -1,0 +1,167 @@
+"""When and how flows.json is rewritten: off the request path, in one background thread.
+
+A snapshot starts when changes are older than the interval (so the file lags
+the store by a bounded time), when the journal's active segment passes its
+size limit, on ``save(force=True)`` and at shutdown. Starting one rotates the
+journal; finishing one lets the journal drop segments that the previous
+generation (``flows.json.prev``) no longer needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .storage.journal import Journal
+from .storage.snapshot import Installed, SnapshotFiles, StrayWriterDetected, View
+from .store import Store
+
+log = logging.getLogger("flowd.snapshot")
+
+
+@dataclass
+class Outcome:
+    """What a finished snapshot did; ``stray`` means nothing was written."""
+
+    view: View
+    installed: Installed | None = None
+    stray: bool = False
+    error: OSError | None = None
+
+
+@dataclass
+class SnapshotStats:
+    count: int = 0
+    failures: int = 0
+    last_seconds: float = 0.0
+    total_seconds: float = 0.0
+    last_bytes: int = 0
+    last_at: float | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        avg = self.total_seconds / self.count if self.count else 0.0
+        return {"count": self.count, "failures": self.failures,
+                "last_seconds": round(self.last_seconds, 4), "avg_seconds": round(avg, 4),
+                "last_bytes": self.last_bytes, "last_at": self.last_at,
+                "last_error": self.last_error}
+
+
+@dataclass
+class Snapshotter:
+    files: SnapshotFiles
+    journal: Journal
+    interval: float = 1.0
+    max_journal_bytes: int = 64 << 20
+    file_revision: int = 0
+    #: revision of the snapshot now in flows.json / in flows.json.prev
+    installed_rev: int = 0
+    prev_rev: int = -1
+    base_flows: dict[str, Any] = field(default_factory=dict)
+    base_current: str | None = None
+    dirty_since: float | None = None
+    retry_at: float = 0.0
+    stats: SnapshotStats = field(default_factory=SnapshotStats)
+    on_done: Callable[[], None] | None = None
+    _thread: threading.Thread | None = None
+    _outcome: Outcome | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def note_change(self, now: float) -> None:
+        if self.dirty_since is None:
+            self.dirty_since = now
+
+    def due(self, now: float) -> bool:
+        if self.busy or self.dirty_since is None or now < self.retry_at:
+            return False
+        # adaptive: never spend more than about a quarter of the time snapshotting
+        wait = max(self.interval, 3 * self.stats.last_seconds)
+        return (now - self.dirty_since >= wait
+                or self.journal.active_bytes() >= self.max_journal_bytes)
+
+    def next_deadline(self, now: float) -> float | None:
+        if self.busy or self.dirty_since is None:
+            return None
+        wait = max(self.interval, 3 * self.stats.last_seconds)
+        return max(self.dirty_since + wait, self.retry_at)
+
+    def view(self, store: Store) -> View:
+        return View(list(store.flows.items()), store.current_flow_id, store.revision,
+                    self.file_revision + 1, store.meta_extra, store.extra)
+
+    def start(self, store: Store) -> None:
+        """Capture a consistent view (O(n) pointer copy) and write it in the background."""
+        view = self.view(store)
+        if self.journal.fd is not None:
+            self.journal.open_segment(store.revision + 1)
+        self.dirty_since = None
+        self._thread = threading.Thread(target=self._run, args=(view,), name="snapshot",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, view: View) -> None:
+        out = Outcome(view)
+        try:
+            out.installed = self.files.write(view)
+        except StrayWriterDetected:
+            out.stray = True
+        except OSError as exc:
+            out.error = exc
+        self._outcome = out
+        if self.on_done is not None:
+            self.on_done()
+
+    def wait(self) -> Outcome | None:
+        if self._thread is not None:
+            self._thread.join()
+        return self.finish()
+
+    def finish(self) -> Outcome | None:
+        """Collect a finished snapshot (non-blocking); None while it still runs."""
+        if self._thread is None or self._outcome is None:
+            return None
+        self._thread.join()
+        self._thread = None
+        out, self._outcome = self._outcome, None
+        assert out is not None
+        if out.installed is not None:
+            self._installed(out)
+        else:
+            self.note_change(time.monotonic())
+            if out.error is not None:
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(out.error).__name__}: {out.error}"
+                self.retry_at = time.monotonic() + 2.0
+                log.error("snapshot failed (%s); flows.json stays the last good one, "
+                          "the journal holds every change; retrying", self.stats.last_error)
+        return out
+
+    def _installed(self, out: Outcome) -> None:
+        view, inst = out.view, out.installed
+        assert inst is not None
+        self.file_revision = view.file_revision
+        self.prev_rev, self.installed_rev = self.installed_rev, view.revision
+        self.base_flows, self.base_current = dict(view.items), view.current_flow_id
+        st = self.stats
+        st.count += 1
+        st.last_seconds, st.last_bytes, st.last_at = inst.seconds, inst.bytes, time.time()
+        st.total_seconds += inst.seconds
+        st.last_error = None
+        self.journal.drop_through(self.prev_rev)
+        log.info("snapshot: %d flows at revision %d, %d bytes in %.3f s", len(view.items),
+                 view.revision, inst.bytes, inst.seconds)
+
+    def write_now(self, store: Store) -> Outcome:
+        """Synchronous snapshot (start-up after migration or recovery, shutdown)."""
+        self.wait()
+        self.start(store)
+        out = self.wait()
+        assert out is not None
+        return out

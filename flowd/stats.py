@@ -1,0 +1,53 @@
+"""Counters the daemon keeps about itself, for the ``stats`` op and ``flowctl stats``."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.ops: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.retries = 0
+        self.commits = 0
+        self.committed_records = 0
+        self.commit_seconds = 0.0
+        self.journal_bytes = 0
+        self.journal_failures = 0
+        self.last_journal_error: str | None = None
+        self.load: dict[str, Any] = {}
+        self.strays: list[dict[str, Any]] = []
+
+    def count_op(self, op: str) -> None:
+        self.ops[op] += 1
+
+    def count_error(self, code: str) -> None:
+        self.errors[code] += 1
+
+    def observe_commit(self, seconds: float, records: int) -> None:
+        self.commits += 1
+        self.committed_records += records
+        self.commit_seconds += seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        avg = self.commit_seconds / self.commits if self.commits else 0.0
+        return {
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "started": self.started,
+            "load": self.load,
+            "requests": dict(self.ops),
+            "errors": dict(self.errors),
+            "retried_writes_answered": self.retries,
+            "commits": self.commits,
+            "records_per_commit": round(self.committed_records / self.commits, 2)
+            if self.commits else 0.0,
+            "avg_commit_seconds": round(avg, 6),
+            "journal_appended_bytes": self.journal_bytes,
+            "journal_failures": self.journal_failures,
+            "last_journal_error": self.last_journal_error,
+            "stray_merges": self.strays[-10:],
+        }

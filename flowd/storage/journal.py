@@ -1,0 +1,258 @@
+"""The append-only journal: every acknowledged write is a framed record here first.
+
+Segments are files ``journal-<seq>.log``; each starts with a header frame
+naming the revision its first record will carry (``base``). A frame is
+``<u32 length><u32 crc32><msgpack payload>``. A new segment is opened at every
+snapshot start and after a failed append, so a snapshot at revision S makes
+every older segment obsolete once the snapshot generation before it is gone.
+
+A later segment's ``base`` voids records of earlier segments at or above it:
+that is how a batch whose append failed (and could not be truncated away) is
+forgotten on replay, since its writers were told it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .evidence import keep_aside
+from .fsio import IO, fsync_dir, write_all
+
+log = logging.getLogger("flowd.journal")
+
+HEADER = struct.Struct("<II")
+MAX_FRAME = 1 << 30
+TORN_SCAN_LIMIT = 4 << 20
+SEGMENT_RE = re.compile(r"^journal-(\d{8})\.log$")
+
+
+def frame(obj: Any) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _frame_at(data: bytes, pos: int) -> tuple[Any, int] | None:
+    """Decode the frame at ``pos``; None if it is not a whole, valid frame."""
+    if pos + HEADER.size > len(data):
+        return None
+    length, crc = HEADER.unpack_from(data, pos)
+    end = pos + HEADER.size + length
+    if length == 0 or length > MAX_FRAME or end > len(data):
+        return None
+    payload = data[pos + HEADER.size:end]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False), end
+    except Exception:
+        return None
+
+
+def _is_torn(data: bytes, pos: int) -> bool:
+    """A bad frame is a torn tail unless a valid frame follows it."""
+    rest = data[pos:]
+    if not rest.strip(b"\0"):
+        return True
+    limit = min(len(data), pos + TORN_SCAN_LIMIT)
+    for p in range(pos + 1, limit):
+        if _frame_at(data, p) is not None:
+            return False
+    return len(data) - pos <= TORN_SCAN_LIMIT
+
+
+@dataclass
+class Segment:
+    path: Path
+    seq: int
+    base: int
+    last_rev: int = 0
+    size: int = 0
+
+
+@dataclass
+class ScanResult:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    torn_bytes: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    kept_aside: list[Path] = field(default_factory=list)
+
+
+def _read_segment(path: Path, seq: int, out: ScanResult) -> tuple[Segment | None, list, bool]:
+    """Records of one segment, and whether it ended in corruption."""
+    data = path.read_bytes()
+    head = _frame_at(data, 0)
+    if head is None or not isinstance(head[0], dict) or "base" not in head[0]:
+        if len(data) < HEADER.size or _is_torn(data, 0):
+            out.torn_bytes += len(data)
+            return None, [], False
+        out.corrupt.append(f"{path.name}: unreadable header")
+        return None, [], True
+    seg = Segment(path, seq, int(head[0]["base"]), size=len(data))
+    records, pos = [], head[1]
+    while pos < len(data):
+        got = _frame_at(data, pos)
+        if got is None:
+            if _is_torn(data, pos):
+                out.torn_bytes += len(data) - pos
+                log.warning("journal %s: dropped a torn tail of %d bytes (never acknowledged)",
+                            path.name, len(data) - pos)
+                break
+            out.corrupt.append(f"{path.name}: bad record at byte {pos} of {len(data)}")
+            return seg, records, True
+        records.append(got[0])
+        pos = got[1]
+    return seg, records, False
+
+
+class Journal:
+    """Owns the segments in the data dir; appends, syncs, rotates, compacts."""
+
+    def __init__(self, directory: Path, durability: str = "strict") -> None:
+        self.dir = directory
+        self.durability = durability
+        self.segments: list[Segment] = []
+        self.fd: int | None = None
+        self.active: Segment | None = None
+        self.unsynced = False
+        self.appended_bytes = 0
+
+    # ------------------------------------------------------------ start-up
+
+    def _segment_files(self) -> list[tuple[int, Path]]:
+        found = []
+        for p in self.dir.iterdir():
+            m = SEGMENT_RE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def scan(self) -> ScanResult:
+        """Read every segment in order; void records superseded by a later base.
+
+        On corruption, that segment and all later ones are moved aside
+        (evidence), and the records before the corruption are returned.
+        """
+        out = ScanResult()
+        files = self._segment_files()
+        for i, (seq, path) in enumerate(files):
+            seg, records, corrupt = _read_segment(path, seq, out)
+            if seg is not None:
+                out.records = [r for r in out.records if r["rev"] < seg.base]
+                out.records.extend(records)
+                seg.last_rev = records[-1]["rev"] if records else seg.base - 1
+                out.segments.append(seg)
+            if corrupt:
+                for _, later in files[i:]:
+                    out.kept_aside.append(keep_aside(later, "corrupt", move=True))
+                if seg is not None:
+                    out.segments.pop()
+                log.error("journal corrupt (%s): replay stops there; segments kept aside: %s",
+                          "; ".join(out.corrupt), ", ".join(p.name for p in out.kept_aside))
+                break
+        self.segments = out.segments
+        return out
+
+    # ------------------------------------------------------------ writing
+
+    def open_segment(self, base: int) -> None:
+        """Start a new segment whose first record will carry revision ``base``."""
+        self.close()
+        seq = max([s.seq for s in self.segments] + [n for n, _ in self._segment_files()] + [0]) + 1
+        path = self.dir / f"journal-{seq:08d}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                     0o600)
+        try:
+            head = frame({"journal": 1, "seq": seq, "base": base})
+            write_all(fd, head)
+            IO.fsync(fd)
+            fsync_dir(self.dir)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        self.fd = fd
+        self.active = Segment(path, seq, base, last_rev=base - 1, size=len(head))
+        self.segments.append(self.active)
+
+    def append(self, records: list[dict[str, Any]], sync: bool | None = None) -> int:
+        """Append records; fsync once in strict mode. On failure nothing stays behind.
+
+        The caller has not applied the records yet: if this raises, it drops
+        them and the journal's next append goes to a fresh segment.
+        """
+        if self.fd is None:
+            assert records, "append of nothing"
+            self.open_segment(records[0]["rev"])
+        assert self.active is not None and self.fd is not None
+        data = b"".join([frame(r) for r in records])
+        start = self.active.size
+        try:
+            write_all(self.fd, data)
+            if sync if sync is not None else self.durability == "strict":
+                IO.fdatasync(self.fd)
+            else:
+                self.unsynced = True
+        except OSError:
+            self._abandon(start)
+            raise
+        self.active.size += len(data)
+        self.active.last_rev = records[-1]["rev"]
+        self.appended_bytes += len(data)
+        return len(data)
+
+    def _abandon(self, start: int) -> None:
+        """After a failed append: cut the partial bytes if we can, never reuse the segment."""
+        try:
+            IO.ftruncate(self.fd, start)
+        except OSError:
+            log.error("journal: could not truncate a failed append; a new segment voids it")
+        self.close()
+
+    def sync(self) -> None:
+        if self.fd is not None and self.unsynced:
+            IO.fdatasync(self.fd)
+            self.unsynced = False
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                self.sync()
+            except OSError as exc:
+                log.error("journal: final sync failed: %s", exc)
+            os.close(self.fd)
+        self.fd = None
+        self.active = None
+
+    # ------------------------------------------------------------ compaction
+
+    def active_bytes(self) -> int:
+        return self.active.size if self.active else 0
+
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def drop_through(self, rev: int) -> int:
+        """Delete segments whose records are all covered by a kept snapshot at ``rev``."""
+        dropped = 0
+        for seg in list(self.segments):
+            if seg is self.active or seg.last_rev > rev:
+                continue
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
+            self.segments.remove(seg)
+            dropped += 1
+        if dropped:
+            fsync_dir(self.dir)
+        return dropped

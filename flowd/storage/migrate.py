@@ -1,0 +1,429 @@
+"""Normalize whatever a flows.json held into a schema-3.0 document.
+
+Pure (no I/O) so that the in-memory loader and the streaming loader share one
+set of rules: :class:`Migrator` takes flows one at a time and is finished
+with the top-level fields; :func:`normalize` drives it over a parsed document.
+
+Why one pass and no copies: this runs over 100k+ flows at daemon start with a
+budget of ~100 ms per 100k flows. A well-formed flow costs one dict literal;
+only broken flows take the slow, noted path. Notes are bounded (a file with
+100k broken flows must not make 100k log lines). Data is never dropped: a
+value that cannot stay where it was is kept next to it under ``<key>_invalid``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from itertools import repeat
+from secrets import token_hex
+from typing import Any
+
+VERSION = "3.0"
+#: keys of a flow that the schema defines, in the order a normalized flow has them
+FLOW_KEYS = ("id", "name", "plans", "created", "updated", "revision")
+_KNOWN = frozenset(FLOW_KEYS)
+_TOP_KEYS = ("version", "meta", "current_flow_id", "flows")
+MAX_NOTES = 50
+_MISSING: Any = object()
+
+
+class CorruptFileError(Exception):
+    """The document cannot be used as a store; the caller keeps its bytes aside."""
+
+
+def _now() -> str:
+    """Local naive ISO 8601, the seed's timestamp format (a seam for tests)."""
+    return datetime.now().isoformat(timespec="microseconds")
+
+
+_JSON_KINDS = {"dict": "an object", "list": "an array", "str": "a string", "int": "a number",
+               "float": "a number", "bool": "a boolean", "NoneType": "null"}
+
+
+def json_kind(value: object) -> str:
+    """The value's JSON type with its article ("an array"), for messages."""
+    name = type(value).__name__
+    return _JSON_KINDS.get(name, name)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def stash(target: dict[str, Any], base: str, value: object) -> str:
+    """Keep ``value`` under ``base`` (or ``base_2``, ...): never overwrite a key."""
+    key, n = base, 1
+    while key in target:
+        n += 1
+        key = f"{base}_{n}"
+    target[key] = value
+    return key
+
+
+def check_flows_shape(kind: str, is_v3: bool) -> None:
+    """Refuse a ``flows`` value no rule can turn into a store.
+
+    ``kind`` is "list", "dict", "missing" or another Python type name. Why 3.0 is
+    stricter: a 3.0 file is ours and has no backup, so a surprising shape
+    means the file is not what it claims; a legacy file is kept as a backup
+    before the first 3.0 write, so an absent ``flows`` may mean "no flows".
+    """
+    if kind == "dict" or (kind in ("list", "missing") and not is_v3):
+        return
+    want = "an object" if is_v3 else "an array or an object"
+    got = "missing" if kind == "missing" else _JSON_KINDS.get(kind, kind)
+    version = "version 3.0" if is_v3 else "pre-3.0"
+    raise CorruptFileError(f"{version} file: 'flows' is {got}, expected {want}")
+
+
+def _as_is(key: str | None, item: dict[str, Any], flows: dict[str, Any]) -> dict[str, Any] | None:
+    """A flow already in canonical key order (as flowd writes it): taken unchanged."""
+    fid = item["id"]
+    if (type(fid) is str and fid != "" and (key is None or fid == key) and fid not in flows
+            and type(item["name"]) is str and type(item["plans"]) is list
+            and type(item["created"]) is str and type(item["updated"]) is str
+            and type(item["revision"]) is int):
+        return item
+    return None
+
+
+def _rebuilt(key: str | None, item: dict[str, Any], flows: dict[str, Any]) -> dict[str, Any] | None:
+    """A valid flow in another key order or without ``id``/``revision``: rebuilt, in order."""
+    raw = item.get("id", _MISSING)
+    fid = raw if key is None else key
+    if (type(fid) is not str or fid == "" or fid in flows
+            or (raw is not _MISSING and raw != fid)):
+        return None
+    name, plans = item.get("name"), item.get("plans")
+    created, updated = item.get("created"), item.get("updated")
+    rev = item.get("revision", _MISSING)
+    known = 4 + (raw is not _MISSING) + (rev is not _MISSING)
+    if rev is _MISSING:
+        rev = 0
+    if (type(name) is not str or type(plans) is not list or type(created) is not str
+            or type(updated) is not str or type(rev) is not int):
+        return None
+    new = {"id": fid, "name": name, "plans": plans,
+           "created": created, "updated": updated, "revision": rev}
+    if len(item) > known:
+        # the known keys hold the same values: update() appends only the unknown
+        # ones, in their order, at C speed (and is a no-op for the rest)
+        new.update(item)
+    return new
+
+
+class NoteLog:
+    """At most ``limit`` notes, then a count: enough for a log line and a summary."""
+
+    def __init__(self, limit: int = MAX_NOTES) -> None:
+        self.kept: list[str] = []
+        self.more = 0
+        self.limit = limit
+
+    def add(self, note: str) -> None:
+        if len(self.kept) < self.limit:
+            self.kept.append(note)
+        else:
+            self.more += 1
+
+    def __len__(self) -> int:
+        return len(self.kept) + self.more
+
+    def as_list(self) -> list[str]:
+        tail = [f"... and {self.more} more"] if self.more else []
+        return self.kept + tail
+
+
+class Migrator:
+    """Builds the normalized ``flows`` dict one flow at a time, then the document.
+
+    Feed it with :meth:`add_flows` (list form: ids come from the flows),
+    :meth:`add_items` (dict form: ids are the keys) or :meth:`add_flow`, in
+    file order, then call :meth:`finish` once with the top-level fields other
+    than ``flows``. Flow dicts are rebuilt (key order fixed), their values
+    (plans, unknown keys) are taken as they are, not copied.
+    """
+
+    def __init__(self) -> None:
+        self.flows: dict[str, dict[str, Any]] = {}
+        self.notes = NoteLog()
+        self.now = _now()
+        self.max_revision = 0
+        self.count = 0
+        self.list_form = False
+        self.invalid: dict[str, Any] = {}
+        self._dup_next: dict[str, int] = {}
+
+    # ------------------------------------------------------------ flows
+
+    def add_flow(self, item: object, key: str | None = None) -> None:
+        """One flow: ``key`` is its key in a dict-form file, None in a list-form one."""
+        if key is None:
+            self.list_form = True
+        self._add_pairs(((key, item),))
+
+    def add_flows(self, items: Iterable[object]) -> None:
+        """List-form flows, in file order."""
+        self.list_form = True
+        self._add_pairs(zip(repeat(None), items))
+
+    def add_items(self, items: Iterable[tuple[str, object]]) -> None:
+        """Dict-form flows as (key, flow) pairs, in file order."""
+        self._add_pairs(items)
+
+    def _add_pairs(self, pairs: Iterable[tuple[str | None, object]]) -> None:
+        """The hot loop: a well-formed flow costs a key check and at most one dict."""
+        flows, canon, as_is, rebuilt = self.flows, FLOW_KEYS, _as_is, _rebuilt
+        maxrev, pos, canonical = self.max_revision, self.count, True
+        for key, item in pairs:
+            pos += 1
+            new = None
+            if type(item) is dict:
+                # files are homogeneous: stop looking for canonical flows at the first other one
+                if canonical and tuple(item)[:6] == canon:
+                    new = as_is(key, item, flows)
+                else:
+                    canonical = False
+                    new = rebuilt(key, item, flows)
+            if new is None:
+                self.count = pos
+                new = self._repair(pos, key, item)
+                if new is None:
+                    continue
+            flows[new["id"]] = new
+            rev = new["revision"]
+            if rev > maxrev:
+                maxrev = rev
+        self.count, self.max_revision = pos, maxrev
+
+    # ------------------------------------------------------------ the slow path
+
+    def _repair(self, pos: int, key: str | None, item: object) -> dict[str, Any] | None:
+        """A flow that needs a change: fix it field by field, noting each change.
+
+        Returns the new flow, or None for an entry that is not a flow at all
+        (kept under ``flows_invalid``).
+        """
+        if type(item) is not dict:
+            label = f"#{pos}" if key is None else key
+            where = stash(self.invalid, str(label), item)
+            self.notes.add(f"flow entry {label} is {json_kind(item)}, not an object: "
+                           f"kept under flows_invalid[{where!r}]")
+            return None
+        aside: dict[str, Any] = {}
+        fid = self._pick_id(pos, key, item, aside)
+        new = {"id": fid, "name": self._name(fid, item, aside),
+               "plans": self._plans(fid, item, aside),
+               "created": self._stamp(fid, item, "created", aside),
+               "updated": self._stamp(fid, item, "updated", aside),
+               "revision": self._revision(fid, item, aside)}
+        for k, v in item.items():
+            if k not in _KNOWN:
+                new[k] = v
+        for k, v in aside.items():
+            stash(new, k, v)
+        return new
+
+    def _pick_id(self, pos: int, key: str | None, item: dict[str, Any],
+                 aside: dict[str, Any]) -> str:
+        raw = item.get("id", _MISSING)
+        if key is not None and type(key) is str and key:
+            if raw is not _MISSING and raw != key:
+                self.notes.add(f"flow {key}: id field {_short(raw)} disagreed with its key: "
+                               "key wins")
+            fid = key
+        elif type(raw) is str and raw:
+            fid = raw
+            if key is not None:
+                self.notes.add(f"flow with key {key!r}: its id field {raw} used as key")
+        else:
+            fid = self._fresh_id()
+            where = f"flow #{pos}" if key is None else f"flow with key {key!r}"
+            if raw in (_MISSING, None, "") or key is not None:
+                self.notes.add(f"{where} had no id: assigned {fid}")
+            else:
+                aside["id_invalid"] = raw
+                self.notes.add(f"{where} had invalid id {_short(raw)}: assigned {fid}, "
+                               "old value kept as id_invalid")
+        if fid in self.flows:
+            old, fid = fid, self._dup_id(fid)
+            self.notes.add(f"duplicate id {old} renamed {fid}")
+        return fid
+
+    def _fresh_id(self) -> str:
+        while True:
+            fid = "flow_" + token_hex(4)
+            if fid not in self.flows:
+                return fid
+
+    def _dup_id(self, fid: str) -> str:
+        """``<id>_dup``, ``<id>_dup2``, ...: the first free one (nothing is freed meanwhile)."""
+        n = self._dup_next.get(fid, 1)
+        while True:
+            cand = f"{fid}_dup" if n == 1 else f"{fid}_dup{n}"
+            n += 1
+            if cand not in self.flows:
+                self._dup_next[fid] = n
+                return cand
+
+    def _name(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> str:
+        name = item.get("name", _MISSING)
+        if type(name) is str:
+            return name
+        if name is _MISSING or name is None:
+            self.notes.add(f"flow {fid} had no name: set to ''")
+            return ""
+        if isinstance(name, (int, float)):
+            self.notes.add(f"flow {fid}: name {_short(name)} ({json_kind(name)}) coerced to "
+                           f"{str(name)!r}")
+            return str(name)
+        aside["name_invalid"] = name
+        self.notes.add(f"flow {fid}: name was {json_kind(name)}: kept as name_invalid, "
+                       "name set to ''")
+        return ""
+
+    def _plans(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> list[Any]:
+        plans = item.get("plans", _MISSING)
+        if type(plans) is list:
+            return plans
+        if plans is _MISSING or plans is None:
+            self.notes.add(f"flow {fid} had no plans: set to []")
+        else:
+            aside["plans_invalid"] = plans
+            self.notes.add(f"flow {fid}: plans was {json_kind(plans)}: kept as plans_invalid, "
+                           "plans set to []")
+        return []
+
+    def _stamp(self, fid: str, item: dict[str, Any], field: str,
+               aside: dict[str, Any]) -> str:
+        value = item.get(field, _MISSING)
+        if type(value) is str:
+            return value
+        if value is _MISSING or value is None:
+            self.notes.add(f"flow {fid} had no {field}: set to now")
+        else:
+            aside[f"{field}_invalid"] = value
+            self.notes.add(f"flow {fid}: {field} was {json_kind(value)}: kept as "
+                           f"{field}_invalid, {field} set to now")
+        return self.now
+
+    def _revision(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> int:
+        rev = item.get("revision", 0)
+        if type(rev) is int:
+            return rev
+        aside["revision_invalid"] = rev
+        self.notes.add(f"flow {fid}: revision {_short(rev)} is not an integer: kept as "
+                       "revision_invalid, revision set to 0")
+        return 0
+
+    # ------------------------------------------------------------ the document
+
+    def finish(self, top: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The normalized document and the notes; ``top`` is the file's top level.
+
+        ``top["flows"]``, if present, is ignored: the flows are the ones added.
+        """
+        version = top.get("version", _MISSING)
+        is_v3 = version == VERSION
+        if is_v3 and self.list_form:
+            raise CorruptFileError("version 3.0 file: 'flows' is a list, expected an object")
+        doc: dict[str, Any] = {"version": VERSION, "meta": None, "current_flow_id": None,
+                               "flows": self.flows}
+        legacy_keys = () if is_v3 else ("current_flow",)
+        for k, v in top.items():
+            if k not in _TOP_KEYS and k not in legacy_keys:
+                doc[k] = v
+        doc["meta"] = self._meta(top.get("meta", _MISSING), doc, is_v3)
+        doc["current_flow_id"] = self._current(top, doc, is_v3)
+        if "flows" not in top:
+            self.notes.add("the file had no 'flows': the store starts empty")
+        if self.invalid:
+            where = stash(doc, "flows_invalid", self.invalid)
+            self.notes.add(f"{len(self.invalid)} flow entries that were not objects are kept "
+                           f"under {where}")
+        notes = self.notes.as_list()
+        if not is_v3:
+            was = "no version (1.x)" if version is _MISSING else f"version {_short(version)}"
+            form = "list" if self.list_form else "object"
+            notes.insert(0, f"migrated from {was} to 3.0: {len(self.flows)} flows "
+                            f"(flows were a {form})")
+        return doc, notes
+
+    def _meta(self, raw: object, doc: dict[str, Any], is_v3: bool) -> dict[str, Any]:
+        """Keep unknown meta keys; ensure integer ``file_revision`` and ``revision``."""
+        if type(raw) is dict:
+            meta = raw
+        else:
+            meta = {}
+            if raw is not _MISSING and raw is not None:
+                where = stash(doc, "meta_invalid", raw)
+                self.notes.add(f"meta was {json_kind(raw)}, not an object: kept as {where}, "
+                               "fresh meta")
+        for field in ("file_revision", "revision"):
+            value = meta.get(field, 0)
+            if type(value) is not int:
+                where = stash(meta, f"{field}_invalid", value)
+                self.notes.add(f"meta.{field} {_short(value)} is not an integer: kept as "
+                               f"meta.{where}, set to 0")
+                value = 0
+            meta[field] = value
+        if not is_v3 and meta["revision"] < self.max_revision:
+            # flows carry revisions: the store's next revision must be above all of them
+            self.notes.add(f"meta.revision raised from {meta['revision']} to "
+                           f"{self.max_revision}, the highest flow revision")
+            meta["revision"] = self.max_revision
+        return meta
+
+    def _current(self, top: dict[str, Any], doc: dict[str, Any], is_v3: bool) -> str | None:
+        """``current_flow_id`` naming an existing flow, else the first flow, else None.
+
+        Pre-3.0 files may hold the old ``current_flow`` (an object with an id, or
+        an id): it collapses to ``current_flow_id``, which wins when both name a flow.
+        """
+        flows = self.flows
+        cid = top.get("current_flow_id")
+        if type(cid) is str and cid in flows:
+            return cid
+        old = _MISSING if is_v3 else top.get("current_flow", _MISSING)
+        old_id = old.get("id") if type(old) is dict else old
+        if type(old_id) is str and old_id in flows:
+            self.notes.add(f"current_flow collapsed to current_flow_id {old_id}")
+            return old_id
+        if old is not _MISSING and old is not None and type(old) not in (dict, str):
+            where = stash(doc, "current_flow_invalid", old)
+            self.notes.add(f"current_flow was {json_kind(old)}: kept as {where}")
+        first = next(iter(flows), None)
+        if cid is not None:
+            what = f"current_flow_id {_short(cid)} names no flow"
+        elif type(old_id) is str:
+            what = f"current_flow {_short(old_id)} names no flow"
+        elif first is not None:
+            what = "no current flow"
+        else:
+            return None
+        self.notes.add(f"{what}: set to {first if first is not None else 'null'}")
+        return first
+
+
+def normalize(raw: object) -> tuple[dict[str, Any], list[str]]:
+    """Turn a parsed flows.json (any version) into a schema-3.0 document plus notes.
+
+    Takes ownership of ``raw``: its flow values and its meta dict end up in
+    the result (no copies). A top-level list is a legacy file's flows list.
+    Raises :class:`CorruptFileError` when no rule can make a store of it.
+    """
+    if type(raw) is list:
+        raw = {"flows": raw}
+    if type(raw) is not dict:
+        raise CorruptFileError(f"top level is {json_kind(raw)}, expected an object")
+    flows = raw.get("flows", _MISSING)
+    kind = "missing" if flows is _MISSING else type(flows).__name__
+    check_flows_shape(kind, raw.get("version") == VERSION)
+    migrator = Migrator()
+    if type(flows) is list:
+        migrator.add_flows(flows)
+    elif type(flows) is dict:
+        migrator.add_items(flows.items())
+    return migrator.finish(raw)

@@ -1,0 +1,181 @@
+"""Start-up: rebuild the store from flows.json (or an older generation) and the journal.
+
+Order of trust: flows.json; if it is unreadable, the copy flowd last wrote
+(``.flows.json.written``, a hard link), then the previous generation
+(``flows.json.prev``); each plus the journal records after its revision.
+Whatever cannot be read is kept aside, never deleted. A flows.json that is
+not the file flowd last wrote (an old tool rewrote it while flowd was down)
+comes back as ``stray`` for the server to merge three ways.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..store import Store
+from .evidence import keep_aside
+from .journal import Journal, ScanResult
+from .loader import LoadResult, load_file
+from .migrate import CorruptFileError
+from .snapshot import PREVIOUS, SNAPSHOT, WRITTEN, fingerprint
+
+log = logging.getLogger("flowd.recovery")
+
+
+@dataclass
+class Stray:
+    """A foreign flows.json found at start: theirs, and the base it was edited from."""
+
+    theirs: dict[str, Any]
+    base_flows: dict[str, dict[str, Any]]
+    base_current: str | None
+    evidence: Path | None
+
+
+@dataclass
+class Recovery:
+    source: str = "empty"
+    seconds: float = 0.0
+    migrated: bool = False
+    notes: list[str] = field(default_factory=list)
+    replayed: int = 0
+    torn_bytes: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    kept_aside: list[Path] = field(default_factory=list)
+    needs_snapshot: bool = False
+    stray: Stray | None = None
+    #: the loaded snapshot's flows before replay: the base of a later stray merge
+    base_flows: dict[str, Any] = field(default_factory=dict)
+    base_current: str | None = None
+    #: records replayed from the journal, for the idempotency window
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"source": self.source, "seconds": round(self.seconds, 4),
+                "migrated": self.migrated, "replayed": self.replayed,
+                "torn_bytes": self.torn_bytes, "corrupt": self.corrupt,
+                "kept_aside": [p.name for p in self.kept_aside]}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _try_load(path: Path, rec: Recovery) -> LoadResult | None:
+    if not path.exists():
+        return None
+    try:
+        return load_file(path)
+    except CorruptFileError as exc:
+        aside = keep_aside(path, "corrupt")
+        rec.kept_aside.append(aside)
+        rec.corrupt.append(f"{path.name}: {exc}")
+        log.error("!!! %s is unreadable (%s); its bytes are kept in %s", path.name, exc, aside.name)
+        return None
+
+
+def _load_snapshot(data_dir: Path, rec: Recovery) -> LoadResult | None:
+    primary = data_dir / SNAPSHOT
+    got = _try_load(primary, rec)
+    if got is not None:
+        rec.source = SNAPSHOT
+        return got
+    for name in (WRITTEN, PREVIOUS):
+        path = data_dir / name
+        if path.exists() and not _same_file(path, primary):
+            got = _try_load(path, rec)
+            if got is not None:
+                log.warning("rebuilding from the older generation %s plus the journal", name)
+                rec.source, rec.needs_snapshot = name, True
+                return got
+    if primary.exists() or rec.corrupt:
+        rec.needs_snapshot = True
+    return None
+
+
+def _is_foreign(data_dir: Path, got: LoadResult) -> bool:
+    """flows.json was rewritten by someone else since flowd last wrote it."""
+    written = data_dir / WRITTEN
+    if not written.exists():
+        return False
+    return not _same_file(written, data_dir / SNAPSHOT)
+
+
+def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
+    for record in scan.records:
+        if record["rev"] <= store.revision:
+            continue
+        if record["rev"] != store.revision + 1:
+            rec.corrupt.append(f"journal: gap after revision {store.revision} "
+                               f"(next record is {record['rev']})")
+            log.error("journal has a gap after revision %d; replay stops there", store.revision)
+            break
+        store.apply_record(record)
+        rec.records.append(record)
+        rec.replayed += 1
+
+
+def recover(data_dir: Path, store: Store, journal: Journal) -> Recovery:
+    """Fill ``store`` from disk; GC is off meanwhile (100k flows: 1.7 s with it, 0.46 s without)."""
+    rec = Recovery()
+    t0 = time.perf_counter()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _recover(data_dir, store, journal, rec)
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.freeze()  # the loaded store never needs scanning by the cyclic GC
+    rec.seconds = time.perf_counter() - t0
+    return rec
+
+
+def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> None:
+    got = _load_snapshot(data_dir, rec)
+    theirs = None
+    if got is not None and rec.source == SNAPSHOT and _is_foreign(data_dir, got):
+        base = _try_load(data_dir / WRITTEN, rec)
+        if base is not None:
+            theirs, got = got, base
+            rec.source = WRITTEN
+    if got is not None:
+        rec.migrated, rec.notes = got.migrated, got.notes
+        if got.migrated:
+            aside = keep_aside(data_dir / SNAPSHOT, f"backup-v{got.source_version or 'none'}")
+            rec.kept_aside.append(aside)
+            rec.needs_snapshot = True
+            log.warning("flows.json was schema %s: migrated to 3.0; original kept as %s",
+                        got.source_version, aside.name)
+        store.load(got.doc)
+    rec.base_flows, rec.base_current = dict(store.flows), store.current_flow_id
+    if theirs is not None:
+        evidence = keep_aside(data_dir / SNAPSHOT, "stray")
+        rec.kept_aside.append(evidence)
+        rec.stray = Stray(theirs.doc, rec.base_flows, store.current_flow_id, evidence)
+    scan = journal.scan()
+    rec.torn_bytes, rec.kept_aside = scan.torn_bytes, rec.kept_aside + scan.kept_aside
+    rec.corrupt.extend(scan.corrupt)
+    _replay(store, scan, rec)
+    if scan.corrupt:
+        rec.needs_snapshot = True  # the kept-aside segments' good records live only in memory
+
+
+def written_fingerprint(data_dir: Path) -> tuple[int, int, int] | None:
+    """Fingerprint of flows.json if it is the file flowd last wrote."""
+    path = data_dir / SNAPSHOT
+    try:
+        if (data_dir / WRITTEN).exists() and not _same_file(path, data_dir / WRITTEN):
+            return None
+        return fingerprint(os.stat(path))
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,167 @@
+"""flows.json snapshots: encode from a consistent view, install atomically.
+
+Encoding runs in chunks of flows so that a background writer never holds the
+GIL for long (orjson does not release it); the loop keeps answering between
+chunks. Installing takes the same ``flock`` on flows.json that the pre-daemon
+tools take, checks that the file is still the one flowd wrote (else a stray
+writer was here and the caller merges first), keeps the previous generation
+as ``flows.json.prev`` and replaces the file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .fsio import IO, fsync_dir, write_durable
+
+log = logging.getLogger("flowd.snapshot")
+
+SNAPSHOT = "flows.json"
+PREVIOUS = "flows.json.prev"
+#: hard link to the flows.json flowd last wrote: tells a foreign rewrite apart at start
+WRITTEN = ".flows.json.written"
+CHUNK = 1000
+OPT = orjson.OPT_INDENT_2
+
+Fingerprint = tuple[int, int, int]
+
+
+def fingerprint(st: os.stat_result) -> Fingerprint:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class View:
+    """What a snapshot holds; ``items`` share the store's immutable flow dicts."""
+
+    items: list[tuple[str, dict[str, Any]]]
+    current_flow_id: str | None
+    revision: int
+    file_revision: int
+    meta_extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(view: View) -> Iterator[bytes]:
+    """flows.json schema 3.0: UTF-8, 2-space indent, flows in creation order."""
+    meta = {"last_saved": datetime.now().isoformat(timespec="milliseconds"),
+            "file_revision": view.file_revision, "revision": view.revision, **view.meta_extra}
+    head = orjson.dumps({"version": "3.0", "meta": meta,
+                         "current_flow_id": view.current_flow_id}, option=OPT)
+    yield head[:-2] + b',\n  "flows": {'
+    items = view.items
+    for start in range(0, len(items), CHUNK):
+        body = orjson.dumps(dict(items[start:start + CHUNK]), option=OPT)
+        # '{\n  "id": {...}\n}' -> the same members indented one level deeper
+        body = body[1:-2].replace(b"\n", b"\n  ")
+        yield (b"," if start else b"") + body
+    yield b"\n  }" if items else b"}"
+    if view.extra:
+        tail = orjson.dumps(view.extra, option=OPT)
+        yield b"," + tail[1:-2]
+    yield b"\n}\n"
+
+
+class StrayWriterDetected(Exception):
+    """flows.json is not the file flowd last wrote: merge before overwriting it."""
+
+
+@dataclass
+class Installed:
+    fingerprint: Fingerprint
+    bytes: int
+    seconds: float
+
+
+class SnapshotFiles:
+    """The data dir's flows.json, its previous generation and the temp file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.path = directory / SNAPSHOT
+        self.prev = directory / PREVIOUS
+        self.tmp = directory / f".{SNAPSHOT}.tmp"
+        self.known: Fingerprint | None = None
+
+    def current_fingerprint(self) -> Fingerprint | None:
+        try:
+            return fingerprint(os.stat(self.path))
+        except FileNotFoundError:
+            return None
+
+    def changed_behind_our_back(self) -> bool:
+        return self.known is not None and self.current_fingerprint() != self.known
+
+    def write(self, view: View) -> Installed:
+        """Encode, write and install a snapshot; raises StrayWriterDetected or OSError."""
+        t0 = time.perf_counter()
+        write_durable(self.tmp, encode(view))
+        try:
+            fp = self._install()
+        except BaseException:
+            self._discard_tmp()
+            raise
+        return Installed(fp, fp[1], time.perf_counter() - t0)
+
+    def _discard_tmp(self) -> None:
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+    def _install(self) -> Fingerprint:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if self.known is not None:
+                log.warning("flows.json disappeared behind flowd's back; writing it again")
+            IO.replace(self.tmp, self.path)
+            self._link_as(self.path, WRITTEN)
+            fsync_dir(self.dir)
+            self.known = fingerprint(os.stat(self.path))
+            return self.known
+        try:
+            self._lock(fd)
+            if self.known is not None and fingerprint(os.fstat(fd)) != self.known:
+                raise StrayWriterDetected(str(self.path))
+            self._link_as(self.path, PREVIOUS)
+            IO.replace(self.tmp, self.path)
+            self._link_as(self.path, WRITTEN)
+            fsync_dir(self.dir)
+            self.known = fingerprint(os.stat(self.path))
+            return self.known
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _link_as(self, src: Path, name: str) -> None:
+        """Point ``name`` at ``src``'s inode, atomically (hard link + rename)."""
+        link_tmp = self.dir / f".{name.lstrip('.')}.tmp"
+        try:
+            os.unlink(link_tmp)
+        except FileNotFoundError:
+            pass
+        IO.link(src, link_tmp)
+        IO.replace(link_tmp, self.dir / name)
+
+    @staticmethod
+    def _lock(fd: int, timeout: float = 5.0) -> None:
+        """The pre-daemon tools flock flows.json while they rewrite it: wait them out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError("flows.json is locked by another program") from None
+                time.sleep(0.01)

@@ -1,0 +1,202 @@
+"""The in-memory store: a dict of flows, the current id, and the revision.
+
+No I/O. Flow dicts are never mutated once stored: every change builds a new
+dict, so a snapshot writer may hold references to the old ones while the loop
+goes on (copy-on-write at flow granularity, no copy of the store).
+
+Writes go through a :class:`Txn` that stages changes in an overlay; the store
+itself only changes in :meth:`Store.apply_record`, which is also what journal
+replay calls. A record is the physical change (flows as written), so replay
+is deterministic: no ids or clocks are regenerated.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from flowd_client.errors import InternalError
+
+#: Keys of a flow that the daemon owns; callers cannot set them directly.
+CORE_KEYS = ("id", "name", "plans", "created", "updated", "revision")
+
+Record = dict[str, Any]
+Flow = dict[str, Any]
+
+
+def now_iso() -> str:
+    """Local naive ISO 8601 with microseconds, the seed's timestamp format."""
+    return datetime.now().isoformat(timespec="microseconds")
+
+
+class Store:
+    """The only copy of the flows; mutated by records, read directly."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, Flow] = {}
+        self.current_flow_id: str | None = None
+        self.revision = 0
+        self.names: dict[str, dict[str, None]] = {}
+        #: unknown top-level and meta keys of flows.json, written back unchanged
+        self.extra: dict[str, Any] = {}
+        self.meta_extra: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ loading
+
+    def load(self, doc: dict[str, Any]) -> None:
+        """Adopt a normalized schema-3.0 document (flows dicts are taken, not copied)."""
+        self.flows = doc["flows"]
+        meta = doc.get("meta") or {}
+        self.revision = int(meta.get("revision", 0))
+        self.meta_extra = {k: v for k, v in meta.items()
+                           if k not in ("last_saved", "file_revision", "revision")}
+        self.extra = {k: v for k, v in doc.items()
+                      if k not in ("version", "meta", "current_flow_id", "flows")}
+        cur = doc.get("current_flow_id")
+        self.current_flow_id = cur if cur in self.flows else next(iter(self.flows), None)
+        names: dict[str, dict[str, None]] = {}
+        for fid, flow in self.flows.items():
+            names.setdefault(flow["name"], {})[fid] = None
+        self.names = names
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self.flows.get(flow_id)
+
+    def find_by_name(self, name: str) -> list[Flow]:
+        flows = self.flows
+        return [flows[fid] for fid in self.names.get(name, ())]
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    # ------------------------------------------------------------ writes
+
+    def begin(self, parent: Txn | None = None) -> Txn:
+        """Start a transaction over the store (or over a parent's staged state)."""
+        return Txn(self, parent)
+
+    def apply_record(self, record: Record) -> None:
+        """Apply one committed record: the only place the store changes."""
+        rev = record["rev"]
+        if rev != self.revision + 1:
+            raise InternalError(f"record revision {rev} does not follow {self.revision}")
+        flows, names = self.flows, self.names
+        for op, fid, flow in record["changes"]:
+            if op == "set_current":
+                continue
+            old = flows.get(fid)
+            if old is not None and (flow is None or old["name"] != flow["name"]):
+                ids = names.get(old["name"])
+                if ids is not None:
+                    ids.pop(fid, None)
+                    if not ids:
+                        del names[old["name"]]
+            if flow is None:
+                flows.pop(fid, None)
+            else:
+                flows[fid] = flow
+                names.setdefault(flow["name"], {})[fid] = None
+        self.current_flow_id = record["current"]
+        self.revision = rev
+
+
+class Txn:
+    """Staged changes, read through to a parent and the store; becomes one record.
+
+    A request's Txn sits on the group's Txn so that writes arriving in the same
+    group commit see each other before anything is durable or applied.
+    """
+
+    def __init__(self, store: Store, parent: Txn | None = None) -> None:
+        self.store = store
+        self.parent = parent
+        self.pending: dict[str, Flow | None] = {}
+        self.added: dict[str, None] = {}
+        self.changes: list[list[Any]] = []
+        self.current = parent.current if parent else store.current_flow_id
+        self.rev = (parent.next_rev if parent else store.revision + 1)
+        self.next_rev = self.rev
+        self.ts = now_iso()
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, flow_id: str) -> Flow | None:
+        if flow_id in self.pending:
+            return self.pending[flow_id]
+        if self.parent is not None:
+            return self.parent.get(flow_id)
+        return self.store.flows.get(flow_id)
+
+    def _exists(self, flow_id: str) -> bool:
+        return self.get(flow_id) is not None
+
+    def _new_ids(self) -> Iterator[str]:
+        if self.parent is not None:
+            yield from self.parent._new_ids()
+        yield from self.added
+
+    def first_remaining(self) -> str | None:
+        """First flow in creation order that is still there after staged deletes."""
+        for fid in self.store.flows:
+            if self._exists(fid):
+                return fid
+        for fid in self._new_ids():
+            if self._exists(fid):
+                return fid
+        return None
+
+    def new_id(self) -> str:
+        for _ in range(64):
+            fid = "flow_" + secrets.token_hex(4)
+            if not self._exists(fid):
+                return fid
+        raise InternalError("could not find a free flow id")
+
+    # ------------------------------------------------------------ writes
+
+    def put(self, op: str, flow: Flow) -> Flow:
+        fid = flow["id"]
+        if not self._exists(fid):
+            self.added[fid] = None
+        self.pending[fid] = flow
+        self.changes.append([op, fid, flow])
+        return flow
+
+    def delete(self, op: str, flow_id: str) -> None:
+        self.pending[flow_id] = None
+        self.changes.append([op, flow_id, None])
+        if self.current == flow_id:
+            self.current = self.first_remaining()
+
+    def mark_current(self, flow_id: str) -> None:
+        self.current = flow_id
+        self.changes.append(["set_current", flow_id, None])
+
+    def stamp(self, flow: Flow) -> Flow:
+        """Set the fields every mutation sets (``updated``, ``revision``)."""
+        flow["updated"] = self.ts
+        flow["revision"] = self.rev
+        return flow
+
+    # ------------------------------------------------------------ commit
+
+    def record(self) -> Record | None:
+        """The record this transaction stands for, or None if it changed nothing."""
+        if not self.changes:
+            return None
+        return {"rev": self.rev, "ts": self.ts, "changes": self.changes,
+                "current": self.current}
+
+    def merge_into_parent(self) -> None:
+        """Fold a finished child into its parent (the group), consuming one revision."""
+        parent = self.parent
+        assert parent is not None
+        parent.pending.update(self.pending)
+        for fid in self.added:
+            parent.added[fid] = None
+        parent.current = self.current
+        parent.next_rev = self.rev + 1

@@ -1,0 +1,400 @@
+"""Tests for flowd.merge: the three-way merge of a stray writer's flows.json.
+
+The stray writer is an old tool that rewrites the whole file with the five
+core keys only, so most tests build "theirs" the way it would: a JSON round
+trip (fresh objects, never identical to ours) with ``revision`` and unknown
+keys dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowd.merge import REPORT_ID_LIMIT, MergeResult, three_way_merge
+
+T0 = "2024-05-01T09:00:00"
+T1 = "2024-05-02T09:00:00"
+T2 = "2024-05-03T09:00:00"
+CORE = ("id", "name", "plans", "created", "updated")
+
+
+def _flow(fid: str, name: str = "n", updated: str = T0, revision: int = 1, **extra) -> dict:
+    """A flow as the daemon stores it (with revision, maybe extra keys)."""
+    return {"id": fid, "name": name, "plans": [{"id": "p1", "text": "t"}],
+            "created": T0, "updated": updated, "revision": revision, **extra}
+
+
+def _stray(flows: dict[str, dict]) -> dict[str, dict]:
+    """What the old tool writes back: core keys only, freshly parsed objects."""
+    stripped = {fid: {k: f[k] for k in CORE if k in f} for fid, f in flows.items()}
+    return json.loads(json.dumps(stripped))
+
+
+def _apply(ours: dict[str, dict], result: MergeResult) -> dict[str, dict]:
+    """Apply the changes the way the store would, checking each precondition."""
+    store = dict(ours)
+    for op, fid, flow in result.changes:
+        if op == "merge_add":
+            assert fid not in store and flow is not None
+            store[fid] = flow
+        elif op == "merge_update":
+            assert fid in store and flow is not None
+            store[fid] = flow
+        else:
+            assert op == "merge_delete" and fid in store and flow is None
+            del store[fid]
+    return store
+
+
+def _base3() -> dict[str, dict]:
+    """Three stored flows, each with an unknown key the old tool will drop."""
+    return {fid: _flow(fid, name=fid, x_new={"k": fid}) for fid in ("f1", "f2", "f3")}
+
+
+def test_stray_rewrite_that_only_drops_revision_and_extras_changes_nothing() -> None:
+    base = _base3()
+    result = three_way_merge(base, "f1", dict(base), "f1", _stray(base), "f1")
+    assert result.changes == [] and result.losers == {}
+    assert result.current_flow_id == "f1"
+    assert {k: v for k, v in result.report.items() if not k.endswith("_ids")} == {
+        "added": 0, "updated": 0, "deleted": 0, "conflicts": 0, "kept_ours": 0}
+
+
+def test_stale_revision_or_missing_core_key_in_theirs_is_not_a_change() -> None:
+    base = _base3()
+    theirs = json.loads(json.dumps(base))
+    theirs["f2"]["revision"] = 999
+    del theirs["f3"]["plans"]  # refilled from ours if taken in, so never a change
+    assert three_way_merge(base, None, dict(base), None, theirs, None).changes == []
+
+
+def test_added_by_theirs_is_taken_in_without_revision() -> None:
+    base = _base3()
+    theirs = _stray(base)
+    theirs["f9"] = _flow("f9", name="new", revision=7)
+    result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
+    assert [(op, fid) for op, fid, _ in result.changes] == [("merge_add", "f9")]
+    added = result.changes[0][2]
+    assert added is not theirs["f9"] and "revision" not in added
+    assert added == {k: v for k, v in theirs["f9"].items() if k != "revision"}
+    assert result.report["added"] == 1
+
+
+def test_deleted_by_theirs_and_unchanged_by_ours_is_deleted() -> None:
+    base = _base3()
+    theirs = _stray(base)
+    del theirs["f2"]
+    result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
+    assert result.changes == [("merge_delete", "f2", None)]
+    assert result.report["deleted"] == 1
+
+
+def test_deleted_by_theirs_but_changed_by_ours_keeps_ours() -> None:
+    base = _base3()
+    ours = dict(base)
+    ours["f2"] = {**base["f2"], "name": "ours", "updated": T1, "revision": 2}
+    theirs = _stray(base)
+    del theirs["f2"]
+    result = three_way_merge(base, "f1", ours, "f1", theirs, "f1")
+    assert result.changes == [] and result.losers == {}
+    assert result.report["kept_ours"] == 1 and result.report["kept_ours_ids"] == ["f2"]
+
+
+def test_changed_by_theirs_only_takes_theirs_and_keeps_dropped_keys() -> None:
+    base = _base3()
+    theirs = _stray(base)
+    theirs["f2"]["name"] = "theirs"
+    result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
+    assert [(op, fid) for op, fid, _ in result.changes] == [("merge_update", "f2")]
+    flow = result.changes[0][2]
+    assert flow["name"] == "theirs" and flow["x_new"] == {"k": "f2"}
+    assert "revision" not in flow
+    assert result.report["updated"] == 1
+
+
+def test_changed_by_ours_only_is_left_alone() -> None:
+    base = _base3()
+    ours = dict(base)
+    ours["f2"] = {**base["f2"], "name": "ours", "updated": T1, "revision": 2}
+    result = three_way_merge(base, "f1", ours, "f1", _stray(base), "f1")
+    assert result.changes == []
+
+
+def test_unchanged_ours_may_be_an_equal_copy_not_the_same_object() -> None:
+    base = _base3()
+    ours = copy.deepcopy(base)
+    theirs = _stray(base)
+    del theirs["f3"]
+    result = three_way_merge(base, None, ours, None, theirs, None)
+    assert result.changes == [("merge_delete", "f3", None)]
+
+
+def test_deleted_by_ours_but_changed_by_theirs_is_added_back() -> None:
+    base = _base3()
+    ours = dict(base)
+    del ours["f2"]
+    theirs = _stray(base)
+    theirs["f2"]["name"] = "theirs"
+    result = three_way_merge(base, "f1", ours, "f1", theirs, "f1")
+    assert [(op, fid) for op, fid, _ in result.changes] == [("merge_add", "f2")]
+    flow = result.changes[0][2]
+    assert flow["name"] == "theirs" and flow["x_new"] == {"k": "f2"}
+    assert result.losers == {} and result.report["conflicts"] == 0
+
+
+def test_deleted_by_ours_and_unchanged_by_theirs_stays_deleted() -> None:
+    base = _base3()
+    ours = dict(base)
+    del ours["f2"]
+    assert three_way_merge(base, "f1", ours, "f1", _stray(base), "f1").changes == []
+
+
+def _both_changed(ours_updated: str | None, theirs_updated: str | None):
+    """base/ours/theirs where f2 was edited differently on both sides."""
+    base = _base3()
+    ours = dict(base)
+    ours["f2"] = {**base["f2"], "name": "ours", "revision": 2}
+    ours["f2"]["updated"] = ours_updated
+    theirs = _stray(base)
+    theirs["f2"]["name"] = "theirs"
+    theirs["f2"]["updated"] = theirs_updated
+    return base, ours, theirs
+
+
+def test_conflict_theirs_newer_wins_and_ours_is_kept_aside() -> None:
+    base, ours, theirs = _both_changed(T1, T2)
+    result = three_way_merge(base, "f1", ours, "f1", theirs, "f1")
+    assert [(op, fid) for op, fid, _ in result.changes] == [("merge_update", "f2")]
+    assert result.changes[0][2]["name"] == "theirs"
+    assert result.losers == {"f2": ours["f2"]}
+    assert result.losers["f2"] is not ours["f2"]
+    assert result.report["conflicts"] == 1 and result.report["conflict_ids"] == ["f2"]
+
+
+def test_conflict_ours_newer_wins_and_theirs_is_kept_aside() -> None:
+    base, ours, theirs = _both_changed(T2, T1)
+    result = three_way_merge(base, "f1", ours, "f1", theirs, "f1")
+    assert result.changes == []
+    assert result.losers == {"f2": theirs["f2"]}
+    assert result.losers["f2"] is not theirs["f2"]
+    assert result.report["conflicts"] == 1
+
+
+def test_conflict_invalid_or_missing_updated_loses_and_ties_go_to_ours() -> None:
+    cases = [(T1, "not a date", "ours"), (None, T1, "theirs"), ("garbage", T0, "theirs"),
+             (T1, T1, "ours"), (None, None, "ours")]
+    for ours_ts, theirs_ts, winner in cases:
+        base, ours, theirs = _both_changed(ours_ts, theirs_ts)
+        result = three_way_merge(base, None, ours, None, theirs, None)
+        names = [flow["name"] for _, _, flow in result.changes]
+        assert names == (["theirs"] if winner == "theirs" else []), (ours_ts, theirs_ts)
+        assert result.losers["f2"]["name"] == ("ours" if winner == "theirs" else "theirs")
+
+
+def test_same_change_on_both_sides_is_not_a_conflict() -> None:
+    base = _base3()
+    ours = dict(base)
+    ours["f2"] = {**base["f2"], "name": "same", "updated": T1, "revision": 2}
+    theirs = _stray(base)
+    theirs["f2"].update(name="same", updated=T1)
+    result = three_way_merge(base, None, ours, None, theirs, None)
+    assert result.changes == [] and result.losers == {}
+
+
+def test_same_id_added_on_both_sides() -> None:
+    base = _base3()
+    ours = {**base, "f9": _flow("f9", name="ours", updated=T1, revision=5)}
+    theirs = _stray(base)
+    theirs["f9"] = {**_stray({"f9": ours["f9"]})["f9"], "name": "theirs", "updated": T2}
+    result = three_way_merge(base, None, ours, None, theirs, None)
+    assert [(op, fid) for op, fid, _ in result.changes] == [("merge_update", "f9")]
+    assert result.losers["f9"]["name"] == "ours"
+    theirs["f9"] = _stray({"f9": ours["f9"]})["f9"]
+    identical = three_way_merge(base, None, ours, None, theirs, None)
+    assert identical.changes == [] and identical.losers == {}
+
+
+def test_changes_are_ordered_deletes_updates_adds() -> None:
+    base = {fid: _flow(fid, name=fid) for fid in ("a", "b", "c", "d", "e")}
+    theirs = _stray(base)
+    del theirs["d"], theirs["b"]
+    theirs = {k: theirs[k] for k in ("e", "c", "a")}
+    theirs["e"]["name"] = theirs["a"]["name"] = "x"
+    theirs["z"] = _flow("z")
+    theirs["y"] = _flow("y")
+    result = three_way_merge(base, None, dict(base), None, theirs, None)
+    assert [(op, fid) for op, fid, _ in result.changes] == [
+        ("merge_delete", "b"), ("merge_delete", "d"), ("merge_update", "e"),
+        ("merge_update", "a"), ("merge_add", "z"), ("merge_add", "y")]
+
+
+def test_current_theirs_new_choice_is_taken_if_it_exists() -> None:
+    base = _base3()
+    theirs = _stray(base)
+    theirs["f9"] = _flow("f9")
+    assert three_way_merge(base, "f1", dict(base), "f2", theirs, "f3").current_flow_id == "f3"
+    assert three_way_merge(base, "f1", dict(base), "f2", theirs, "f9").current_flow_id == "f9"
+
+
+def test_current_ours_kept_when_theirs_unchanged_or_gone() -> None:
+    base = _base3()
+    theirs = _stray(base)
+    assert three_way_merge(base, "f1", dict(base), "f2", theirs, "f1").current_flow_id == "f2"
+    assert three_way_merge(base, "f1", dict(base), "f2", theirs, "ghost").current_flow_id == "f2"
+    assert three_way_merge(base, "f1", dict(base), "f2", theirs, None).current_flow_id == "f2"
+
+
+def test_current_falls_back_to_first_remaining_flow_or_none() -> None:
+    base = _base3()
+    theirs = _stray(base)
+    del theirs["f1"]
+    result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
+    assert result.current_flow_id == "f2"
+    only_added = {"f9": _flow("f9"), "f8": _flow("f8")}
+    result = three_way_merge(base, "f1", dict(base), "f1", only_added, None)
+    assert result.current_flow_id == "f9"
+    assert three_way_merge(base, "f1", dict(base), "f1", {}, None).current_flow_id is None
+
+
+def test_report_id_lists_are_capped() -> None:
+    base = {f"f{i}": _flow(f"f{i}") for i in range(REPORT_ID_LIMIT + 5)}
+    ours = {fid: {**f, "name": "ours", "updated": T2} for fid, f in base.items()}
+    theirs = {fid: {**f, "name": "theirs", "updated": T1} for fid, f in _stray(base).items()}
+    report = three_way_merge(base, None, ours, None, theirs, None).report
+    assert report["conflicts"] == REPORT_ID_LIMIT + 5
+    assert len(report["conflict_ids"]) == REPORT_ID_LIMIT
+
+
+def test_inputs_are_not_mutated() -> None:
+    base, ours, theirs = _both_changed(T1, T2)
+    theirs["f7"] = _flow("f7", revision=3)
+    del theirs["f3"]
+    snapshot = copy.deepcopy((base, ours, theirs))
+    result = three_way_merge(base, "f1", ours, "f1", theirs, "f7")
+    for _, _, flow in result.changes:
+        if flow is not None:
+            flow["revision"] = 123  # what the store does next
+    for loser in result.losers.values():
+        loser["aside"] = True
+    assert (base, ours, theirs) == snapshot
+
+
+def test_100k_flows_with_few_differences_is_fast() -> None:
+    n = 100_000
+    base = {f"flow_{i:08x}": _flow(f"flow_{i:08x}", name=f"n{i}", revision=i) for i in range(n)}
+    ours = dict(base)
+    theirs = _stray(base)
+    theirs["flow_00000005"]["name"] = "changed"
+    ours["flow_00000010"] = {**base["flow_00000010"], "name": "ours", "updated": T1}
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        result = three_way_merge(base, None, ours, None, theirs, None)
+        best = min(best, time.perf_counter() - start)
+    assert [fid for _, fid, _ in result.changes] == ["flow_00000005"]
+    # Typically ~50 ms; the bound is loose so slow CI boxes do not flake, but
+    # it still catches anything quadratic or any per-flow deep copy.
+    assert best < 0.5
+
+
+# --- property test -------------------------------------------------------
+
+NAMES = st.sampled_from(["a", "b", "c"])
+STAMPS = st.integers(0, 4).map(lambda d: f"2024-06-0{d + 1}T00:00:00")
+PLANS = st.sampled_from([[], [{"id": "p", "text": "t"}]])
+NEW_IDS = ["new0", "new1", "new2", "new3"]
+
+
+@st.composite
+def _edited(draw, base_flow: dict, keep_revision: bool) -> dict:
+    """A changed version of base_flow: name always differs (base names are ids)."""
+    flow = {**base_flow, "name": draw(NAMES), "updated": draw(STAMPS), "plans": draw(PLANS)}
+    if not keep_revision:
+        flow.pop("revision", None)
+    return flow
+
+
+@st.composite
+def _new_flow(draw, fid: str) -> dict:
+    return {"id": fid, "name": draw(NAMES), "plans": draw(PLANS), "created": T0,
+            "updated": draw(STAMPS)}
+
+
+@st.composite
+def scenarios(draw):
+    """Random base, and ours/theirs derived from it by random per-flow edits."""
+    ids = [f"flow_{i}" for i in range(draw(st.integers(0, 7)))]
+    base = {fid: _flow(fid, name=fid, revision=i + 1, **({"x": i} if i % 2 else {}))
+            for i, fid in enumerate(ids)}
+    stray_strips = draw(st.booleans())
+    edits: dict[str, tuple[str, str]] = {}
+    ours: dict[str, dict] = {}
+    theirs: dict[str, dict] = {}
+    for fid in ids:
+        o_edit = draw(st.sampled_from(["keep", "change", "delete"]))
+        t_edit = draw(st.sampled_from(["keep", "change", "delete"]))
+        edits[fid] = (o_edit, t_edit)
+        if o_edit == "keep":
+            ours[fid] = base[fid] if draw(st.booleans()) else copy.deepcopy(base[fid])
+        elif o_edit == "change":
+            ours[fid] = {**draw(_edited(base[fid], True)), "revision": 100}
+        if t_edit != "delete":
+            seed = _stray({fid: base[fid]})[fid] if stray_strips else copy.deepcopy(base[fid])
+            theirs[fid] = seed if t_edit == "keep" else draw(_edited(seed, not stray_strips))
+    for fid in draw(st.lists(st.sampled_from(NEW_IDS), unique=True)):
+        ours[fid] = {**draw(_new_flow(fid)), "revision": 50}
+    for fid in draw(st.lists(st.sampled_from(NEW_IDS), unique=True)):
+        theirs[fid] = draw(_new_flow(fid))
+    theirs = dict(draw(st.permutations(list(theirs.items()))))
+    pick = st.sampled_from([None, "ghost", *ids, *NEW_IDS])
+    currents = (draw(pick), draw(pick), draw(pick))
+    return base, ours, theirs, edits, currents
+
+
+def _matches_theirs(flow: dict, theirs_flow: dict) -> bool:
+    return all(flow.get(k) == v for k, v in theirs_flow.items() if k != "revision")
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_merge_properties(scenario) -> None:
+    base, ours, theirs, edits, (base_cur, ours_cur, theirs_cur) = scenario
+    result = three_way_merge(base, base_cur, ours, ours_cur, theirs, theirs_cur)
+    merged = _apply(ours, result)
+    for fid, (o_edit, t_edit) in edits.items():
+        if t_edit == "change" and o_edit != "change":  # (a) theirs' edit lands
+            assert _matches_theirs(merged[fid], theirs[fid])
+            assert all(merged[fid][k] == v for k, v in base[fid].items()
+                       if k not in theirs[fid] and k != "revision")
+        elif o_edit == "change" and t_edit == "keep":  # (a) ours' edit stays
+            assert merged[fid] is ours[fid]
+        elif {o_edit, t_edit} == {"keep", "delete"}:  # (b) one-sided delete
+            assert fid not in merged
+        elif o_edit == "change" and t_edit == "delete":  # our edit beats their delete
+            assert merged[fid] is ours[fid]
+        elif o_edit == t_edit == "change" and fid in result.losers:  # conflict
+            loser = result.losers[fid]
+            assert loser in (ours[fid], theirs[fid])
+            assert not _matches_theirs(ours[fid], theirs[fid])  # a real conflict
+            assert (merged[fid] is ours[fid]) == (loser == theirs[fid])
+        elif o_edit == t_edit == "change":  # same edit on both sides
+            assert merged[fid] is ours[fid] and _matches_theirs(ours[fid], theirs[fid])
+        elif o_edit == t_edit == "delete":
+            assert fid not in merged
+    for fid in NEW_IDS:
+        if fid in theirs and fid not in ours:  # (a) added by theirs only
+            assert merged[fid] == theirs[fid]
+        elif fid in ours and fid not in theirs:  # (a) added by ours only
+            assert merged[fid] is ours[fid]
+        elif fid in ours:  # added by both: one version survives, other aside if different
+            assert merged[fid] is ours[fid] or _matches_theirs(merged[fid], theirs[fid])
+    both = {f for f, e in edits.items() if e == ("change", "change")}
+    assert set(result.losers) <= both | (set(ours) & set(theirs) & set(NEW_IDS))
+    assert set(merged) <= set(ours) | set(theirs)  # (c)
+    assert result.current_flow_id is None or result.current_flow_id in merged  # (d)
+    assert (result.current_flow_id is None) == (not merged)

@@ -1,5 +1,6 @@
 """flowd_client: what tools import to talk to flowd. Never imports the daemon."""
 
+from .aio import AsyncFlowClient
 from .client import FlowClient
 from .errors import (
     CompactedError,
@@ -19,6 +20,7 @@ from .model import Change, Flow
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncFlowClient",
     "Change",
     "Flow",
     "FlowClient",

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
+from .feed import Sequencer
 from .model import Change, Flow, changes_of, flow_or_none
 
 
@@ -124,6 +125,17 @@ class FlowAPI:
         """Changes after revision ``since`` still in the daemon's window (else CompactedError)."""
         reply = yield Call("history", {"since": since}, False)
         return [c for event in reply["changes"] for c in changes_of(event)], reply["revision"]
+
+    @api
+    def catch_up(self, seq: Sequencer) -> Steps:
+        """Every change after ``seq.last`` from the daemon's history, in order (for watchers)."""
+        out: list[Change] = []
+        while True:
+            reply = yield Call("history", {"since": seq.last}, False)
+            changes = [c for event in reply["changes"] for c in changes_of(event)]
+            out.extend(seq.accept_history(changes))
+            if not changes or seq.last >= reply["revision"]:
+                return out
 
     # ------------------------------------------------------------ more writes
 

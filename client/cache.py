@@ -157,8 +157,7 @@ class Mirror:
             self._stop.wait(0.2)
 
     def _fill(self, seq: Sequencer) -> list[Change]:
-        changes, _ = self.client.history(seq.last)
-        return seq.accept_history(changes)
+        return self.client.catch_up(seq)
 
     def stop(self) -> None:
         self._stop.set()

@@ -98,11 +98,11 @@ class FlowClient(FlowAPI):
             if since is None:
                 since = self.ping()["revision"]
             seq = Sequencer(since)
-            yield from self._catch_up(seq)
+            yield from self.catch_up(seq)
             idle_since = time.monotonic()
             while True:
                 if not sub.poll(int(IDLE_CHECK * 1000)):
-                    yield from self._catch_up(seq)  # an event may have beaten the subscription
+                    yield from self.catch_up(seq)  # an event may have beaten the subscription
                     if timeout is not None and time.monotonic() - idle_since >= timeout:
                         return
                     continue
@@ -110,17 +110,10 @@ class FlowClient(FlowAPI):
                 if event is None:
                     continue
                 out = seq.accept(event)
-                yield from (self._catch_up(seq) if out is None else out)
+                yield from (self.catch_up(seq) if out is None else out)
                 idle_since = time.monotonic()
         finally:
             sub.close(0)
-
-    def _catch_up(self, seq: Sequencer) -> Iterator[Change]:
-        while True:
-            changes, revision = self.history(seq.last)
-            yield from seq.accept_history(changes)
-            if not changes or seq.last >= revision:
-                return
 
     def close(self) -> None:
         if self._mirror is not None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from flowd_client import protocol
 from flowd_client.errors import FlowdError, InternalError, UnavailableError
 
@@ -70,6 +71,7 @@ class Service:
         except FlowdError as exc:
             return [(client, self._refuse(exc, exc.data.get("request_id")))]
         self.stats.count_op(op)
+        self.stats.saw_client(client[0])
         try:
             if op in protocol.READ_OPS:
                 out = self.commit() if client in self.group_clients else []
@@ -249,6 +251,21 @@ class Service:
                            "segments": len(self.journal.segments),
                            "durability": self.journal.durability},
                "history_floor": self.history.floor, **self.stats.as_dict()}
+        out["process"] = process_stats()
         if self.extra_stats is not None:
             out.update(self.extra_stats())
         return out
+
+
+_PROC: psutil.Process | None = None
+
+
+def process_stats() -> dict[str, Any]:
+    """RSS and CPU of the daemon (psutil); cheap enough for an on-demand op."""
+    global _PROC
+    if _PROC is None:
+        _PROC = psutil.Process()
+    with _PROC.oneshot():
+        mem, cpu = _PROC.memory_info(), _PROC.cpu_times()
+        return {"pid": _PROC.pid, "rss_bytes": mem.rss, "cpu_user_seconds": cpu.user,
+                "cpu_system_seconds": cpu.system, "threads": _PROC.num_threads()}

@@ -6,6 +6,10 @@ import time
 from collections import Counter
 from typing import Any
 
+#: a client counts as connected if it sent a request within this many seconds
+CLIENT_WINDOW = 60.0
+MAX_TRACKED_CLIENTS = 10_000
+
 
 class Stats:
     def __init__(self) -> None:
@@ -21,9 +25,22 @@ class Stats:
         self.last_journal_error: str | None = None
         self.load: dict[str, Any] = {}
         self.strays: list[dict[str, Any]] = []
+        self.clients: dict[bytes, float] = {}
 
     def count_op(self, op: str) -> None:
         self.ops[op] += 1
+
+    def saw_client(self, identity: bytes) -> None:
+        seen = self.clients
+        seen[identity] = time.monotonic()
+        if len(seen) > MAX_TRACKED_CLIENTS:
+            self._prune(time.monotonic())
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - CLIENT_WINDOW
+        self.clients = {k: t for k, t in self.clients.items() if t >= cutoff}
+        if len(self.clients) > MAX_TRACKED_CLIENTS // 2:  # a flood of identities: forget it
+            self.clients = {}
 
     def count_error(self, code: str) -> None:
         self.errors[code] += 1
@@ -35,7 +52,9 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         avg = self.commit_seconds / self.commits if self.commits else 0.0
+        self._prune(time.monotonic())
         return {
+            "clients_last_minute": len(self.clients),
             "uptime_seconds": round(time.time() - self.started, 3),
             "started": self.started,
             "load": self.load,

@@ -1,0 +1,163 @@
+"""``AsyncFlowClient``: the same API as coroutines, on zmq.asyncio.
+
+The methods are the very generators of :mod:`flowd_client.api`; only the
+driver differs. One DEALER socket carries many requests in flight at once
+(pipelining): a reader task matches replies to waiting futures by id. A
+request that times out is sent again with the same id and idempotency key
+(the socket reconnects underneath), within its one deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from . import protocol
+from .api import BatchBuilder, FlowAPI, Steps
+from .client import IDLE_CHECK, autostart_default
+from .connection import Endpoints, start_hint
+from .errors import UnavailableError, error_from_wire
+from .feed import Sequencer, configure_subscriber, decode_event
+from .model import Change
+
+
+class AsyncFlowClient(FlowAPI):
+    """Use from one event loop: ``await c.add_flow(...)``, ``async for ch in c.watch()``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
+                 endpoint: str | None = None, timeout: float = 5.0, *,
+                 autostart: bool | None = None, retries: int = 2) -> None:
+        if autostart is None:
+            autostart = autostart_default(endpoint)
+        self._endpoints = Endpoints(endpoint, data_dir, autostart)
+        self.timeout = timeout
+        self.retries = retries
+        self.client_id = secrets.token_hex(8)
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+
+    async def _drive(self, steps: Steps) -> Any:
+        try:
+            call = next(steps)
+            while True:
+                result = await self._request(call.op, call.args, call.write)
+                call = steps.send(result)
+        except StopIteration as done:
+            return done.value
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        if self._sock is None:
+            endpoint = self._endpoints.resolve(time.monotonic() + self.timeout)
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
+            sock.connect(endpoint)
+            self._sock, self._endpoint = sock, endpoint
+            self._reader = asyncio.get_running_loop().create_task(self._read_replies(sock))
+        return self._sock
+
+    async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            msg = protocol.unpack(await sock.recv(), protocol.MAX_REPLY_BYTES)
+            fut = self._waiting.pop(msg.get("id"), None) if isinstance(msg, dict) else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def _request(self, op: str, args: dict[str, Any], write: bool) -> Any:
+        key = (self.client_id, next(self._seq)) if write else None
+        rid = next(self._ids)
+        frame = protocol.build_request(rid, op, args, key)
+        deadline = time.monotonic() + self.timeout
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            sock = self._socket()
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting[rid] = fut
+            await sock.send(frame)
+            wait = (deadline - time.monotonic()) / (attempts - attempt)
+            try:
+                msg = await asyncio.wait_for(fut, max(wait, 0.001))
+            except TimeoutError:
+                self._waiting.pop(rid, None)
+                if self._endpoints.daemon_down():
+                    break
+                continue
+            if "error" in msg:
+                raise error_from_wire(msg["error"])
+            return msg.get("result")
+        raise UnavailableError(
+            f"flowd at {getattr(self, '_endpoint', self._endpoints.explicit)} did not answer "
+            f"within {self.timeout:g} s; is it running? " + start_hint(self._endpoints.data_dir))
+
+    async def current_flow_id(self) -> str | None:
+        return await self.get_current_flow_id()
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[BatchBuilder]:
+        builder = BatchBuilder()
+        yield builder
+        if builder.ops:
+            builder.results = await self.commit_batch(builder.ops)
+
+    async def events_endpoint(self) -> str:
+        if self._endpoints.events is None:
+            self._endpoints.events = (await self.hello())["events"]
+        return self._endpoints.events
+
+    async def watch(self, since: int | None = None,
+                    timeout: float | None = None) -> AsyncIterator[Change]:
+        """As FlowClient.watch: in order, no gap, no repeat; CompactedError if too old."""
+        sub = configure_subscriber(self._ctx.socket(zmq.SUB), await self.events_endpoint())
+        try:
+            if since is None:
+                since = (await self.ping())["revision"]
+            seq = Sequencer(since)
+            for change in await self.catch_up(seq):
+                yield change
+            idle_since = time.monotonic()
+            while True:
+                if not await sub.poll(int(IDLE_CHECK * 1000)):
+                    for change in await self.catch_up(seq):
+                        yield change
+                    if timeout is not None and time.monotonic() - idle_since >= timeout:
+                        return
+                    continue
+                event = decode_event(await sub.recv_multipart())
+                if event is None:
+                    continue
+                out = seq.accept(event)
+                for change in (await self.catch_up(seq) if out is None else out):
+                    yield change
+                idle_since = time.monotonic()
+        finally:
+            sub.close(0)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
+                await self._reader
+        for fut in self._waiting.values():
+            fut.cancel()
+        if self._sock is not None:
+            self._sock.close(0)
+        self._ctx.term()
+
+    async def __aenter__(self) -> AsyncFlowClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -159,9 +159,14 @@ class Connection:
     def _receive(sock: zmq.Socket, rid: int, until: float) -> dict[str, Any] | None:
         while True:
             left = until - time.monotonic()
-            if left <= 0 or not sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
+            if left <= 0:
                 return None
-            msg = protocol.unpack(sock.recv(), protocol.MAX_REPLY_BYTES)
+            sock.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
+            try:
+                frame = sock.recv()
+            except zmq.Again:
+                return None
+            msg = protocol.unpack(frame, protocol.MAX_REPLY_BYTES)
             if not isinstance(msg, dict):
                 raise ProtocolError("reply is not a map")
             if msg.get("id") == rid or (msg.get("id") is None and "error" in msg):

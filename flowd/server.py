@@ -26,6 +26,7 @@ from .runtime import Runtime
 log = logging.getLogger("flowd.server")
 
 MAX_DRAIN = 1024
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 STRAY_CHECK_SECONDS = 1.0
 STATUS_SECONDS = 5.0
 
@@ -97,15 +98,29 @@ class Server:
             self._status()
         log.info("ready: %d flows at revision %d, serving %s", len(self.rt.store),
                  self.rt.store.revision, self.rt.endpoint)
+        service, snap = self.rt.service, self.rt.snap
+        next_tick = 0.0
         while not self.stopping:
-            ready = dict(poller.poll(self._timeout_ms()))
+            timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
+            ready = dict(poller.poll(timeout))
             if self.wake_r.fileno() in ready:
                 self._drain_wake()
+                next_tick = 0.0  # a snapshot finished or a signal came: look at timers now
             if self.router in ready:
                 self._drain_requests()
-            self._send(self.rt.service.commit())
-            self._publish()
-            self._tick(time.monotonic())
+            if service.pending:
+                self._send(service.commit())
+                deadline = snap.next_deadline(time.monotonic())
+                if deadline is not None and deadline < next_tick:
+                    next_tick = deadline
+            if service.events:
+                self._publish()
+            if service.save_waiters:
+                next_tick = 0.0
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = self._next_tick(now)
         self._shutdown()
 
     def _drain_wake(self) -> None:
@@ -121,11 +136,11 @@ class Server:
 
     def _drain_requests(self) -> None:
         service = self.rt.service
+        router = self.router
         for _ in range(MAX_DRAIN):
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not router.getsockopt(_EVENTS) & _POLLIN:  # plain ints: enums cost µs here
                 return
+            frames = router.recv_multipart(zmq.NOBLOCK)
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
                 continue  # not a DEALER/REQ envelope: nothing sane to answer
             self._send(service.handle(tuple(frames[:-1]), frames[-1]))
@@ -168,15 +183,12 @@ class Server:
                 self._status()
         self._publish()
 
-    def _timeout_ms(self) -> int:
-        now = time.monotonic()
-        deadlines = [t for t in self.timers.values()]
+    def _next_tick(self, now: float) -> float:
+        deadlines = list(self.timers.values())
         snap = self.rt.snap.next_deadline(now)
         if snap is not None:
             deadlines.append(snap)
-        if not deadlines:
-            return 1000
-        return max(0, min(1000, int((min(deadlines) - now) * 1000) + 1))
+        return min(deadlines, default=now + 1.0)
 
     def _status(self) -> None:
         if self.notifier is not None:

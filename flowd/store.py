@@ -38,7 +38,7 @@ class Store:
         self.flows: dict[str, Flow] = {}
         self.current_flow_id: str | None = None
         self.revision = 0
-        self.names: dict[str, dict[str, None]] = {}
+        self.names: dict[str, str | dict[str, None]] = {}
         #: unknown top-level and meta keys of flows.json, written back unchanged
         self.extra: dict[str, Any] = {}
         self.meta_extra: dict[str, Any] = {}
@@ -56,10 +56,34 @@ class Store:
                       if k not in ("version", "meta", "current_flow_id", "flows")}
         cur = doc.get("current_flow_id")
         self.current_flow_id = cur if cur in self.flows else next(iter(self.flows), None)
-        names: dict[str, dict[str, None]] = {}
+        self.names = {}
         for fid, flow in self.flows.items():
-            names.setdefault(flow["name"], {})[fid] = None
-        self.names = names
+            self._index(flow["name"], fid)
+
+    # A name maps to one id (a str: most names are unique, and a dict per name
+    # would cost ~200 bytes per flow) or, when shared, to an ordered dict of ids.
+
+    def _index(self, name: str, fid: str) -> None:
+        names = self.names
+        have = names.get(name)
+        if have is None:
+            names[name] = fid
+        elif type(have) is str:
+            if have != fid:
+                names[name] = {have: None, fid: None}
+        else:
+            have[fid] = None
+
+    def _unindex(self, name: str, fid: str) -> None:
+        names = self.names
+        have = names.get(name)
+        if type(have) is str:
+            if have == fid:
+                del names[name]
+        elif have is not None:
+            have.pop(fid, None)
+            if len(have) == 1:
+                names[name] = next(iter(have))
 
     # ------------------------------------------------------------ reads
 
@@ -67,8 +91,12 @@ class Store:
         return self.flows.get(flow_id)
 
     def find_by_name(self, name: str) -> list[Flow]:
-        flows = self.flows
-        return [flows[fid] for fid in self.names.get(name, ())]
+        have = self.names.get(name)
+        if have is None:
+            return []
+        if type(have) is str:
+            return [self.flows[have]]
+        return [self.flows[fid] for fid in have]
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -84,22 +112,18 @@ class Store:
         rev = record["rev"]
         if rev != self.revision + 1:
             raise InternalError(f"record revision {rev} does not follow {self.revision}")
-        flows, names = self.flows, self.names
+        flows = self.flows
         for op, fid, flow in record["changes"]:
             if op == "set_current":
                 continue
             old = flows.get(fid)
             if old is not None and (flow is None or old["name"] != flow["name"]):
-                ids = names.get(old["name"])
-                if ids is not None:
-                    ids.pop(fid, None)
-                    if not ids:
-                        del names[old["name"]]
+                self._unindex(old["name"], fid)
             if flow is None:
                 flows.pop(fid, None)
             else:
                 flows[fid] = flow
-                names.setdefault(flow["name"], {})[fid] = None
+                self._index(flow["name"], fid)
         self.current_flow_id = record["current"]
         self.revision = rev
 

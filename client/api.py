@@ -68,9 +68,15 @@ class FlowAPI:
         return flow_or_none((yield Call("get_flow", {"flow_id": flow_id}, False)))
 
     @api
-    def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None) -> Steps:
-        """Create a flow and make it current; returns its id."""
-        return (yield Call("add_flow", _args(name=name, plans=plans), True))
+    def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None, *,
+                 flow_id: str | None = None, extra: dict[str, Any] | None = None) -> Steps:
+        """Create a flow and make it current; returns its id.
+
+        ``flow_id`` (for restores) must be free, else ConflictError; ``extra``
+        holds keys beyond the core ones, kept as they are.
+        """
+        args = _args(name=name, plans=plans, flow_id=flow_id, extra=extra)
+        return (yield Call("add_flow", args, True))
 
     @api
     def delete_flow(self, flow_id: str, if_revision: int | None = None) -> Steps:
@@ -142,9 +148,11 @@ class FlowAPI:
     @api
     def update_flow(self, flow_id: str, *, name: str | None = None,
                     plans: list[dict[str, Any]] | None = None,
+                    extra: dict[str, Any] | None = None,
                     if_revision: int | None = None) -> Steps:
         """ConflictError if ``if_revision`` is given and the flow moved on."""
-        args = _args(flow_id=flow_id, name=name, plans=plans, if_revision=if_revision)
+        args = _args(flow_id=flow_id, name=name, plans=plans, extra=extra,
+                     if_revision=if_revision)
         return Flow.from_wire((yield Call("update_flow", args, True)))
 
     @api
@@ -189,13 +197,16 @@ class BatchBuilder:
         self.ops.append({"op": op, "args": _args(**kw)})
         return self
 
-    def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None) -> BatchBuilder:
-        return self._add("add_flow", name=name, plans=plans)
+    def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None, *,
+                 flow_id: str | None = None,
+                 extra: dict[str, Any] | None = None) -> BatchBuilder:
+        return self._add("add_flow", name=name, plans=plans, flow_id=flow_id, extra=extra)
 
     def update_flow(self, flow_id: str, *, name: str | None = None,
                     plans: list[dict[str, Any]] | None = None,
+                    extra: dict[str, Any] | None = None,
                     if_revision: int | None = None) -> BatchBuilder:
-        return self._add("update_flow", flow_id=flow_id, name=name, plans=plans,
+        return self._add("update_flow", flow_id=flow_id, name=name, plans=plans, extra=extra,
                          if_revision=if_revision)
 
     def delete_flow(self, flow_id: str, if_revision: int | None = None) -> BatchBuilder:
@@ -208,9 +219,22 @@ class BatchBuilder:
                     if_revision: int | None = None) -> BatchBuilder:
         return self._add("append_plan", flow_id=flow_id, plan=plan, if_revision=if_revision)
 
+    def update_plan(self, flow_id: str, plan: dict[str, Any], *, index: int | None = None,
+                    plan_id: str | int | None = None,
+                    if_revision: int | None = None) -> BatchBuilder:
+        return self._add("update_plan", flow_id=flow_id, plan=plan, index=index,
+                         plan_id=plan_id, if_revision=if_revision)
+
     def remove_plan(self, flow_id: str, *, index: int | None = None,
-                    plan_id: str | int | None = None) -> BatchBuilder:
-        return self._add("remove_plan", flow_id=flow_id, index=index, plan_id=plan_id)
+                    plan_id: str | int | None = None,
+                    if_revision: int | None = None) -> BatchBuilder:
+        return self._add("remove_plan", flow_id=flow_id, index=index, plan_id=plan_id,
+                         if_revision=if_revision)
+
+    def move_plan(self, flow_id: str, src: int, dst: int, *,
+                  if_revision: int | None = None) -> BatchBuilder:
+        return self._add("move_plan", flow_id=flow_id, src=src, dst=dst,
+                         if_revision=if_revision)
 
     def check(self, flow_id: str, revision: int | None) -> BatchBuilder:
         """Precondition: the flow is at ``revision`` (None: it must not exist)."""

@@ -108,21 +108,23 @@ class Mirror:
 
     def _apply(self, changes: list[Change]) -> None:
         with self.cond:
+            # a reload() from wait_for may have overtaken this thread: never go back
+            changes = [c for c in changes if c.revision > self.revision]
             for c in changes:
+                self.current_flow_id = c.current_flow_id
+                if c.op == "set_current":
+                    continue  # its flow is the end state of the revision, not a change
                 old = self.flows.get(c.flow_id)
                 if old is not None and (c.flow is None or c.flow.name != old.name):
                     ids = self.names.get(old.name, {})
                     ids.pop(c.flow_id, None)
                     if not ids:
                         self.names.pop(old.name, None)
-                if c.op == "set_current":
-                    pass
-                elif c.flow is None:
+                if c.flow is None:
                     self.flows.pop(c.flow_id, None)
                 else:
                     self.flows[c.flow_id] = c.flow
                     self.names.setdefault(c.flow.name, {})[c.flow_id] = None
-                self.current_flow_id = c.current_flow_id
             if changes:
                 self.revision = changes[-1].revision
             self.cond.notify_all()

@@ -14,13 +14,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from . import cli_ops
-from .cli_ops import CliError, Ctx, emit_json
+from .cli_ops import CliError, Ctx, emit_json, pretty, span, when
 from .discovery import is_locked, read_lock_info
 from .errors import FlowdError, UnavailableError
 from .model import Change, Flow
@@ -148,23 +147,6 @@ def cmd_save(ctx: Ctx) -> int:
 # ------------------------------------------------------------------ daemon
 
 
-def _when(epoch: float | None) -> str:
-    if not epoch:
-        return "never"
-    ago = time.time() - epoch
-    return f"{datetime.fromtimestamp(epoch).isoformat(timespec='seconds')} ({_span(ago)} ago)"
-
-
-def _span(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{seconds:.1f} s"
-    d, rest = divmod(s, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return " ".join(f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if v)
-
-
 def status_doc(ctx: Ctx) -> dict[str, Any]:
     """The lock's facts plus the daemon's stats; ``running`` False when down."""
     d = ctx.data_dir
@@ -200,13 +182,13 @@ def cmd_status(ctx: Ctx) -> int:
         raise CliError(doc["message"])
     journal = doc.get("journal") or {}
     snap_rev = doc["snapshot_revision"]
-    rows = [("pid", doc["pid"]), ("uptime", _span(doc["uptime_seconds"] or 0)),
+    rows = [("pid", doc["pid"]), ("uptime", span(doc["uptime_seconds"] or 0)),
             ("endpoint", doc["endpoint"]), ("data dir", doc["data_dir"]),
             ("flows", f"{doc['flows']} (current: {doc['current_flow_id']})"),
             ("revision", doc["revision"]),
             ("flows.json", "not written yet" if snap_rev is None or snap_rev < 0 else
              f"revision {snap_rev}, {doc['snapshot_lag_revisions']} behind the store"),
-            ("last save", _when(doc["last_snapshot"])),
+            ("last save", when(doc["last_snapshot"])),
             ("journal", f"{journal.get('segments')} segments, {journal.get('bytes')} bytes, "
                         f"{journal.get('durability')} durability")]
     print("flowd is running")
@@ -216,32 +198,12 @@ def cmd_status(ctx: Ctx) -> int:
     return 0
 
 
-def _pretty(d: dict[str, Any], pad: str = "") -> list[str]:
-    """Nested stats as indented lines; times and durations made readable."""
-    lines: list[str] = []
-    for key, v in d.items():
-        label = key.replace("_", " ")
-        if isinstance(v, dict) and v:
-            lines += [f"{pad}{label}:"] + _pretty(v, pad + "  ")
-        elif isinstance(v, list) and v:
-            lines += [f"{pad}{label}:"] + [f"{pad}  - {orjson.dumps(x).decode()}" for x in v]
-        else:
-            if key in ("started", "last_at") and isinstance(v, (int, float)):
-                v = _when(v)
-            elif key == "uptime_seconds" and isinstance(v, (int, float)):
-                label, v = "uptime", _span(v)
-            elif v in (None, {}, []):
-                v = "-"
-            lines.append(f"{pad}{label:<26} {v}")
-    return lines
-
-
 def cmd_stats(ctx: Ctx) -> int:
     stats = ctx.client.stats()
     if ctx.args.json:
         emit_json(stats)
     else:
-        print("\n".join(_pretty(stats)))
+        print("\n".join(pretty(stats)))
     return 0
 
 
@@ -269,22 +231,20 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
     return dict(action.choices)
 
 
-def _options(p: argparse.ArgumentParser) -> list[str]:
-    return [o for a in p._actions for o in a.option_strings]
-
-
-def _valued(p: argparse.ArgumentParser) -> list[str]:
-    return [o for a in p._actions if a.option_strings and a.nargs != 0 for o in a.option_strings]
+def _flags(p: argparse.ArgumentParser, valued: bool | None = None) -> list[str]:
+    """Option strings of ``p`` (only those taking a value, or only switches, if asked)."""
+    return [o for a in p._actions for o in a.option_strings
+            if valued is None or (a.nargs != 0) == valued]
 
 
 def _words(p: argparse.ArgumentParser) -> str:
     choices = [c for a in p._actions if not a.option_strings and a.choices for c in a.choices]
-    return " ".join(_options(p) + choices)
+    return " ".join(_flags(p) + choices)
 
 
 def bash_completion(parser: argparse.ArgumentParser) -> str:
     cmds = _commands(parser)
-    valued = sorted({o for p in [parser, *cmds.values()] for o in _valued(p)})
+    valued = sorted({o for p in [parser, *cmds.values()] for o in _flags(p, True)})
     cases = "\n".join(f"        {n}) words=\"{_words(p)}\" ;;" for n, p in cmds.items())
     return f"""# bash completion for flowctl (from `flowctl completion bash`)
 _flowctl() {{
@@ -292,7 +252,7 @@ _flowctl() {{
     local cmd="" words i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${{COMP_WORDS[i]}}" in
-            {"|".join(_valued(parser))}) ((i++)) ;;
+            {"|".join(_flags(parser, True))}) ((i++)) ;;
             -*) ;;
             *) cmd="${{COMP_WORDS[i]}}"; break ;;
         esac
@@ -302,7 +262,7 @@ _flowctl() {{
         {"|".join(valued)}) return ;;
     esac
     case "$cmd" in
-        "") words="{" ".join(_options(parser) + list(cmds))}" ;;
+        "") words="{" ".join(_flags(parser) + list(cmds))}" ;;
 {cases}
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
@@ -313,24 +273,23 @@ complete -F _flowctl flowctl
 
 
 def _zsh_spec(a: argparse.Action) -> str:
-    text = (a.help or "").replace("[", "(").replace("]", ")").replace("'", "")
+    """One ``_arguments`` spec: '--opt[help]:value:' or ':positional:completer'."""
     if not a.option_strings:
         what = f"({' '.join(a.choices)})" if a.choices else (
             "_files" if a.dest in ("file", "src", "dst") else " ")
-        return f"':{a.dest}:{what}'"
+        return f"'{':' if a.nargs == '?' else ''}:{a.dest}:{what}'"
+    text = (a.help or "").translate(str.maketrans("[]", "()", "'"))
     value = f":{a.dest}:" + ("_files -/" if a.dest == "data_dir" else "") if a.nargs != 0 else ""
     return " ".join(f"'{o}[{text}]{value}'" for o in a.option_strings)
 
 
 def zsh_completion(parser: argparse.ArgumentParser) -> str:
     cmds = _commands(parser)
-    helps = {a.dest: a.help for a in next(
-        a for a in parser._actions if isinstance(a, argparse._SubParsersAction))._choices_actions}
-    described = "\n".join(f"    '{n}:{(helps.get(n) or '').replace(chr(39), '')}'" for n in cmds)
-    glob = " ".join(_zsh_spec(a) for a in parser._actions
-                    if a.option_strings and a.dest != "help")
-    cases = "\n".join(f"        {n}) _arguments {' '.join(_zsh_spec(a) for a in p._actions)} ;;"
-                      for n, p in cmds.items())
+    described = "\n".join(f"    '{n}:{COMMANDS[n][1].replace(chr(39), '')}'" for n in cmds)
+    specs = {n: " ".join(_zsh_spec(a) for a in p._actions
+                         if a.dest != "help" and not isinstance(a, argparse._SubParsersAction))
+             for n, p in [("", parser), *cmds.items()]}
+    cases = "\n".join(f"        {n}) _arguments {specs[n]} ;;" for n in cmds)
     return f"""#compdef flowctl
 # zsh completion for flowctl (from `flowctl completion zsh`)
 _flowctl() {{
@@ -339,7 +298,7 @@ _flowctl() {{
 {described}
   )
   local state
-  _arguments -C {glob} '1:command:->cmd' '*::arg:->args' && return
+  _arguments -C {specs['']} '1:command:->cmd' '*::arg:->args' && return
   case $state in
     cmd) _describe 'command' cmds ;;
     args)
@@ -361,6 +320,41 @@ def cmd_completion(ctx: Ctx) -> int:
 # ------------------------------------------------------------------ parser, main
 
 
+_ID = ("id", {})
+_JSON = ("--json", {"action": "store_true", "help": "JSON output"})
+
+#: name -> (handler, help, arguments); the parser and the completion scripts come from here
+COMMANDS: dict[str, tuple[Handler, str, list[tuple[str, dict[str, Any]]]]] = {
+    "ping": (cmd_ping, "check that the daemon answers",
+             [("--wait", {"type": float, "default": 0.0, "help": "keep trying this many s"})]),
+    "status": (cmd_status, "is the daemon up; revisions and snapshot lag", [_JSON]),
+    "ls": (cmd_ls, "list flows (* marks the current one)", [_JSON]),
+    "show": (cmd_show, "show one flow", [_ID, _JSON]),
+    "add": (cmd_add, "add a flow (it becomes current); prints its id",
+            [("name", {}), ("--plans", {"help": "a JSON list of plan objects"})]),
+    "rm": (cmd_rm, "delete a flow", [_ID]),
+    "use": (cmd_use, "make a flow the current one", [_ID]),
+    "current": (cmd_current, "show the current flow", [_JSON]),
+    "rename": (cmd_rename, "rename a flow", [_ID, ("name", {})]),
+    "save": (cmd_save, "write flows.json now", []),
+    "stats": (cmd_stats, "the daemon's counters", [_JSON]),
+    "watch": (cmd_watch, "print changes as they happen", [
+        _JSON, ("--since", {"type": int, "help": "start after this revision (default: now)"}),
+        ("--timeout", {"dest": "idle", "type": float, "help": "stop after this many idle s"})]),
+    "export": (cli_ops.cmd_export, "write the store to a 3.0 JSON file",
+               [("file", {"help": "target file, or - for stdout"})]),
+    "import": (cli_ops.cmd_import, "merge a flows file of any version into the store", [
+        ("file", {}), ("--replace", {"action": "store_true", "help": "delete what it lacks"}),
+        ("--dry-run", {"action": "store_true", "help": "print the diff, change nothing"})]),
+    "migrate": (cli_ops.cmd_migrate, "convert a legacy flows file to 3.0, offline", [
+        ("src", {}), ("dst", {"nargs": "?", "help": "default: SRC, original kept as a backup"}),
+        ("--verbose", {"action": "store_true", "help": "list every change"})]),
+    "doctor": (cli_ops.cmd_doctor, "check the data dir and the daemon", [_JSON]),
+    "completion": (cmd_completion, "print a shell completion script",
+                   [("shell", {"choices": ("bash", "zsh")})]),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowctl", description="talk to flowd, the flows daemon")
     where = p.add_mutually_exclusive_group()
@@ -369,46 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--endpoint", help="connect here instead (e.g. ipc:///path/flowd.sock)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="CMD")
-
-    def add(name: str, fn: Handler, text: str, json: bool = False) -> argparse.ArgumentParser:
+    for name, (fn, text, arguments) in COMMANDS.items():
         sp = sub.add_parser(name, help=text, description=text)
         sp.set_defaults(func=fn)
-        if json:
-            sp.add_argument("--json", action="store_true", help="JSON output")
-        return sp
-
-    add("ping", cmd_ping, "check that the daemon answers").add_argument(
-        "--wait", type=float, default=0.0, help="keep trying this many seconds")
-    add("status", cmd_status, "is the daemon up; revisions and snapshot lag", json=True)
-    add("ls", cmd_ls, "list flows (* marks the current one)", json=True)
-    add("show", cmd_show, "show one flow", json=True).add_argument("id")
-    sp = add("add", cmd_add, "add a flow (it becomes current); prints its id")
-    sp.add_argument("name")
-    sp.add_argument("--plans", help="a JSON list of plan objects")
-    add("rm", cmd_rm, "delete a flow").add_argument("id")
-    add("use", cmd_use, "make a flow the current one").add_argument("id")
-    add("current", cmd_current, "show the current flow", json=True)
-    sp = add("rename", cmd_rename, "rename a flow")
-    sp.add_argument("id")
-    sp.add_argument("name")
-    add("save", cmd_save, "write flows.json now")
-    add("stats", cmd_stats, "the daemon's counters", json=True)
-    sp = add("watch", cmd_watch, "print changes as they happen", json=True)
-    sp.add_argument("--since", type=int, help="start after this revision (default: now)")
-    sp.add_argument("--timeout", dest="idle", type=float, help="stop after this many idle s")
-    add("export", cli_ops.cmd_export, "write the store to a 3.0 JSON file").add_argument(
-        "file", help="target file, or - for stdout")
-    sp = add("import", cli_ops.cmd_import, "merge a flows file of any version into the store")
-    sp.add_argument("file")
-    sp.add_argument("--replace", action="store_true", help="also delete flows not in the file")
-    sp.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
-    sp = add("migrate", cli_ops.cmd_migrate, "convert a legacy flows file to 3.0, offline")
-    sp.add_argument("src")
-    sp.add_argument("dst", nargs="?", help="default: SRC in place, original kept as a backup")
-    sp.add_argument("-v", "--verbose", action="store_true", help="list every change")
-    add("doctor", cli_ops.cmd_doctor, "check the data dir and the daemon", json=True)
-    add("completion", cmd_completion, "print a shell completion script").add_argument(
-        "shell", choices=("bash", "zsh"))
+        for flag, kw in arguments:
+            sp.add_argument(flag, **kw)
     return p
 
 

@@ -1,4 +1,4 @@
-"""flowctl's shared plumbing and its file commands: export, import, migrate, doctor.
+"""flowctl's plumbing (context, output) and its file commands: export, import, migrate, doctor.
 
 Why split from ``cli.py``: these commands read or write files and run the
 daemon's offline tools (``python -m flowd.offline``) as a subprocess, since
@@ -24,12 +24,12 @@ from .client import FlowClient
 from .discovery import default_data_dir, is_locked
 from .errors import ConflictError, UnavailableError
 from .model import Flow
+from .protocol import FLOW_CORE_KEYS as _CORE
 from .protocol import MAX_BATCH_OPS
 
 #: a batch request must stay well under the daemon's 16 MiB request limit
 BATCH_BYTES = 8 << 20
 DIFF_LINES = 200
-_CORE = ("id", "name", "plans", "created", "updated", "revision")
 
 
 class CliError(Exception):
@@ -69,9 +69,8 @@ class Ctx:
             self._client.close()
 
 
-def emit_json(obj: Any, *, indent: bool = True) -> None:
-    opt = orjson.OPT_INDENT_2 if indent else 0
-    sys.stdout.buffer.write(orjson.dumps(obj, option=opt | orjson.OPT_NON_STR_KEYS) + b"\n")
+def emit_json(obj: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.buffer.flush()
 
 
@@ -88,7 +87,10 @@ def run_offline(*argv: str, capture: bool = False) -> subprocess.CompletedProces
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the same dir, fsync, rename, fsync the dir: old file or new, never half."""
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -96,14 +98,49 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    os.fsync(dfd)
+    os.close(dfd)
+
+
+def when(epoch: float | None) -> str:
+    """Local time of an epoch plus how long ago: what an operator wants to read."""
+    if not epoch:
+        return "never"
+    ago = time.time() - epoch
+    return f"{datetime.fromtimestamp(epoch).isoformat(timespec='seconds')} ({span(ago)} ago)"
+
+
+def span(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f} s"
+    d, rest = divmod(s, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return " ".join(f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if v)
+
+
+def pretty(d: dict[str, Any], pad: str = "") -> list[str]:
+    """Nested stats as indented lines; times and durations made readable."""
+    lines: list[str] = []
+    for key, v in d.items():
+        label = key.replace("_", " ")
+        if isinstance(v, dict) and v:
+            lines += [f"{pad}{label}:"] + pretty(v, pad + "  ")
+        elif isinstance(v, list) and v:
+            lines += [f"{pad}{label}:"] + [f"{pad}  - {orjson.dumps(x).decode()}" for x in v]
+        else:
+            if key in ("started", "last_at") and isinstance(v, (int, float)):
+                v = when(v)
+            elif key == "uptime_seconds" and isinstance(v, (int, float)):
+                label, v = "uptime", span(v)
+            elif v in (None, {}, []):
+                v = "-"
+            lines.append(f"{pad}{label:<26} {v}")
+    return lines
 
 
 # ------------------------------------------------------------------ export
@@ -174,42 +211,42 @@ class Diff:
     changes: list[tuple[dict[str, Any], Flow]] = field(default_factory=list)
     deletes: list[Flow] = field(default_factory=list)
     same: int = 0
-    lossy: list[str] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not (self.adds or self.changes or self.deletes)
+
+def _extra(f: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in f.items() if k not in _CORE}
+
+
+def _changed(f: dict[str, Any], have: Flow) -> list[str]:
+    pairs = (("name", have.name, f.get("name", "")), ("plans", have.plans, f.get("plans", [])))
+    what = [k for k, a, b in pairs if a != b]
+    if any(have.extra.get(k) != v for k, v in _extra(f).items()):
+        what.append("extra keys")
+    return what
 
 
 def diff_flows(theirs: dict[str, dict[str, Any]], ours: dict[str, Flow],
                replace: bool) -> Diff:
     out = Diff()
     for fid, f in theirs.items():
-        extra = {k: v for k, v in f.items() if k not in _CORE}
         have = ours.get(fid)
         if have is None:
             out.adds.append(f)
-        elif have.name != f.get("name", "") or have.plans != f.get("plans", []):
+        elif _changed(f, have):
             out.changes.append((f, have))
         else:
             out.same += 1
-        if extra and (have is None or extra != have.extra):
-            out.lossy.append(f"flow {fid}: key(s) {', '.join(sorted(extra))}")
     if replace:
         out.deletes = [f for fid, f in ours.items() if fid not in theirs]
     return out
 
 
-def diff_lines(d: Diff, new_ids: dict[int, str] | None = None) -> list[str]:
-    lines = []
-    for i, f in enumerate(d.adds):
-        to = f" -> {new_ids[i]}" if new_ids and i in new_ids else ""
-        lines.append(f"+ {f.get('id', '?')}{to}  {f.get('name', '')!r}  "
-                     f"({len(f.get('plans', []))} plans)")
+def diff_lines(d: Diff) -> list[str]:
+    lines = [f"+ {f.get('id', '?')}  {f.get('name', '')!r}  ({len(f.get('plans', []))} plans)"
+             for f in d.adds]
     for f, have in d.changes:
-        what = [k for k, a, b in (("name", have.name, f.get("name", "")),
-                                  ("plans", have.plans, f.get("plans", []))) if a != b]
-        lines.append(f"~ {have.id}  {f.get('name', '')!r}  ({', '.join(what)} changed)")
+        lines.append(f"~ {have.id}  {f.get('name', '')!r}  ({', '.join(_changed(f, have))} "
+                     "changed)")
     lines += [f"- {f.id}  {f.name!r}" for f in d.deletes]
     if len(lines) > DIFF_LINES:
         lines = lines[:DIFF_LINES] + [f"... and {len(lines) - DIFF_LINES} more"]
@@ -217,14 +254,19 @@ def diff_lines(d: Diff, new_ids: dict[int, str] | None = None) -> list[str]:
 
 
 def op_groups(d: Diff) -> list[list[dict[str, Any]]]:
-    """Ops that must share a batch: each change travels with its precondition."""
-    groups = [[{"op": "add_flow", "args": {"name": f.get("name", ""),
-                                           "plans": f.get("plans", [])}}] for f in d.adds]
+    """Ops that must share a batch: each change travels with its precondition.
+
+    Adds keep the file's ids (add_flow refuses an id that appeared meanwhile).
+    """
+    groups = [[{"op": "add_flow", "args": {"name": f.get("name", ""), "flow_id": f["id"],
+                                           "plans": f.get("plans", []),
+                                           "extra": _extra(f)}}] for f in d.adds]
     for f, have in d.changes:
         groups.append([{"op": "check", "args": {"flow_id": have.id, "revision": have.revision}},
                        {"op": "update_flow", "args": {"flow_id": have.id,
                                                       "name": f.get("name", ""),
-                                                      "plans": f.get("plans", [])}}])
+                                                      "plans": f.get("plans", []),
+                                                      "extra": _extra(f)}}])
     for have in d.deletes:
         groups.append([{"op": "check", "args": {"flow_id": have.id, "revision": have.revision}},
                        {"op": "delete_flow", "args": {"flow_id": have.id}}])
@@ -255,31 +297,21 @@ def _target_current(doc: dict[str, Any], ours: dict[str, Flow], ours_current: st
     return doc.get("current_flow_id")
 
 
-def apply_import(client: FlowClient, d: Diff, target: str | None) -> dict[int, str]:
-    """Commit the batches; returns {index in d.adds: new id}."""
+def apply_import(client: FlowClient, d: Diff, target: str | None) -> None:
+    """Commit the batches; the current flow is set in the last one."""
     batches = chunk(op_groups(d))
-    adds_left = iter(range(len(d.adds)))
-    added_ids = {f.get("id"): None for f in d.adds}
-    if target is not None and target not in added_ids:
+    if target is not None:
         batches[-1].append({"op": "set_current", "args": {"flow_id": target}})
     if len(batches) > 1:
         warn(f"the import needs {len(batches)} batches of at most {MAX_BATCH_OPS} operations: "
              "each batch is atomic, the import as a whole is not")
-    new_ids: dict[int, str] = {}
     for n, ops in enumerate(batches):
         try:
-            results = client.commit_batch(ops)
+            client.commit_batch(ops)
         except ConflictError as exc:
             done = f" ({n} of {len(batches)} batches were applied)" if n else ""
             raise CliError(f"import aborted, the store changed meanwhile: {exc.message}{done}; "
                            "nothing of this batch was applied; run the import again") from None
-        for op, result in zip(ops, results, strict=True):
-            if op["op"] == "add_flow":
-                new_ids[next(adds_left)] = result
-    if target in added_ids:
-        index = next(i for i, f in enumerate(d.adds) if f.get("id") == target)
-        client.set_current(new_ids[index])
-    return new_ids
 
 
 def cmd_import(ctx: Ctx) -> int:
@@ -288,21 +320,17 @@ def cmd_import(ctx: Ctx) -> int:
     doc = read_import(args.file)
     ours, ours_current, _ = consistent_read(client)
     d = diff_flows(doc["flows"], ours, args.replace)
-    for item in d.lossy:
-        warn(f"{item} cannot be imported (add_flow/update_flow cannot set extra keys)")
     summary = (f"{len(d.adds)} to add, {len(d.changes)} to change, {len(d.deletes)} to delete, "
                f"{d.same} unchanged")
     if args.dry_run:
         print("\n".join(diff_lines(d) + [f"dry run: {summary}; nothing changed"]))
         return 0
-    if d.empty:
+    if not (d.adds or d.changes or d.deletes):
         print(f"nothing to import: the store already holds what {args.file} holds")
         return 0
     target = _target_current(doc, ours, ours_current, d, args.replace)
-    new_ids = apply_import(client, d, target)
-    print("\n".join(diff_lines(d, new_ids) + [f"imported: {summary.replace(' to ', ' ')}"]))
-    if d.adds:
-        print("note: added flows get new ids from the daemon (shown after ->)")
+    apply_import(client, d, target)
+    print("\n".join(diff_lines(d) + [f"imported: {summary.replace(' to ', ' ')}"]))
     return 0
 
 

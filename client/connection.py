@@ -22,7 +22,7 @@ import zmq
 
 from . import protocol
 from .discovery import default_data_dir, is_locked, read_lock_info
-from .errors import ProtocolError, UnavailableError, error_from_wire
+from .errors import ProtocolError, TooLargeError, UnavailableError, error_from_wire
 
 
 def start_hint(data_dir: Path | None) -> str:
@@ -133,6 +133,10 @@ class Connection:
             key = (self.client_id, next(self._seq)) if write else None
             rid = next(self._ids)
             frame = protocol.build_request(rid, op, args, key)
+            if len(frame) > protocol.MAX_REQUEST_BYTES:
+                # the daemon would drop the connection without a reply: say so now
+                raise TooLargeError(f"{op}: request of {len(frame)} bytes exceeds "
+                                    f"{protocol.MAX_REQUEST_BYTES}")
             return self._attempts(rid, frame, timeout if timeout is not None else self.timeout)
 
     def _attempts(self, rid: int, frame: bytes, timeout: float) -> tuple[Any, int | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-_CORE = ("id", "name", "plans", "created", "updated", "revision")
+from .protocol import FLOW_CORE_KEYS as _CORE
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,9 @@ MAX_REPLY_BYTES = 512 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_STRING_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 4096
+MAX_ID_CHARS = 128
+#: keys of a flow that only the daemon's own arguments set
+FLOW_CORE_KEYS = ("id", "name", "plans", "created", "updated", "revision")
 MAX_BATCH_OPS = 1000
 DEFAULT_PAGE = 5000
 MAX_PAGE = 100_000
@@ -136,6 +139,30 @@ def _index(name: str, v: Any) -> None:
         raise InvalidArgumentError(f"{name} must be an integer or null")
 
 
+def _since(name: str, v: Any) -> None:
+    if type(v) is not int or not 0 <= v <= INT_MAX:
+        raise InvalidArgumentError(f"{name} must be a non-negative integer")
+
+
+def _flow_id(name: str, v: Any) -> None:
+    if v is None:
+        return
+    if type(v) is not str or not 1 <= len(v) <= MAX_ID_CHARS:
+        raise InvalidArgumentError(f"{name} must be a string of 1..{MAX_ID_CHARS} characters")
+
+
+def _extra(name: str, v: Any) -> None:
+    """Keys a newer tool keeps in a flow; the daemon's own keys cannot be set this way."""
+    if v is None:
+        return
+    if type(v) is not dict:
+        raise InvalidArgumentError(f"{name} must be a map")
+    core = set(v) & set(FLOW_CORE_KEYS)
+    if core:
+        raise InvalidArgumentError(f"{name} cannot set {sorted(core)}: use the arguments")
+    check_value(v, name)
+
+
 def _limit(name: str, v: Any) -> None:
     if v is not None and (type(v) is not int or not 1 <= v <= MAX_PAGE):
         raise InvalidArgumentError(f"{name} must be an integer in 1..{MAX_PAGE}")
@@ -150,7 +177,7 @@ def _ops(name: str, v: Any) -> None:
         if type(item) is not dict or set(item) - {"op", "args"} or "op" not in item:
             raise InvalidArgumentError(f"{name}[{i}] must be a map with 'op' and 'args'")
         op, args = item["op"], item.get("args", {})
-        if op not in BATCH_OPS:
+        if type(op) is not str or op not in BATCH_OPS:
             raise InvalidArgumentError(f"{name}[{i}]: {op!r} cannot be used in a batch")
         try:
             check_args(op, args)
@@ -176,10 +203,11 @@ ARGS: dict[str, dict[str, tuple[Check, bool]]] = {
     "get_current": {},
     "find_by_name": {"name": (_name, True)},
     "stats": {},
-    "history": {"since": (_revision, True)},
-    "add_flow": {"name": (_name, True), "plans": (_plans, False)},
+    "history": {"since": (_since, True)},
+    "add_flow": {"name": (_name, True), "plans": (_plans, False), "flow_id": (_flow_id, False),
+                 "extra": (_extra, False)},
     "update_flow": {"flow_id": (_ID, True), "name": (lambda n, v: v is None or _name(n, v), False),
-                    "plans": (_plans, False), "if_revision": _IF_REV},
+                    "plans": (_plans, False), "extra": (_extra, False), "if_revision": _IF_REV},
     "delete_flow": {"flow_id": (_ID, True), "if_revision": _IF_REV},
     "set_current": {"flow_id": (_ID, True)},
     "append_plan": {"flow_id": (_ID, True), "plan": (_plan, True), "if_revision": _IF_REV},
@@ -198,7 +226,7 @@ assert set(ARGS) == READ_OPS | WRITE_OPS | {"check"}
 
 def check_args(op: str, args: Any) -> None:
     """Type-check ``args`` for ``op``: unknown, missing and ill-typed fields are refused."""
-    spec = ARGS.get(op)
+    spec = ARGS.get(op) if type(op) is str else None
     if spec is None:
         raise UnknownOpError(f"unknown op {op!r}")
     if type(args) is not dict:

@@ -4,7 +4,7 @@ Why a separate entry point: ``flowctl`` (package ``flowd_client``) must never
 import the daemon, yet migrating a legacy file or checking a data dir without
 a running daemon needs the daemon's own loader, journal reader and writer.
 ``flowctl`` runs this module as a subprocess and forwards its output and
-exit code. Nothing here touches a data dir a running daemon holds.
+exit code. Nothing here writes into a data dir a running daemon holds.
 
 Commands:
 
@@ -135,10 +135,7 @@ def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
     for line in summarize(got.notes) + ([f"    {n}" for n in got.notes] if verbose else []):
         print(line, file=out)
     if target is None:
-        for chunk in encode(view_of(got.doc)):
-            sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-        return 0
+        return _emit(view_of(got.doc))
     if in_place and not got.migrated and not got.notes:
         print(f"nothing to change; {src} left as it was", file=out)
         return 0
@@ -155,7 +152,12 @@ def normalize(path: Path) -> int:
     if got.notes:
         print(f"note: {path}: {got.notes[0]}", file=sys.stderr)
         print("\n".join(summarize(got.notes)), file=sys.stderr)
-    for chunk in encode(view_of(got.doc, bump=False)):
+    return _emit(view_of(got.doc, bump=False))
+
+
+def _emit(view: View) -> int:
+    """Write a document to stdout in the snapshot format (chunked: big files stay cheap)."""
+    for chunk in encode(view):
         sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
     return 0
@@ -304,17 +306,12 @@ def check_sockets(d: Path) -> Check:
     info = read_lock_info(d) or {}
     if not is_locked(d) or not info:
         return Check("sockets", "ok", "no daemon running: nothing to check")
-    problems, seen = [], []
-    for key in ("endpoint", "events"):
-        ep = info.get(key)
-        if not isinstance(ep, str):
-            continue
-        seen.append(ep)
-        problems += _endpoint_problems(ep)
+    eps = [ep for ep in (info.get("endpoint"), info.get("events")) if isinstance(ep, str)]
+    problems = [p for ep in eps for p in _endpoint_problems(ep)]
     if problems:
         return Check("sockets", "fail", "; ".join(problems),
                      "restart flowd (it creates its sockets 0600 in a 0700 dir)")
-    return Check("sockets", "ok", ", ".join(seen) + " private to you")
+    return Check("sockets", "ok", ", ".join(eps) + " private to you")
 
 
 def _endpoint_problems(ep: str) -> list[str]:

@@ -42,10 +42,16 @@ def _check_revision(fid: str, flow: Flow | None, expected: int | None) -> None:
 
 
 def add_flow(txn: Txn, args: Args) -> str:
-    fid = txn.new_id()
+    """A new flow, current from now on; ``flow_id`` (imports, restores) must be free."""
+    fid = args.get("flow_id")
+    if fid is None:
+        fid = txn.new_id()
+    elif txn.get(fid) is not None:
+        raise ConflictError(f"flow {fid!r} already exists",
+                            {"flow_id": fid, "current_revision": txn.get(fid)["revision"]})
     ts = txn.ts
     flow = {"id": fid, "name": args["name"], "plans": args.get("plans") or [],
-            "created": ts, "updated": ts, "revision": txn.rev}
+            "created": ts, "updated": ts, "revision": txn.rev, **(args.get("extra") or {})}
     txn.put("add_flow", flow)
     txn.mark_current(fid)
     return fid
@@ -57,6 +63,8 @@ def update_flow(txn: Txn, args: Args) -> Flow:
         flow["name"] = args["name"]
     if args.get("plans") is not None:
         flow["plans"] = args["plans"]
+    if args.get("extra"):
+        flow.update(args["extra"])
     return txn.put("update_flow", txn.stamp(flow))
 
 

@@ -70,6 +70,9 @@ class Service:
             rid, op, args, key = protocol.parse_request(frame)
         except FlowdError as exc:
             return [(client, self._refuse(exc, exc.data.get("request_id")))]
+        except Exception:  # a checker bug must cost one request, never the daemon
+            log.exception("internal error while parsing a request")
+            return [(client, self._refuse(InternalError("could not parse the request"), None))]
         self.stats.count_op(op)
         self.stats.saw_client(client[0])
         try:

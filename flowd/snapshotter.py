@@ -100,7 +100,10 @@ class Snapshotter:
         """Capture a consistent view (O(n) pointer copy) and write it in the background."""
         view = self.view(store)
         if self.journal.fd is not None:
-            self.journal.open_segment(store.revision + 1)
+            try:
+                self.journal.open_segment(store.revision + 1)
+            except OSError as exc:  # disk full: the next append opens the segment
+                log.error("journal: could not open a new segment for the snapshot: %s", exc)
         self.dirty_since = None
         self._thread = threading.Thread(target=self._run, args=(view,), name="snapshot",
                                         daemon=True)

@@ -19,9 +19,6 @@ from typing import Any
 
 from flowd_client.errors import InternalError
 
-#: Keys of a flow that the daemon owns; callers cannot set them directly.
-CORE_KEYS = ("id", "name", "plans", "created", "updated", "revision")
-
 Record = dict[str, Any]
 Flow = dict[str, Any]
 

@@ -203,20 +203,30 @@ class Journal:
             else:
                 self.unsynced = True
         except OSError:
-            self._abandon(start)
+            self._abandon(start, records[0]["rev"])
             raise
         self.active.size += len(data)
         self.active.last_rev = records[-1]["rev"]
         self.appended_bytes += len(data)
         return len(data)
 
-    def _abandon(self, start: int) -> None:
-        """After a failed append: cut the partial bytes if we can, never reuse the segment."""
+    def _abandon(self, start: int, base: int) -> None:
+        """After a failed append: cut the partial bytes if we can, never reuse the segment.
+
+        The refused records may still reach the disk (the truncate is not
+        fsynced, or it failed), so a new segment whose ``base`` voids them is
+        opened now, before the writers hear "failed"; if the disk refuses that
+        too, the next append opens it.
+        """
         try:
             IO.ftruncate(self.fd, start)
         except OSError:
             log.error("journal: could not truncate a failed append; a new segment voids it")
         self.close()
+        try:
+            self.open_segment(base)
+        except OSError as exc:
+            log.error("journal: could not open a new segment yet (%s); the next append will", exc)
 
     def sync(self) -> None:
         if self.fd is not None and self.unsynced:

@@ -189,6 +189,7 @@ class _CountingReader:
         self.offset = 0
 
     def read(self, n: int = -1) -> bytes:
+        """What ijson calls: one chunk, then a progress report."""
         chunk = self._f.read(n)
         self.offset += len(chunk)
         if self._progress is not None and chunk:

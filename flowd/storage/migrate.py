@@ -1,14 +1,12 @@
 """Normalize whatever a flows.json held into a schema-3.0 document.
 
-Pure (no I/O) so that the in-memory loader and the streaming loader share one
-set of rules: :class:`Migrator` takes flows one at a time and is finished
-with the top-level fields; :func:`normalize` drives it over a parsed document.
-
-Why one pass and no copies: this runs over 100k+ flows at daemon start with a
-budget of ~100 ms per 100k flows. A well-formed flow costs one dict literal;
-only broken flows take the slow, noted path. Notes are bounded (a file with
-100k broken flows must not make 100k log lines). Data is never dropped: a
-value that cannot stay where it was is kept next to it under ``<key>_invalid``.
+Pure (no I/O) so the in-memory and the streaming loader share one set of
+rules: :class:`Migrator` takes flows one at a time, then the top-level fields;
+:func:`normalize` drives it over a parsed document. One pass, no copies: this
+runs over 100k+ flows at daemon start (budget ~100 ms per 100k); a valid flow
+is taken as is or rebuilt once, only broken ones take the slow, noted path.
+Notes are bounded. Data is never dropped: a value that cannot stay where it
+was is kept next to it under ``<key>_invalid``.
 """
 
 from __future__ import annotations
@@ -25,6 +23,10 @@ FLOW_KEYS = ("id", "name", "plans", "created", "updated", "revision")
 _KNOWN = frozenset(FLOW_KEYS)
 _TOP_KEYS = ("version", "meta", "current_flow_id", "flows")
 MAX_NOTES = 50
+#: field -> (type, factory of the default (None: now), how the default reads in a note)
+_FIELD_RULES: dict[str, tuple[type, Any, str]] = {
+    "name": (str, str, "''"), "plans": (list, list, "[]"),
+    "created": (str, None, "now"), "updated": (str, None, "now")}
 _MISSING: Any = object()
 
 
@@ -41,10 +43,11 @@ _JSON_KINDS = {"dict": "an object", "list": "an array", "str": "a string", "int"
                "float": "a number", "bool": "a boolean", "NoneType": "null"}
 
 
-def json_kind(value: object) -> str:
-    """The value's JSON type with its article ("an array"), for messages."""
+def json_kind(value: object, article: bool = True) -> str:
+    """The value's JSON type for messages: "an array" (or "array" without article)."""
     name = type(value).__name__
-    return _JSON_KINDS.get(name, name)
+    kind = _JSON_KINDS.get(name, name)
+    return kind if article else kind.split(" ")[-1]
 
 
 def _short(value: object) -> str:
@@ -115,25 +118,22 @@ def _rebuilt(key: str | None, item: dict[str, Any], flows: dict[str, Any]) -> di
 
 
 class NoteLog:
-    """At most ``limit`` notes, then a count: enough for a log line and a summary."""
+    """At most ``limit`` notes, then a count: 100k broken flows must not make 100k lines."""
 
     def __init__(self, limit: int = MAX_NOTES) -> None:
         self.kept: list[str] = []
-        self.more = 0
-        self.limit = limit
+        self.more, self.limit = 0, limit
 
     def add(self, note: str) -> None:
+        """Keep the note if there is room, else only count it."""
         if len(self.kept) < self.limit:
             self.kept.append(note)
         else:
             self.more += 1
 
-    def __len__(self) -> int:
-        return len(self.kept) + self.more
-
     def as_list(self) -> list[str]:
-        tail = [f"... and {self.more} more"] if self.more else []
-        return self.kept + tail
+        """The kept notes, then "... and N more" if some were only counted."""
+        return self.kept + ([f"... and {self.more} more"] if self.more else [])
 
 
 class Migrator:
@@ -148,15 +148,12 @@ class Migrator:
 
     def __init__(self) -> None:
         self.flows: dict[str, dict[str, Any]] = {}
-        self.notes = NoteLog()
-        self.now = _now()
-        self.max_revision = 0
-        self.count = 0
+        self.notes, self.now = NoteLog(), _now()
+        self.max_revision = self.count = 0
         self.list_form = False
+        #: entries of ``flows`` that are not objects, kept under ``flows_invalid``
         self.invalid: dict[str, Any] = {}
         self._dup_next: dict[str, int] = {}
-
-    # ------------------------------------------------------------ flows
 
     def add_flow(self, item: object, key: str | None = None) -> None:
         """One flow: ``key`` is its key in a dict-form file, None in a list-form one."""
@@ -198,8 +195,6 @@ class Migrator:
                 maxrev = rev
         self.count, self.max_revision = pos, maxrev
 
-    # ------------------------------------------------------------ the slow path
-
     def _repair(self, pos: int, key: str | None, item: object) -> dict[str, Any] | None:
         """A flow that needs a change: fix it field by field, noting each change.
 
@@ -207,17 +202,17 @@ class Migrator:
         (kept under ``flows_invalid``).
         """
         if type(item) is not dict:
-            label = f"#{pos}" if key is None else key
-            where = stash(self.invalid, str(label), item)
+            label = f"#{pos}" if key is None else str(key)
+            where = stash(self.invalid, label, item)
             self.notes.add(f"flow entry {label} is {json_kind(item)}, not an object: "
                            f"kept under flows_invalid[{where!r}]")
             return None
         aside: dict[str, Any] = {}
         fid = self._pick_id(pos, key, item, aside)
-        new = {"id": fid, "name": self._name(fid, item, aside),
-               "plans": self._plans(fid, item, aside),
-               "created": self._stamp(fid, item, "created", aside),
-               "updated": self._stamp(fid, item, "updated", aside),
+        new = {"id": fid, "name": self._field(fid, item, "name", aside),
+               "plans": self._field(fid, item, "plans", aside),
+               "created": self._field(fid, item, "created", aside),
+               "updated": self._field(fid, item, "updated", aside),
                "revision": self._revision(fid, item, aside)}
         for k, v in item.items():
             if k not in _KNOWN:
@@ -228,6 +223,7 @@ class Migrator:
 
     def _pick_id(self, pos: int, key: str | None, item: dict[str, Any],
                  aside: dict[str, Any]) -> str:
+        """The key (dict form) or the id field (list form); else fresh; then de-duplicated."""
         raw = item.get("id", _MISSING)
         if key is not None and type(key) is str and key:
             if raw is not _MISSING and raw != key:
@@ -253,10 +249,8 @@ class Migrator:
         return fid
 
     def _fresh_id(self) -> str:
-        while True:
-            fid = "flow_" + token_hex(4)
-            if fid not in self.flows:
-                return fid
+        fid = "flow_" + token_hex(4)
+        return fid if fid not in self.flows else self._fresh_id()
 
     def _dup_id(self, fid: str) -> str:
         """``<id>_dup``, ``<id>_dup2``, ...: the first free one (nothing is freed meanwhile)."""
@@ -268,46 +262,26 @@ class Migrator:
                 self._dup_next[fid] = n
                 return cand
 
-    def _name(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> str:
-        name = item.get("name", _MISSING)
-        if type(name) is str:
-            return name
-        if name is _MISSING or name is None:
-            self.notes.add(f"flow {fid} had no name: set to ''")
-            return ""
-        if isinstance(name, (int, float)):
-            self.notes.add(f"flow {fid}: name {_short(name)} ({json_kind(name)}) coerced to "
-                           f"{str(name)!r}")
-            return str(name)
-        aside["name_invalid"] = name
-        self.notes.add(f"flow {fid}: name was {json_kind(name)}: kept as name_invalid, "
-                       "name set to ''")
-        return ""
-
-    def _plans(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> list[Any]:
-        plans = item.get("plans", _MISSING)
-        if type(plans) is list:
-            return plans
-        if plans is _MISSING or plans is None:
-            self.notes.add(f"flow {fid} had no plans: set to []")
-        else:
-            aside["plans_invalid"] = plans
-            self.notes.add(f"flow {fid}: plans was {json_kind(plans)}: kept as plans_invalid, "
-                           "plans set to []")
-        return []
-
-    def _stamp(self, fid: str, item: dict[str, Any], field: str,
-               aside: dict[str, Any]) -> str:
+    def _field(self, fid: str, item: dict[str, Any], field: str, aside: dict[str, Any]) -> Any:
+        """``name``/``plans``/``created``/``updated``: kept if of the right type,
+        else a default ("" / [] / now); a wrong-typed value is kept aside (a
+        number or boolean name is coerced with str() instead)."""
+        want, make, shown = _FIELD_RULES[field]
         value = item.get(field, _MISSING)
-        if type(value) is str:
+        if type(value) is want:
             return value
+        default = self.now if make is None else make()
         if value is _MISSING or value is None:
-            self.notes.add(f"flow {fid} had no {field}: set to now")
+            self.notes.add(f"flow {fid} had no {field}: set to {shown}")
+        elif field == "name" and isinstance(value, (int, float)):
+            self.notes.add(f"flow {fid}: name {_short(value)} ({json_kind(value)}) coerced to "
+                           f"{str(value)!r}")
+            return str(value)
         else:
             aside[f"{field}_invalid"] = value
-            self.notes.add(f"flow {fid}: {field} was {json_kind(value)}: kept as "
-                           f"{field}_invalid, {field} set to now")
-        return self.now
+            self.notes.add(f"flow {fid}: {field} of type {json_kind(value, False)} kept as "
+                           f"{field}_invalid, {field} set to {shown}")
+        return default
 
     def _revision(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> int:
         rev = item.get("revision", 0)
@@ -318,8 +292,6 @@ class Migrator:
                        "revision_invalid, revision set to 0")
         return 0
 
-    # ------------------------------------------------------------ the document
-
     def finish(self, top: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The normalized document and the notes; ``top`` is the file's top level.
 
@@ -327,8 +299,8 @@ class Migrator:
         """
         version = top.get("version", _MISSING)
         is_v3 = version == VERSION
-        if is_v3 and self.list_form:
-            raise CorruptFileError("version 3.0 file: 'flows' is a list, expected an object")
+        if self.list_form:
+            check_flows_shape("list", is_v3)
         doc: dict[str, Any] = {"version": VERSION, "meta": None, "current_flow_id": None,
                                "flows": self.flows}
         legacy_keys = () if is_v3 else ("current_flow",)
@@ -346,9 +318,8 @@ class Migrator:
         notes = self.notes.as_list()
         if not is_v3:
             was = "no version (1.x)" if version is _MISSING else f"version {_short(version)}"
-            form = "list" if self.list_form else "object"
-            notes.insert(0, f"migrated from {was} to 3.0: {len(self.flows)} flows "
-                            f"(flows were a {form})")
+            form = " (flows were an array)" if self.list_form else ""
+            notes.insert(0, f"migrated from {was} to 3.0: {len(self.flows)} flows{form}")
         return doc, notes
 
     def _meta(self, raw: object, doc: dict[str, Any], is_v3: bool) -> dict[str, Any]:
@@ -386,14 +357,14 @@ class Migrator:
         cid = top.get("current_flow_id")
         if type(cid) is str and cid in flows:
             return cid
-        old = _MISSING if is_v3 else top.get("current_flow", _MISSING)
+        old = None if is_v3 else top.get("current_flow")
         old_id = old.get("id") if type(old) is dict else old
         if type(old_id) is str and old_id in flows:
             self.notes.add(f"current_flow collapsed to current_flow_id {old_id}")
             return old_id
-        if old is not _MISSING and old is not None and type(old) not in (dict, str):
+        if old is not None and type(old) not in (dict, str):
             where = stash(doc, "current_flow_invalid", old)
-            self.notes.add(f"current_flow was {json_kind(old)}: kept as {where}")
+            self.notes.add(f"current_flow of type {json_kind(old, False)} kept as {where}")
         first = next(iter(flows), None)
         if cid is not None:
             what = f"current_flow_id {_short(cid)} names no flow"

@@ -105,8 +105,8 @@ class SnapshotFiles:
     def write(self, view: View) -> Installed:
         """Encode, write and install a snapshot; raises StrayWriterDetected or OSError."""
         t0 = time.perf_counter()
-        write_durable(self.tmp, encode(view))
-        try:
+        try:  # a failed write (disk full) must not leave a partial temp file holding space
+            write_durable(self.tmp, encode(view))
             fp = self._install()
         except BaseException:
             self._discard_tmp()
@@ -125,23 +125,31 @@ class SnapshotFiles:
         except FileNotFoundError:
             if self.known is not None:
                 log.warning("flows.json disappeared behind flowd's back; writing it again")
+            fp = fingerprint(os.stat(self.tmp))
             IO.replace(self.tmp, self.path)
-            self._link_as(self.path, WRITTEN)
-            fsync_dir(self.dir)
-            self.known = fingerprint(os.stat(self.path))
-            return self.known
+            return self._written(fp)
         try:
             self._lock(fd)
-            if self.known is not None and fingerprint(os.fstat(fd)) != self.known:
+            # the old tools replace flows.json while holding the lock of the old inode:
+            # what we locked must still be the file at the path, and the one we wrote
+            if self.known is not None and (fingerprint(os.fstat(fd)) != self.known
+                                           or self.current_fingerprint() != self.known):
                 raise StrayWriterDetected(str(self.path))
             self._link_as(self.path, PREVIOUS)
+            fp = fingerprint(os.stat(self.tmp))
             IO.replace(self.tmp, self.path)
-            self._link_as(self.path, WRITTEN)
-            fsync_dir(self.dir)
-            self.known = fingerprint(os.stat(self.path))
-            return self.known
+            return self._written(fp)
         finally:
             os.close(fd)  # closing drops the flock
+
+    def _written(self, fp: Fingerprint) -> Fingerprint:
+        """flows.json is now ours (``fp``, taken from the temp file before the rename):
+        remember it first, so that a failure below is not later mistaken for a stray
+        writer's file, then link it and make the directory durable."""
+        self.known = fp
+        self._link_as(self.path, WRITTEN)
+        fsync_dir(self.dir)
+        return fp
 
     def _link_as(self, src: Path, name: str) -> None:
         """Point ``name`` at ``src``'s inode, atomically (hard link + rename)."""
@@ -151,7 +159,11 @@ class SnapshotFiles:
         except FileNotFoundError:
             pass
         IO.link(src, link_tmp)
-        IO.replace(link_tmp, self.dir / name)
+        try:
+            IO.replace(link_tmp, self.dir / name)
+        except OSError:
+            link_tmp.unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def _lock(fd: int, timeout: float = 5.0) -> None:

@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from flowd_client import FlowClient
-from flowd_client import cli_ops
+from flowd_client import FlowClient, cli_ops
 
 RUN_TIMEOUT = 60
 ID = re.compile(r"^flow_[0-9a-f]{8}$")
@@ -175,6 +173,9 @@ def test_export_then_import_into_another_daemon(daemon, make_daemon, tmp_path: P
     other = make_daemon().start()
     ok("import", str(out), data_dir=other.data_dir)
     assert _content(other.data_dir) == _content(daemon.data_dir)
+    theirs = [f["id"] for f in jsonout("ls", data_dir=other.data_dir)["flows"]]
+    assert theirs == list(doc["flows"])  # ids are kept
+    assert "nothing to import" in ok("import", str(out), data_dir=other.data_dir)
 
 
 def test_import_dry_run_changes_nothing(daemon, tmp_path: Path) -> None:

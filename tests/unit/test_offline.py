@@ -12,10 +12,10 @@ from pathlib import Path
 
 import portalocker
 import pytest
+from flowd_client.discovery import LOCK_NAME
 
 from flowd import offline
 from flowd.storage.journal import frame
-from flowd_client.discovery import LOCK_NAME
 
 LEGACY = {
     "flows": [

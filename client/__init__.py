@@ -1,7 +1,11 @@
-"""flowd_client: what tools import to talk to flowd. Never imports the daemon."""
+"""flowd_client: what tools import to talk to flowd. Never imports the daemon.
 
-from .aio import AsyncFlowClient
-from .client import FlowClient
+The clients are imported on first use (PEP 562), so the daemon, which only
+needs the protocol and the error table, does not pay for zmq.asyncio.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CompactedError,
     ConflictError,
@@ -16,6 +20,10 @@ from .errors import (
     UnsupportedVersionError,
 )
 from .model import Change, Flow
+
+if TYPE_CHECKING:
+    from .aio import AsyncFlowClient
+    from .client import FlowClient
 
 __version__ = "0.1.0"
 
@@ -36,3 +44,15 @@ __all__ = [
     "UnknownOpError",
     "UnsupportedVersionError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FlowClient":
+        from .client import FlowClient
+
+        return FlowClient
+    if name == "AsyncFlowClient":
+        from .aio import AsyncFlowClient
+
+        return AsyncFlowClient
+    raise AttributeError(f"module 'flowd_client' has no attribute {name!r}")

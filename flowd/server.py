@@ -22,6 +22,7 @@ import zmq
 
 from .notify import watchdog_interval
 from .runtime import Runtime
+from .service import refused_log
 
 log = logging.getLogger("flowd.server")
 
@@ -175,6 +176,8 @@ class Server:
         rt.maybe_snapshot(now)
         if rt.journal.durability == "relaxed" and self._due("fsync", now, 1.0):
             rt.sync_journal()
+        if self._due("log-flush", now, 10.0):
+            refused_log.flush()  # report how many refusals the rate limit swallowed
         if self.notifier is not None:
             interval = self.watchdog_every
             if interval and self._due("watchdog", now, interval):

@@ -22,6 +22,8 @@ from .store import Store
 
 log = logging.getLogger("flowd.snapshot")
 
+MAX_GENERATIONS = 10_000
+
 
 @dataclass
 class Outcome:
@@ -63,6 +65,11 @@ class Snapshotter:
     prev_rev: int = -1
     base_flows: dict[str, Any] = field(default_factory=dict)
     base_current: str | None = None
+    #: meta.file_revision of the file ``base_flows`` was written as
+    base_file_revision: int = -1
+    #: file_revision -> (store revision, current flow) of files flowd wrote, newest last:
+    #: the base of a stray tool that loaded an older generation (see flowd.stray)
+    generations: dict[int, tuple[int, str | None]] = field(default_factory=dict)
     dirty_since: float | None = None
     retry_at: float = 0.0
     stats: SnapshotStats = field(default_factory=SnapshotStats)
@@ -151,15 +158,26 @@ class Snapshotter:
         assert inst is not None
         self.file_revision = view.file_revision
         self.prev_rev, self.installed_rev = self.installed_rev, view.revision
-        self.base_flows, self.base_current = dict(view.items), view.current_flow_id
+        self.set_base(dict(view.items), view.current_flow_id, view.file_revision, view.revision)
         st = self.stats
         st.count += 1
         st.last_seconds, st.last_bytes, st.last_at = inst.seconds, inst.bytes, time.time()
         st.total_seconds += inst.seconds
         st.last_error = None
         self.journal.drop_through(self.prev_rev)
-        log.info("snapshot: %d flows at revision %d, %d bytes in %.3f s", len(view.items),
-                 view.revision, inst.bytes, inst.seconds)
+        # every second under steady writes: INFO only when it is slow enough to matter
+        level = logging.INFO if inst.seconds >= 1.0 else logging.DEBUG
+        log.log(level, "snapshot: %d flows at revision %d, %d bytes in %.3f s",
+                len(view.items), view.revision, inst.bytes, inst.seconds)
+
+    def set_base(self, flows: dict[str, Any], current: str | None, file_revision: int,
+                 revision: int) -> None:
+        """Remember the file flowd just wrote (or loaded) as the base of stray merges."""
+        self.base_flows, self.base_current = flows, current
+        self.base_file_revision = file_revision
+        self.generations[file_revision] = (revision, current)
+        while len(self.generations) > MAX_GENERATIONS:
+            del self.generations[next(iter(self.generations))]
 
     def write_now(self, store: Store) -> Outcome:
         """Synchronous snapshot (start-up after migration or recovery, shutdown)."""

@@ -1,27 +1,38 @@
 """flowd's settings: one Config built from the command line, FLOWD_* variables,
 an optional TOML file and defaults, in that order of precedence.
 
-Every value is checked here, before the daemon touches its data directory, so
-a typo fails fast with a message naming the setting and where it came from
-(`--check-config` relies on this). Only log_level can change while running;
-`reload_live` says which other changes wait for a restart.
+Every value is checked (converters in ``flowd.config_values``) before the
+daemon touches its data directory, so a typo fails fast with a message naming
+the setting and where it came from (`--check-config` relies on this). Only
+log_level can change while running; `reload_live` says which other changes
+wait for a restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import ipaddress
-import math
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import logsetup
+from .config_values import (
+    KiB,
+    MiB,
+    is_loopback,
+    split_tcp,
+    to_bool,
+    to_choice,
+    to_count,
+    to_endpoint,
+    to_path,
+    to_seconds,
+    to_size,
+)
 
 ENV_PREFIX = "FLOWD_"
 CONFIG_ENV = "FLOWD_CONFIG"
@@ -29,9 +40,6 @@ DURABILITY_MODES = ("strict", "relaxed", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Settings `reload_live` applies to a running daemon; the rest need a restart.
 RELOADABLE = frozenset({"log_level"})
-KiB, MiB, GiB = 1024, 1024**2, 1024**3
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
-_SIZE_UNITS = {"": 1, "k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB}
 
 
 class ConfigError(ValueError):
@@ -80,116 +88,6 @@ class Config:
         return out
 
 
-# --- converters: raw value (str from CLI/env, TOML type from the file) -> value
-
-
-def _text(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ValueError(f"expected a string, got {type(raw).__name__}")
-    return raw
-
-
-def _to_path(raw: Any) -> str:
-    value = _text(raw)
-    if not value.strip() or "\0" in value:
-        raise ValueError(f"{value!r} is not a usable path")
-    return value
-
-
-def _to_choice(choices: Sequence[str], upper: bool = False) -> Callable[[Any], str]:
-    def convert(raw: Any) -> str:
-        value = _text(raw).strip()
-        value = value.upper() if upper else value.lower()
-        if value not in choices:
-            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
-        return value
-
-    return convert
-
-
-def _to_seconds(raw: Any) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise ValueError(f"expected a number of seconds, got {type(raw).__name__}")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{raw!r} must be a finite number > 0")
-    return value
-
-
-def _to_int(raw: Any, units: Mapping[str, int]) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise ValueError(f"expected an integer, got {type(raw).__name__}")
-    if isinstance(raw, int):
-        return raw
-    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", raw)
-    if not m or m.group(2).lower() not in units:
-        hint = " (units: K, M, G)" if len(units) > 1 else ""
-        raise ValueError(f"{raw!r} is not an integer{hint}")
-    return int(m.group(1)) * units[m.group(2).lower()]
-
-
-def _to_size(minimum: int) -> Callable[[Any], int]:
-    def convert(raw: Any) -> int:
-        value = _to_int(raw, _SIZE_UNITS)
-        if value < minimum:
-            raise ValueError(f"{raw!r} must be at least {minimum} bytes")
-        return value
-
-    return convert
-
-
-def _to_count(raw: Any) -> int:
-    value = _to_int(raw, {"": 1})
-    if value < 0:
-        raise ValueError(f"{raw!r} must be >= 0")
-    return value
-
-
-def _to_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    value = _text(raw).strip().lower()
-    if value in _TRUE or value in _FALSE:
-        return value in _TRUE
-    raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false, yes/no)")
-
-
-def _to_endpoint(raw: Any) -> str:
-    """Syntax only; the loopback rule needs curve_secret_key_file, see _validate."""
-    value = _text(raw).strip()
-    scheme, sep, rest = value.partition("://")
-    if not sep or scheme not in ("ipc", "tcp"):
-        raise ValueError(f"{value!r} must start with ipc:// or tcp://")
-    if scheme == "ipc" and not rest:
-        raise ValueError(f"{value!r} has no socket path")
-    if scheme == "tcp":
-        _split_tcp(value)
-    return value
-
-
-def _split_tcp(endpoint: str) -> tuple[str, str]:
-    rest = endpoint[len("tcp://") :]
-    if rest.startswith("["):
-        host, sep, port = rest[1:].partition("]:")
-    else:
-        host, sep, port = rest.rpartition(":")
-    if not host or not sep or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
-        raise ValueError(f"{endpoint!r} must look like tcp://HOST:PORT (PORT 1-65535 or *)")
-    return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # --- the settings table: drives argparse, env names, TOML keys and defaults
 
 
@@ -213,43 +111,43 @@ class _Setting:
 
 
 _SETTINGS: tuple[_Setting, ...] = (
-    _Setting("data_dir", _to_path, None,
+    _Setting("data_dir", to_path, None,
              "directory that holds flows.json, the journal, flowd.lock and the default socket",
              "$XDG_STATE_HOME/flowd, else ~/.local/state/flowd", "DIR", is_path=True),
-    _Setting("endpoint", _to_endpoint, None,
+    _Setting("endpoint", to_endpoint, None,
              "request endpoint, ipc://PATH or tcp://HOST:PORT; tcp must be a loopback "
              "address (127.0.0.0/8, ::1, localhost) unless --curve-secret-key-file is set",
              "ipc://DATA_DIR/flowd.sock", "URL"),
-    _Setting("events_endpoint", _to_endpoint, None,
+    _Setting("events_endpoint", to_endpoint, None,
              "change-feed (PUB) endpoint, same rules as --endpoint",
              "ipc://DATA_DIR/flowd-events.sock", "URL"),
-    _Setting("durability", _to_choice(DURABILITY_MODES), "strict",
+    _Setting("durability", to_choice(DURABILITY_MODES), "strict",
              "strict: a write is acknowledged only once fsynced (survives a power cut); "
              "relaxed: once handed to the OS, fsynced shortly after (survives a daemon "
              "crash); none: no fsync at all (tests and throwaway data)",
              "strict", "{strict,relaxed,none}"),
-    _Setting("snapshot_interval", _to_seconds, 1.0,
+    _Setting("snapshot_interval", to_seconds, 1.0,
              "seconds changes may wait before flows.json is rewritten (float > 0)",
              "1.0", "SECONDS"),
-    _Setting("journal_max_bytes", _to_size(1), 64 * MiB,
+    _Setting("journal_max_bytes", to_size(1), 64 * MiB,
              "journal size that forces a snapshot; accepts K/M/G suffixes (binary)",
              "64M", "BYTES"),
-    _Setting("max_request_bytes", _to_size(KiB), 16 * MiB,
+    _Setting("max_request_bytes", to_size(KiB), 16 * MiB,
              "largest request frame accepted; bigger frames drop the connection "
              "(at least 1K; K/M/G suffixes)", "16M", "BYTES"),
-    _Setting("history", _to_count, 10000,
+    _Setting("history", to_count, 10000,
              "revisions kept in memory for the change feed (watchers further behind resync)",
              "10000", "N"),
-    _Setting("log_level", _to_choice(LOG_LEVELS, upper=True), "INFO",
+    _Setting("log_level", to_choice(LOG_LEVELS, upper=True), "INFO",
              "log level; the one setting that SIGHUP applies without a restart",
              "INFO", "{DEBUG,INFO,WARNING,ERROR}"),
-    _Setting("log_file", _to_path, None,
+    _Setting("log_file", to_path, None,
              "append log lines to FILE (reopened on SIGHUP) instead of stderr",
              "stderr", "FILE", is_path=True),
-    _Setting("tracemalloc", _to_bool, False,
+    _Setting("tracemalloc", to_bool, False,
              "trace Python allocations so stats can report memory hot spots (slower)",
              "off"),
-    _Setting("curve_secret_key_file", _to_path, None,
+    _Setting("curve_secret_key_file", to_path, None,
              "CURVE secret key file; enables CURVE on tcp endpoints and allows non-loopback hosts",
              "none", "FILE", is_path=True),
 )
@@ -282,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"TOML config file (env {CONFIG_ENV}; default: none)")
     for s in _SETTINGS:
         text = f"{s.help} (env {s.env}; default: {s.default_text})".replace("%", "%%")
-        if s.convert is _to_bool:
+        if s.convert is to_bool:
             parser.add_argument(s.option, action=argparse.BooleanOptionalAction, help=text)
         else:
             parser.add_argument(s.option, metavar=s.metavar, help=text)
@@ -367,8 +265,8 @@ def _validate(config: Config) -> None:
         value = getattr(config, name)
         if value is None or not value.startswith("tcp://") or key is not None:
             continue
-        host, _ = _split_tcp(value)
-        if not _is_loopback(host.strip("[]")):
+        host, _ = split_tcp(value)
+        if not is_loopback(host.strip("[]")):
             raise ConfigError(
                 f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
                 "address (127.0.0.0/8, ::1, localhost); non-loopback tcp needs "

@@ -13,6 +13,9 @@ Commands:
 - ``normalize FILE``: print the normalized 3.0 document on stdout.
 - ``doctor DIR [--json]``: read-only checks of a data dir.
 
+The doctor checks live in :mod:`flowd.doctor`, the loading both share in
+:mod:`flowd.offline_load`.
+
 Exit codes: 0 ok, 1 failure (or a FAIL check), 2 usage.
 """
 
@@ -21,25 +24,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import stat
 import sys
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import orjson
-from flowd_client.discovery import LOCK_NAME, is_locked, read_lock_info
+from flowd_client.discovery import is_locked
 
-from .storage import journal as journal_mod
-from .storage.evidence import keep_aside, list_evidence
+from .doctor import doctor
+from .offline_load import OfflineError, load_flows
+from .storage.evidence import keep_aside
 from .storage.fsio import atomic_write
-from .storage.lock import describe_holder
-from .storage.migrate import CorruptFileError
-from .storage.snapshot import SNAPSHOT, WRITTEN, View, encode
+from .storage.snapshot import View, encode
 
-#: files at least this big get a progress bar while they load
-PROGRESS_MIN_BYTES = 8 << 20
 _CORE_META = ("last_saved", "file_revision", "revision")
 _CORE_TOP = ("version", "meta", "current_flow_id", "flows")
 
@@ -58,32 +54,7 @@ NOTE_KINDS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-class OfflineError(Exception):
-    """A refusal or failure reported as one line, exit code 1."""
-
-
-# ------------------------------------------------------------------ loading
-
-
-def _load(path: Path, *, progress: bool = True) -> Any:
-    """load_file with a tqdm bar on stderr for big files (the loader reports bytes read)."""
-    from tqdm import tqdm
-
-    from .storage.loader import load_file
-
-    size = path.stat().st_size
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
-               file=sys.stderr, disable=not progress or size < PROGRESS_MIN_BYTES, leave=False)
-
-    def report(done: int) -> None:
-        bar.update(max(0, min(done, size) - bar.n))
-
-    try:
-        return load_file(path, progress=report)
-    except CorruptFileError as exc:
-        raise OfflineError(f"{path} cannot be read as a flows file: {exc}") from None
-    finally:
-        bar.close()
+# ------------------------------------------------------------------ documents, summaries
 
 
 def view_of(doc: dict[str, Any], *, bump: bool = True) -> View:
@@ -128,7 +99,7 @@ def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
     _refuse_if_held(*([src] if target is None else [src, target]))
     if target is not None and not in_place and os.path.lexists(target):
         raise OfflineError(f"{target} exists; refusing to overwrite it (pick a new name)")
-    got = _load(src)
+    got = load_flows(src)
     out = sys.stderr if target is None else sys.stdout
     head = got.notes[0] if got.notes and got.notes[0].startswith("migrated from") else None
     print(head or f"{src} is already schema 3.0 ({len(got.doc['flows'])} flows)", file=out)
@@ -148,7 +119,7 @@ def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
 
 def normalize(path: Path) -> int:
     """Print the 3.0 form of any flows file (notes on stderr): for ``flowctl import``."""
-    got = _load(path, progress=False)
+    got = load_flows(path, progress=False)
     if got.notes:
         print(f"note: {path}: {got.notes[0]}", file=sys.stderr)
         print("\n".join(summarize(got.notes)), file=sys.stderr)
@@ -161,217 +132,6 @@ def _emit(view: View) -> int:
         sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
     return 0
-
-
-# ------------------------------------------------------------------ doctor
-
-
-@dataclass
-class Check:
-    """One doctor finding: ``status`` is ok, warn or fail; ``hint`` says what to do."""
-
-    name: str
-    status: str
-    message: str
-    hint: str = ""
-    details: list[str] = field(default_factory=list)
-
-
-def check_dir(d: Path) -> Check:
-    if not d.is_dir():
-        what = "is not a directory" if d.exists() else "does not exist"
-        return Check("data dir", "fail", f"{d} {what}",
-                     "start flowd once (it creates the dir, mode 0700) or pass --data-dir")
-    st = d.stat()
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        return Check("data dir", "warn", f"{d} is mode {mode:04o}: other users can read it",
-                     f"chmod 700 {d}")
-    if st.st_uid != os.getuid():
-        return Check("data dir", "warn", f"{d} is owned by uid {st.st_uid}, not you",
-                     "run flowd and flowctl as the owner of the data dir")
-    return Check("data dir", "ok", f"{d} exists, mode 0700")
-
-
-def check_lock(d: Path) -> Check:
-    info = read_lock_info(d) or {}
-    if is_locked(d):
-        if not info:
-            return Check("lock", "warn", "flowd.lock is held but names no endpoint yet",
-                         "a daemon is starting; retry in a moment (`flowctl ping --wait 5`)")
-        return Check("lock", "ok", f"held by {describe_holder(info)}")
-    if info.get("pid"):
-        return Check("lock", "warn", f"not held, but it still names pid {info['pid']}: "
-                     "the last daemon did not exit cleanly",
-                     "nothing is running here; starting flowd is safe (it recovers)")
-    if not (d / LOCK_NAME).exists():
-        return Check("lock", "ok", "no flowd.lock: no daemon has run here yet")
-    return Check("lock", "ok", "not held: no daemon is running")
-
-
-def check_snapshot(d: Path) -> Check:
-    path = d / SNAPSHOT
-    if not path.exists():
-        return Check("flows.json", "ok", "absent: the store is empty or never saved")
-    try:
-        got = _load(path, progress=False)
-    except (OfflineError, OSError) as exc:
-        return Check("flows.json", "fail", str(exc),
-                     "on start flowd keeps the bytes aside as flows.json.corrupt-<time> and "
-                     "rebuilds from .flows.json.written or flows.json.prev plus the journal; "
-                     "restore from a backup if those are gone")
-    meta = got.doc.get("meta") or {}
-    summary = (f"{len(got.doc['flows'])} flows, revision {meta.get('revision')}, "
-               f"file_revision {meta.get('file_revision')}")
-    if got.source_version != "3.0":
-        return Check("flows.json", "warn",
-                     f"schema {got.source_version or 'none'}, not 3.0 ({summary})",
-                     "flowd migrates it on start (original kept as a backup), or run "
-                     "`flowctl migrate` now", got.notes)
-    written = d / WRITTEN
-    if written.exists() and not _same_file(written, path):
-        return Check("flows.json", "warn", f"schema 3.0 ({summary}) but rewritten by another "
-                     "program since flowd last wrote it",
-                     "flowd merges it three ways on start; stop old tools that write it")
-    if got.notes:
-        return Check("flows.json", "warn", f"schema 3.0 ({summary}) with repairs needed",
-                     "flowd repairs these on load; see the details", got.notes)
-    return Check("flows.json", "ok", f"schema 3.0, {summary}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def scan_segment(path: Path) -> tuple[int, int, str | None]:
-    """(records, torn tail bytes, corruption) of one segment; reads, never moves anything."""
-    data = path.read_bytes()
-    head = journal_mod._frame_at(data, 0)
-    if head is None or not isinstance(head[0], dict) or "base" not in head[0]:
-        if len(data) < journal_mod.HEADER.size or journal_mod._is_torn(data, 0):
-            return 0, len(data), None
-        return 0, 0, "unreadable header"
-    records, pos = 0, head[1]
-    while pos < len(data):
-        got = journal_mod._frame_at(data, pos)
-        if got is None:
-            if journal_mod._is_torn(data, pos):
-                return records, len(data) - pos, None
-            return records, 0, f"bad record at byte {pos} of {len(data)}"
-        records, pos = records + 1, got[1]
-    return records, 0, None
-
-
-def check_journal(d: Path) -> Check:
-    segs = sorted(p for p in d.iterdir() if journal_mod.SEGMENT_RE.match(p.name))
-    if not segs:
-        return Check("journal", "ok", "no segments: everything is in flows.json")
-    total, torn, bad, size = 0, [], [], 0
-    for p in segs:
-        records, torn_bytes, corrupt = scan_segment(p)
-        total, size = total + records, size + p.stat().st_size
-        if corrupt:
-            bad.append(f"{p.name}: {corrupt}")
-        elif torn_bytes:
-            torn.append(f"{p.name}: torn tail of {torn_bytes} bytes")
-    msg = f"{len(segs)} segments, {total} records, {size} bytes"
-    if bad:
-        return Check("journal", "fail", f"{msg}; corrupt: {'; '.join(bad)}",
-                     "flowd replays the records before the damage and keeps that segment and "
-                     "later ones aside (journal-*.corrupt-*); changes after it may be lost: "
-                     "compare with a backup", bad + torn)
-    if torn:
-        return Check("journal", "warn", f"{msg}; {len(torn)} torn tail(s)",
-                     "a write was cut off before it was acknowledged; flowd drops it on "
-                     "start, nothing to do", torn)
-    return Check("journal", "ok", msg)
-
-
-def check_evidence(d: Path) -> Check:
-    files = list_evidence(d)
-    if not files:
-        return Check("evidence", "ok", "no files kept aside")
-    details = [f"{p.name}  {p.stat().st_size} bytes" for p in files]
-    return Check("evidence", "warn", f"{len(files)} file(s) kept aside "
-                 f"({sum(p.stat().st_size for p in files)} bytes)",
-                 "flowd never deletes these; inspect them (`less FILE`, "
-                 "`python -m json.tool FILE`, `diff FILE flows.json`), merge by hand if "
-                 "needed, then remove them yourself", details)
-
-
-def check_sockets(d: Path) -> Check:
-    info = read_lock_info(d) or {}
-    if not is_locked(d) or not info:
-        return Check("sockets", "ok", "no daemon running: nothing to check")
-    eps = [ep for ep in (info.get("endpoint"), info.get("events")) if isinstance(ep, str)]
-    problems = [p for ep in eps for p in _endpoint_problems(ep)]
-    if problems:
-        return Check("sockets", "fail", "; ".join(problems),
-                     "restart flowd (it creates its sockets 0600 in a 0700 dir)")
-    return Check("sockets", "ok", ", ".join(eps) + " private to you")
-
-
-def _endpoint_problems(ep: str) -> list[str]:
-    if ep.startswith("tcp://"):
-        host = ep[6:].rsplit(":", 1)[0].strip("[]")
-        ok = host in ("127.0.0.1", "localhost", "::1")
-        return [] if ok else [f"{ep} is not loopback: other machines can connect"]
-    if not ep.startswith("ipc://"):
-        return []
-    path = Path(ep[6:])
-    try:
-        st = path.stat()
-    except OSError:
-        return [f"{path} is advertised but missing"]
-    mode = stat.S_IMODE(st.st_mode)
-    out = [] if stat.S_ISSOCK(st.st_mode) else [f"{path} is not a socket"]
-    if mode & 0o077:
-        out.append(f"{path} is mode {mode:04o}, not 0600")
-    return out
-
-
-CHECKS: list[Callable[[Path], Check]] = [check_lock, check_snapshot, check_journal,
-                                         check_evidence, check_sockets]
-
-
-def doctor_checks(d: Path) -> list[Check]:
-    """Every check in order; a missing dir stops after the first."""
-    first = check_dir(d)
-    if first.status == "fail":
-        return [first]
-    out = [first]
-    for check in CHECKS:
-        try:
-            out.append(check(d))
-        except OSError as exc:
-            out.append(Check(check.__name__.removeprefix("check_"), "fail", str(exc),
-                             "check the permissions of the data dir"))
-    return out
-
-
-def format_checks(checks: list[Check], stream: TextIO) -> None:
-    for c in checks:
-        print(f"{c.status if c.status != 'fail' else 'FAIL':<5} {c.name:<11} {c.message}",
-              file=stream)
-        for line in c.details[:20]:
-            print(f"{'':18}{line}", file=stream)
-        if c.hint and c.status != "ok":
-            print(f"{'':18}-> {c.hint}", file=stream)
-
-
-def doctor(d: Path, as_json: bool) -> int:
-    checks = doctor_checks(d)
-    if as_json:
-        doc = {"data_dir": str(d), "checks": [asdict(c) for c in checks],
-               "ok": all(c.status != "fail" for c in checks)}
-        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-        sys.stdout.buffer.flush()
-    else:
-        format_checks(checks, sys.stdout)
-    return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 # ------------------------------------------------------------------ entry point

@@ -1,6 +1,6 @@
 """flowctl end to end: the real command (a subprocess) against real daemons.
 
-A few tests drive ``flowd_client.cli_ops`` in-process where a subprocess
+A few tests drive ``flowd_client.cli_transfer`` in-process where a subprocess
 cannot set the scene (a write racing an import, imports above one batch).
 """
 
@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from flowd_client import FlowClient, cli_ops
+from flowd_client import FlowClient, cli_transfer
+from flowd_client.cli_context import CliError
 
 RUN_TIMEOUT = 60
 ID = re.compile(r"^flow_[0-9a-f]{8}$")
@@ -219,10 +220,10 @@ def test_import_aborts_when_the_store_changes(daemon, tmp_path: Path) -> None:
     with FlowClient(daemon.data_dir) as c:
         fid = c.add_flow("mine")
         theirs = {fid: {"id": fid, "name": "theirs", "plans": []}}
-        diff = cli_ops.diff_flows(theirs, c.get_all_flows(), replace=False)
+        diff = cli_transfer.diff_flows(theirs, c.get_all_flows(), replace=False)
         c.update_flow(fid, name="raced")  # lands between the read and the import
-        with pytest.raises(cli_ops.CliError, match="changed meanwhile"):
-            cli_ops.apply_import(c, diff, None)
+        with pytest.raises(CliError, match="changed meanwhile"):
+            cli_transfer.apply_import(c, diff, None)
         assert c.get_flow_by_id(fid).name == "raced"
 
 

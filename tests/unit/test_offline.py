@@ -1,4 +1,4 @@
-"""Tests for flowd.offline: migrate, normalize and the read-only doctor checks.
+"""Tests for flowd.offline and flowd.doctor: migrate, normalize, the read-only checks.
 
 In-process (``main(argv)``), no daemon: these are the parts flowctl runs as a
 subprocess, so their exit codes and output are the contract.
@@ -14,7 +14,7 @@ import portalocker
 import pytest
 from flowd_client.discovery import LOCK_NAME
 
-from flowd import offline
+from flowd import doctor, offline
 from flowd.storage.journal import frame
 
 LEGACY = {
@@ -42,7 +42,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def _statuses(d: Path) -> dict[str, str]:
-    return {c.name: c.status for c in offline.doctor_checks(d)}
+    return {c.name: c.status for c in doctor.doctor_checks(d)}
 
 
 # ------------------------------------------------------------------ migrate
@@ -158,11 +158,11 @@ def test_doctor_legacy_schema_warns(data_dir: Path) -> None:
 
 
 def test_doctor_missing_dir_and_loose_mode(tmp_path: Path) -> None:
-    assert [c.status for c in offline.doctor_checks(tmp_path / "nope")] == ["fail"]
+    assert [c.status for c in doctor.doctor_checks(tmp_path / "nope")] == ["fail"]
     loose = tmp_path / "loose"
     loose.mkdir()
     os.chmod(loose, 0o755)
-    checks = offline.doctor_checks(loose)
+    checks = doctor.doctor_checks(loose)
     assert checks[0].status == "warn" and "chmod 700" in checks[0].hint
 
 
@@ -173,7 +173,7 @@ def _segment(path: Path, *frames: bytes) -> None:
 def test_doctor_journal_torn_tail_is_a_warning(data_dir: Path) -> None:
     seg = data_dir / "journal-00000001.log"
     _segment(seg, frame({"rev": 1}), frame({"rev": 2})[:-3])
-    assert offline.scan_segment(seg)[:2] == (1, len(frame({"rev": 2})) - 3)
+    assert doctor.scan_segment(seg)[:2] == (1, len(frame({"rev": 2})) - 3)
     assert _statuses(data_dir)["journal"] == "warn"
 
 
@@ -181,16 +181,16 @@ def test_doctor_journal_corruption_fails_and_moves_nothing(data_dir: Path) -> No
     seg = data_dir / "journal-00000001.log"
     _segment(seg, frame({"rev": 1}), b"\x07garbage\x00", frame({"rev": 2}))
     before = sorted(p.name for p in data_dir.iterdir())
-    records, torn, corrupt = offline.scan_segment(seg)
+    records, torn, corrupt = doctor.scan_segment(seg)
     assert records == 1 and torn == 0 and "bad record" in corrupt
-    checks = {c.name: c for c in offline.doctor_checks(data_dir)}
+    checks = {c.name: c for c in doctor.doctor_checks(data_dir)}
     assert checks["journal"].status == "fail" and seg.name in checks["journal"].message
     assert sorted(p.name for p in data_dir.iterdir()) == before
 
 
 def test_doctor_lists_evidence_with_sizes(data_dir: Path) -> None:
     (data_dir / "flows.json.corrupt-20240101T000000.000000Z").write_bytes(b"x" * 10)
-    check = {c.name: c for c in offline.doctor_checks(data_dir)}["evidence"]
+    check = {c.name: c for c in doctor.doctor_checks(data_dir)}["evidence"]
     assert check.status == "warn" and "never deletes" in check.hint
     assert check.details == ["flows.json.corrupt-20240101T000000.000000Z  10 bytes"]
 

@@ -1,0 +1,221 @@
+"""Read-only checks of a data dir: ``python -m flowd.offline doctor DIR [--json]``.
+
+Each check looks at one part of the dir (lock, flows.json, journal, kept-aside
+evidence, sockets) and says what is wrong and what to do; nothing here writes
+or moves a file. ``flowctl doctor`` runs these through ``flowd.offline`` and
+prints them with the same code (:func:`flowd_client.cli_output.print_checks`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from flowd_client.cli_output import emit_json, print_checks
+from flowd_client.discovery import LOCK_NAME, is_locked, read_lock_info
+
+from .offline_load import OfflineError, load_flows
+from .storage import journal as journal_mod
+from .storage.evidence import list_evidence
+from .storage.lock import describe_holder
+from .storage.snapshot import SNAPSHOT, WRITTEN
+
+
+@dataclass
+class Check:
+    """One doctor finding: ``status`` is ok, warn or fail; ``hint`` says what to do."""
+
+    name: str
+    status: str
+    message: str
+    hint: str = ""
+    details: list[str] = field(default_factory=list)
+
+
+def check_dir(d: Path) -> Check:
+    if not d.is_dir():
+        what = "is not a directory" if d.exists() else "does not exist"
+        return Check("data dir", "fail", f"{d} {what}",
+                     "start flowd once (it creates the dir, mode 0700) or pass --data-dir")
+    st = d.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return Check("data dir", "warn", f"{d} is mode {mode:04o}: other users can read it",
+                     f"chmod 700 {d}")
+    if st.st_uid != os.getuid():
+        return Check("data dir", "warn", f"{d} is owned by uid {st.st_uid}, not you",
+                     "run flowd and flowctl as the owner of the data dir")
+    return Check("data dir", "ok", f"{d} exists, mode 0700")
+
+
+def check_lock(d: Path) -> Check:
+    info = read_lock_info(d) or {}
+    if is_locked(d):
+        if not info:
+            return Check("lock", "warn", "flowd.lock is held but names no endpoint yet",
+                         "a daemon is starting; retry in a moment (`flowctl ping --wait 5`)")
+        return Check("lock", "ok", f"held by {describe_holder(info)}")
+    if info.get("pid"):
+        return Check("lock", "warn", f"not held, but it still names pid {info['pid']}: "
+                     "the last daemon did not exit cleanly",
+                     "nothing is running here; starting flowd is safe (it recovers)")
+    if not (d / LOCK_NAME).exists():
+        return Check("lock", "ok", "no flowd.lock: no daemon has run here yet")
+    return Check("lock", "ok", "not held: no daemon is running")
+
+
+def check_snapshot(d: Path) -> Check:
+    path = d / SNAPSHOT
+    if not path.exists():
+        return Check("flows.json", "ok", "absent: the store is empty or never saved")
+    try:
+        got = load_flows(path, progress=False)
+    except (OfflineError, OSError) as exc:
+        return Check("flows.json", "fail", str(exc),
+                     "on start flowd keeps the bytes aside as flows.json.corrupt-<time> and "
+                     "rebuilds from .flows.json.written or flows.json.prev plus the journal; "
+                     "restore from a backup if those are gone")
+    meta = got.doc.get("meta") or {}
+    summary = (f"{len(got.doc['flows'])} flows, revision {meta.get('revision')}, "
+               f"file_revision {meta.get('file_revision')}")
+    if got.source_version != "3.0":
+        return Check("flows.json", "warn",
+                     f"schema {got.source_version or 'none'}, not 3.0 ({summary})",
+                     "flowd migrates it on start (original kept as a backup), or run "
+                     "`flowctl migrate` now", got.notes)
+    written = d / WRITTEN
+    if written.exists() and not _same_file(written, path):
+        return Check("flows.json", "warn", f"schema 3.0 ({summary}) but rewritten by another "
+                     "program since flowd last wrote it",
+                     "flowd merges it three ways on start; stop old tools that write it")
+    if got.notes:
+        return Check("flows.json", "warn", f"schema 3.0 ({summary}) with repairs needed",
+                     "flowd repairs these on load; see the details", got.notes)
+    return Check("flows.json", "ok", f"schema 3.0, {summary}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def scan_segment(path: Path) -> tuple[int, int, str | None]:
+    """(records, torn tail bytes, corruption) of one segment; reads, never moves anything."""
+    data = path.read_bytes()
+    head = journal_mod._frame_at(data, 0)
+    if head is None or not isinstance(head[0], dict) or "base" not in head[0]:
+        if len(data) < journal_mod.HEADER.size or journal_mod._is_torn(data, 0):
+            return 0, len(data), None
+        return 0, 0, "unreadable header"
+    records, pos = 0, head[1]
+    while pos < len(data):
+        got = journal_mod._frame_at(data, pos)
+        if got is None:
+            if journal_mod._is_torn(data, pos):
+                return records, len(data) - pos, None
+            return records, 0, f"bad record at byte {pos} of {len(data)}"
+        records, pos = records + 1, got[1]
+    return records, 0, None
+
+
+def check_journal(d: Path) -> Check:
+    segs = sorted(p for p in d.iterdir() if journal_mod.SEGMENT_RE.match(p.name))
+    if not segs:
+        return Check("journal", "ok", "no segments: everything is in flows.json")
+    total, torn, bad, size = 0, [], [], 0
+    for p in segs:
+        records, torn_bytes, corrupt = scan_segment(p)
+        total, size = total + records, size + p.stat().st_size
+        if corrupt:
+            bad.append(f"{p.name}: {corrupt}")
+        elif torn_bytes:
+            torn.append(f"{p.name}: torn tail of {torn_bytes} bytes")
+    msg = f"{len(segs)} segments, {total} records, {size} bytes"
+    if bad:
+        return Check("journal", "fail", f"{msg}; corrupt: {'; '.join(bad)}",
+                     "flowd replays the records before the damage and keeps that segment and "
+                     "later ones aside (journal-*.corrupt-*); changes after it may be lost: "
+                     "compare with a backup", bad + torn)
+    if torn:
+        return Check("journal", "warn", f"{msg}; {len(torn)} torn tail(s)",
+                     "a write was cut off before it was acknowledged; flowd drops it on "
+                     "start, nothing to do", torn)
+    return Check("journal", "ok", msg)
+
+
+def check_evidence(d: Path) -> Check:
+    files = list_evidence(d)
+    if not files:
+        return Check("evidence", "ok", "no files kept aside")
+    details = [f"{p.name}  {p.stat().st_size} bytes" for p in files]
+    return Check("evidence", "warn", f"{len(files)} file(s) kept aside "
+                 f"({sum(p.stat().st_size for p in files)} bytes)",
+                 "flowd never deletes these; inspect them (`less FILE`, "
+                 "`python -m json.tool FILE`, `diff FILE flows.json`), merge by hand if "
+                 "needed, then remove them yourself", details)
+
+
+def check_sockets(d: Path) -> Check:
+    info = read_lock_info(d) or {}
+    if not is_locked(d) or not info:
+        return Check("sockets", "ok", "no daemon running: nothing to check")
+    eps = [ep for ep in (info.get("endpoint"), info.get("events")) if isinstance(ep, str)]
+    problems = [p for ep in eps for p in _endpoint_problems(ep)]
+    if problems:
+        return Check("sockets", "fail", "; ".join(problems),
+                     "restart flowd (it creates its sockets 0600 in a 0700 dir)")
+    return Check("sockets", "ok", ", ".join(eps) + " private to you")
+
+
+def _endpoint_problems(ep: str) -> list[str]:
+    if ep.startswith("tcp://"):
+        host = ep[6:].rsplit(":", 1)[0].strip("[]")
+        ok = host in ("127.0.0.1", "localhost", "::1")
+        return [] if ok else [f"{ep} is not loopback: other machines can connect"]
+    if not ep.startswith("ipc://"):
+        return []
+    path = Path(ep[6:])
+    try:
+        st = path.stat()
+    except OSError:
+        return [f"{path} is advertised but missing"]
+    mode = stat.S_IMODE(st.st_mode)
+    out = [] if stat.S_ISSOCK(st.st_mode) else [f"{path} is not a socket"]
+    if mode & 0o077:
+        out.append(f"{path} is mode {mode:04o}, not 0600")
+    return out
+
+
+CHECKS: list[Callable[[Path], Check]] = [check_lock, check_snapshot, check_journal,
+                                         check_evidence, check_sockets]
+
+
+def doctor_checks(d: Path) -> list[Check]:
+    """Every check in order; a missing dir stops after the first."""
+    first = check_dir(d)
+    if first.status == "fail":
+        return [first]
+    out = [first]
+    for check in CHECKS:
+        try:
+            out.append(check(d))
+        except OSError as exc:
+            out.append(Check(check.__name__.removeprefix("check_"), "fail", str(exc),
+                             "check the permissions of the data dir"))
+    return out
+
+
+def doctor(d: Path, as_json: bool) -> int:
+    """Run every check and print them (``--json``: one document); 1 if any failed."""
+    checks = [asdict(c) for c in doctor_checks(d)]
+    failed = any(c["status"] == "fail" for c in checks)
+    if as_json:
+        emit_json({"data_dir": str(d), "checks": checks, "ok": not failed})
+    else:
+        print_checks(checks)
+    return 1 if failed else 0

@@ -1,0 +1,41 @@
+"""Reading a flows file for the offline tools: the daemon's loader, a progress bar.
+
+Shared by ``flowd.offline`` (migrate, normalize) and ``flowd.doctor``; a file
+the loader rejects becomes an :class:`OfflineError`, reported as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .storage.migrate import CorruptFileError
+
+#: files at least this big get a progress bar while they load
+PROGRESS_MIN_BYTES = 8 << 20
+
+
+class OfflineError(Exception):
+    """A refusal or failure reported as one line, exit code 1."""
+
+
+def load_flows(path: Path, *, progress: bool = True) -> Any:
+    """load_file with a tqdm bar on stderr for big files (the loader reports bytes read)."""
+    from tqdm import tqdm
+
+    from .storage.loader import load_file
+
+    size = path.stat().st_size
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}",
+               file=sys.stderr, disable=not progress or size < PROGRESS_MIN_BYTES, leave=False)
+
+    def report(done: int) -> None:
+        bar.update(max(0, min(done, size) - bar.n))
+
+    try:
+        return load_file(path, progress=report)
+    except CorruptFileError as exc:
+        raise OfflineError(f"{path} cannot be read as a flows file: {exc}") from None
+    finally:
+        bar.close()

@@ -1,0 +1,156 @@
+"""The targets of issue 6 (and the latency bounds of issue 3), checked as PASS/FAIL.
+
+Each check reads only the Results, so a skipped peer or a failed workload
+gives "n/a" with the reason instead of a guess. Where a check could be read
+more or less strictly, the stricter reading is used and stated in the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .results import Results
+from .settings import Settings
+
+
+@dataclass
+class Target:
+    name: str
+    status: str  # PASS | FAIL | n/a
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:4}  {self.name}: {self.detail}"
+
+
+def _size(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k" if n >= 1000 else str(n)
+
+
+def _judge(name: str, ok: bool, detail: str) -> Target:
+    return Target(name, "PASS" if ok else "FAIL", detail)
+
+
+def reads_vs_redis(res: Results, st: Settings) -> Target:
+    name = "plain reads/s >= redis HGET/s (1 client, every size)"
+    parts, ok = [], True
+    for n in st.sizes:
+        ours, theirs = res.sample("read", "flowd", n), res.sample("read", "redis HGET", n)
+        if ours is None or theirs is None:
+            return Target(name, "n/a", f"no {'flowd' if ours is None else 'redis'} reads at "
+                          f"{_size(n)}")
+        ratio = ours.ops_per_s / theirs.ops_per_s
+        ok &= ratio >= 1.0
+        parts.append(f"{_size(n)} {ours.ops_per_s:,.0f} vs {theirs.ops_per_s:,.0f}/s "
+                     f"({ratio:.2f}x)")
+    return _judge(name, ok, "; ".join(parts))
+
+
+def writes_vs_redis(res: Results, procs: int) -> Target:
+    name = f"strict durable writes/s >= redis appendfsync=always ({procs} client"
+    name += "s)" if procs > 1 else ")"
+    ours = res.sample("tp_write", "flowd strict", procs)
+    theirs = res.sample("tp_write", "redis always", procs)
+    if ours is None or theirs is None:
+        return Target(name, "n/a", "flowd or redis throughput not measured")
+    ratio = ours.ops_per_s / theirs.ops_per_s
+    return _judge(name, ratio >= 1.0,
+                  f"{ours.ops_per_s:,.0f} vs {theirs.ops_per_s:,.0f}/s ({ratio:.2f}x)")
+
+
+def add_vs_seed(res: Results, st: Settings) -> Target:
+    n = st.big
+    name = f"add_flow p50 @{_size(n)} >= 2000x faster than the seed's add+save"
+    seed = res.sample("write", "seed add+save", n)
+    p50s = [s.p50_us for s in (res.sample("write", "flowd strict", n),
+                               res.sample("write_snap", "flowd strict", n)) if s and s.p50_us]
+    if seed is None or not p50s or seed.p50_us is None:
+        return Target(name, "n/a", "flowd or seed writes not measured")
+    ours = max(p50s)  # the worse of: plain write runs, writes while snapshots run
+    ratio = seed.p50_us / ours
+    return _judge(name, ratio >= 2000,
+                  f"{ours:,.0f} µs vs {seed.p50_us / 1e6:.2f} s ({ratio:,.0f}x; flowd figure "
+                  "is the worse of the plain and the during-snapshot runs)")
+
+
+def start_vs_seed(res: Results, st: Settings) -> Target:
+    n = st.big
+    name = f"start-to-ready @{_size(n)} >= 5x faster than the seed's load"
+    ours, seed = res.get("start", "flowd", n), res.get("start", "seed load", n)
+    if ours is None or seed is None:
+        return Target(name, "n/a", "flowd start or seed load not measured")
+    ratio = seed / ours
+    return _judge(name, ratio >= 5,
+                  f"{ours:.2f} s (spawn to first ping) vs {seed:.2f} s (json.load + dict, "
+                  f"interpreter start not counted) = {ratio:.1f}x")
+
+
+def rss_vs_plain(res: Results, st: Settings) -> Target:
+    n = st.big
+    name = f"RSS @{_size(n)} <= 1.5x a plain process holding the same dicts"
+    ours = res.get("rss", "flowd", n)
+    plain = [v for v in (res.get("rss", "plain json.load", n),
+                         res.get("rss", "plain orjson.loads", n)) if v]
+    if ours is None or not plain:
+        return Target(name, "n/a", "flowd or plain-process RSS not measured")
+    ref = min(plain)
+    ratio = ours / ref
+    return _judge(name, ratio <= 1.5, f"{ours / 2**20:.0f} MiB vs {ref / 2**20:.0f} MiB "
+                  f"(the smaller of json.load and orjson.loads) = {ratio:.2f}x")
+
+
+def cached_vs_plain(res: Results, st: Settings) -> Target:
+    name = "cached read >= 100x faster than a plain round trip (p50, every size)"
+    parts, ok = [], True
+    for n in st.sizes:
+        cached, plain = res.sample("read", "flowd cached", n), res.sample("read", "flowd", n)
+        if cached is None or plain is None or not cached.p50_us or not plain.p50_us:
+            return Target(name, "n/a", f"cached or plain reads not measured at {_size(n)}")
+        ratio = plain.p50_us / cached.p50_us
+        ok &= ratio >= 100
+        parts.append(f"{_size(n)} {cached.p50_us:.2f} vs {plain.p50_us:.0f} µs ({ratio:,.0f}x)")
+    return _judge(name, ok, "; ".join(parts))
+
+
+def snapshot_latency(res: Results, st: Settings) -> list[Target]:
+    n = st.big
+    during, base = res.sample("write_snap", "flowd strict", n), res.sample(
+        "write", "flowd strict", st.small)
+    count = res.get("write_snap_count", "flowd strict", n)
+    p99_name = f"(issue 3) add_flow p99 @{_size(n)} while snapshots run <= 50 ms"
+    p50_name = (f"(issue 3) add_flow p50 @{_size(n)} while snapshots run <= 2x p50 "
+                f"@{_size(st.small)}")
+    if during is None or base is None or during.p99_us is None or base.p50_us is None:
+        return [Target(p99_name, "n/a", "not measured"), Target(p50_name, "n/a", "not measured")]
+    ratio = (during.p50_us or 0) / base.p50_us
+    return [_judge(p99_name, during.p99_us <= 50_000,
+                   f"p99 {during.p99_us / 1000:.1f} ms over {count} snapshots"),
+            _judge(p50_name, ratio <= 2.0, f"{during.p50_us:,.0f} vs {base.p50_us:,.0f} µs "
+                   f"({ratio:.2f}x)")]
+
+
+def group_commit(res: Results, st: Settings) -> Target:
+    name = f"(issue 3) group commit: strict writes/s with {st.procs} writers >= 1.5x with 1"
+    one, many = res.sample("tp_write", "flowd strict", 1), res.sample(
+        "tp_write", "flowd strict", st.procs)
+    if one is None or many is None:
+        return Target(name, "n/a", "not measured")
+    ratio = many.ops_per_s / one.ops_per_s
+    rpc = res.get("records_per_commit", "flowd strict", st.procs)
+    return _judge(name, ratio >= 1.5, f"{many.ops_per_s:,.0f} vs {one.ops_per_s:,.0f}/s "
+                  f"({ratio:.2f}x; {rpc} records per fsync)")
+
+
+def evaluate(res: Results, st: Settings) -> list[Target]:
+    checks: list[Callable[[], Target | list[Target]]] = [
+        lambda: reads_vs_redis(res, st), lambda: writes_vs_redis(res, 1),
+        lambda: writes_vs_redis(res, st.procs), lambda: add_vs_seed(res, st),
+        lambda: start_vs_seed(res, st), lambda: rss_vs_plain(res, st),
+        lambda: cached_vs_plain(res, st), lambda: snapshot_latency(res, st),
+        lambda: group_commit(res, st)]
+    out: list[Target] = []
+    for check in checks:
+        got = check()
+        out.extend(got if isinstance(got, list) else [got])
+    return out

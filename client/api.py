@@ -97,13 +97,13 @@ class FlowAPI:
     @api
     def get_current_flow_id(self) -> Steps:
         if self._mirror is not None:
-            return self._mirror.current_flow_id
+            return self._mirror.current()
         return (yield Call("get_current", {}, False))["current_flow_id"]
 
     @api
     def get_current(self) -> Steps:
         if self._mirror is not None:
-            return self._mirror.get(self._mirror.current_flow_id)
+            return self._mirror.get(self._mirror.current())
         return flow_or_none((yield Call("get_current", {}, False))["flow"])
 
     @api

@@ -48,6 +48,10 @@ class Mirror:
             self.__init__(self.client)  # type: ignore[misc]
             self.start()
 
+    def current(self) -> str | None:
+        self._fresh()  # (reading the attribute directly would miss a fork)
+        return self.current_flow_id
+
     def all_flows(self) -> dict[str, Flow]:
         self._fresh()
         with self.cond:

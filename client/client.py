@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ class FlowClient(FlowAPI):
         self._connection = Connection(self._endpoints, timeout, retries)
         self.timeout = timeout
         self._mirror = None
+        #: open watch generators -> the pid that made them (close() must end them first)
+        self._watches: weakref.WeakKeyDictionary[Generator[Change, None, None], int] = (
+            weakref.WeakKeyDictionary())
         if cache:
             mirror = Mirror(self)
             mirror.start()
@@ -92,11 +96,16 @@ class FlowClient(FlowAPI):
         read the store again and watch from its revision. ``timeout`` ends the
         iteration after that many idle seconds (None: follow forever).
         """
+        if since is None:
+            since = self.ping()["revision"]  # "now" is the call, not the first next()
+        gen = self._watch(since, timeout)
+        self._watches[gen] = os.getpid()
+        return gen
+
+    def _watch(self, since: int, timeout: float | None) -> Generator[Change, None, None]:
         sub = configure_subscriber(self._connection.context.socket(zmq.SUB),
                                    self.events_endpoint())
         try:
-            if since is None:
-                since = self.ping()["revision"]
             seq = Sequencer(since)
             yield from self.catch_up(seq)
             idle_since = time.monotonic()
@@ -112,13 +121,29 @@ class FlowClient(FlowAPI):
                 out = seq.accept(event)
                 yield from (self.catch_up(seq) if out is None else out)
                 idle_since = time.monotonic()
+        except zmq.ContextTerminated:
+            return  # close() was called while this watch waited in another thread
         finally:
             sub.close(0)
 
     def close(self) -> None:
         if self._mirror is not None:
             self._mirror.stop()
+        self._close_watches()
         self._connection.close()
+
+    def _close_watches(self) -> None:
+        """End suspended watches: their SUB sockets would keep the context's term() waiting
+        forever. A watch running in another thread gets ETERM from term() instead."""
+        pid = os.getpid()
+        for gen, owner in list(self._watches.items()):
+            if owner != pid:
+                continue  # a parent's watch after fork: its socket is not ours to close
+            try:
+                gen.close()
+            except ValueError:
+                pass  # executing in another thread right now
+        self._watches.clear()
 
     def __enter__(self) -> FlowClient:
         return self

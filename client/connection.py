@@ -182,6 +182,8 @@ class Connection:
             return
         with self._lock:
             self._drop_socket()
-            if self._ctx is not None:
-                self._ctx.term()
-                self._ctx = None
+            ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            # outside the lock: term() waits for other threads' sockets (a watch's SUB),
+            # and such a thread may need the lock for one last request before it sees ETERM
+            ctx.term()

@@ -297,6 +297,9 @@ def parse_request(frame: bytes) -> tuple[Any, str, dict[str, Any], tuple[str, in
         op, args = msg.get("op"), msg.get("args", {})
         if type(op) is not str:
             raise ProtocolError("request field 'op' must be a string")
+        if op not in READ_OPS and op not in WRITE_OPS:
+            raise UnknownOpError(f"unknown op {op!r}" + (" (it exists only inside a batch)"
+                                                           if op in BATCH_OPS else ""))
         check_args(op, args)
         key = msg.get("key")
         if key is not None:

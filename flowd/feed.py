@@ -58,16 +58,20 @@ class History:
 
 
 class RetryKeys:
-    """Idempotency keys of recent writes and their first replies (LRU, bounded)."""
+    """Idempotency keys of recent writes and their first replies (LRU, bounded).
+
+    A reply is kept whole (ok, result or error, revision), so a retry gets the
+    very reply the first attempt got, even after other writes.
+    """
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
-        self.replies: OrderedDict[tuple[str, int], tuple[bool, Any]] = OrderedDict()
+        self.replies: OrderedDict[tuple[str, int], tuple[bool, Any, int | None]] = OrderedDict()
 
-    def get(self, key: tuple[str, int]) -> tuple[bool, Any] | None:
+    def get(self, key: tuple[str, int]) -> tuple[bool, Any, int | None] | None:
         return self.replies.get(key)
 
-    def put(self, key: tuple[str, int], ok: bool, value: Any) -> None:
-        self.replies[key] = (ok, value)
+    def put(self, key: tuple[str, int], ok: bool, value: Any, rev: int | None = None) -> None:
+        self.replies[key] = (ok, value, rev)
         if len(self.replies) > self.size:
             self.replies.popitem(last=False)

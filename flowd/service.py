@@ -125,11 +125,11 @@ class Service:
         if key is not None:
             seen = self.keys.get(key)
             if seen is not None:
-                ok, value = seen
+                ok, value, rev = seen
                 self.stats.retries += 1
-                reply = (protocol.reply_ok(rid, value, self.store.revision) if ok
-                         else protocol.reply_error(rid, value))
-                return [(client, reply)]
+                if ok:
+                    return [(client, protocol.reply_ok(rid, value, rev))]
+                return [(client, protocol.reply_error(rid, value))]
             inflight = self.pending_keys.get(key)
             if inflight is not None:
                 inflight.followers.append((client, rid))
@@ -180,9 +180,9 @@ class Service:
         out: Out = []
         rev = self.store.revision
         for pw in pending:
-            if pw.key is not None:
-                self.keys.put(pw.key, True, pw.result)
             wrote = pw.record["rev"] if pw.record is not None else rev
+            if pw.key is not None:
+                self.keys.put(pw.key, True, pw.result, wrote)
             out.append((pw.client, protocol.reply_ok(pw.rid, pw.result, wrote)))
             out.extend((c, protocol.reply_ok(r, pw.result, wrote)) for c, r in pw.followers)
         return out

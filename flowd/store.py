@@ -20,6 +20,7 @@ from typing import Any
 from flowd_client.errors import InternalError
 
 Record = dict[str, Any]
+COMPACT_AFTER = 1024
 Flow = dict[str, Any]
 
 
@@ -39,6 +40,7 @@ class Store:
         #: unknown top-level and meta keys of flows.json, written back unchanged
         self.extra: dict[str, Any] = {}
         self.meta_extra: dict[str, Any] = {}
+        self._deleted = 0
 
     # ------------------------------------------------------------ loading
 
@@ -117,12 +119,25 @@ class Store:
             if old is not None and (flow is None or old["name"] != flow["name"]):
                 self._unindex(old["name"], fid)
             if flow is None:
-                flows.pop(fid, None)
+                if flows.pop(fid, None) is not None:
+                    self._deleted += 1
             else:
                 flows[fid] = flow
                 self._index(flow["name"], fid)
         self.current_flow_id = record["current"]
         self.revision = rev
+        if self._deleted > COMPACT_AFTER and self._deleted > len(flows):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the dict once deleted slots outnumber flows.
+
+        CPython keeps a deleted key's slot until the dict is resized, and
+        iteration walks past them: "first remaining flow" (the seed's rule on
+        deleting the current flow) would grow O(deletions). Amortized O(1).
+        """
+        self.flows = dict(self.flows)
+        self._deleted = 0
 
 
 class Txn:

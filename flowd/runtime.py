@@ -24,9 +24,9 @@ from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
 from .storage.recovery import Recovery, recover, written_fingerprint
-from .storage.snapshot import SnapshotFiles
+from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles
 from .store import Store
-from .stray import absorb_stray_file, merge_into
+from .stray import absorb_stray_file, merge_into, pick_base
 
 log = logging.getLogger("flowd")
 
@@ -89,18 +89,23 @@ class Runtime:
         self.recovery = rec
         snap = self.snap
         snap.files.known = written_fingerprint(self.data_dir)
+        snap.files.rotate_from = ({SNAPSHOT: SNAPSHOT, WRITTEN: WRITTEN}.get(rec.source)
+                                  if rec.stray is None else WRITTEN)
         if rec.source == "flows.json":
             base_rev = self.store.revision - rec.replayed
         snap.installed_rev = max(base_rev, 0) if rec.source == "flows.json" else -1
-        snap.base_flows = rec.base_flows
-        snap.base_current = rec.base_current
+        snap.file_revision = rec.file_revision
+        if rec.source != "empty":
+            snap.set_base(rec.base_flows, rec.base_current, rec.file_revision,
+                          self.store.revision - rec.replayed, rec.last_saved)
         self._seed_feed(rec)
         self.service.stats.load = rec.summary()
         log.info("loaded %d flows at revision %d in %.3f s (%s, %d journal records replayed)",
                  len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
         if rec.stray is not None:
+            base_flows, base_current = pick_base(snap, self.store, rec.stray.theirs)
             merge_into(self.service, snap, self.data_dir, rec.stray.theirs,
-                       rec.stray.base_flows, rec.stray.base_current, rec.stray.evidence)
+                       base_flows, base_current, rec.stray.evidence)
         if rec.needs_snapshot or not snap.files.path.exists() or rec.stray is not None:
             self._snapshot_now()
         elif rec.replayed:
@@ -113,8 +118,8 @@ class Runtime:
         svc.history.floor = self.store.revision - rec.replayed
         for record in rec.records:
             svc.history.add(build_event(record, self.store))
-            for key, result in record.get("keys", ()):
-                svc.keys.put(tuple(key), True, result)
+        for key, result in rec.keys:
+            svc.keys.put(tuple(key), True, result)
 
     def advertise(self) -> None:
         """Tell clients where we listen (after the sockets are bound)."""

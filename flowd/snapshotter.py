@@ -23,6 +23,20 @@ from .store import Store
 log = logging.getLogger("flowd.snapshot")
 
 MAX_GENERATIONS = 10_000
+KEEP_FLOWS = 3
+
+
+@dataclass
+class Generation:
+    """A flows.json flowd wrote: its store revision, current flow, (if recent) flows,
+    and when its view was taken (no flow in it was updated later)."""
+
+    revision: int
+    current: str | None
+    flows: dict[str, Any] | None
+    captured: str
+    #: a stray tool's file flowd merged: it holds ``flows``' ids only, not the whole store
+    partial: bool = False
 
 
 @dataclass
@@ -65,11 +79,9 @@ class Snapshotter:
     prev_rev: int = -1
     base_flows: dict[str, Any] = field(default_factory=dict)
     base_current: str | None = None
-    #: meta.file_revision of the file ``base_flows`` was written as
-    base_file_revision: int = -1
-    #: file_revision -> (store revision, current flow) of files flowd wrote, newest last:
-    #: the base of a stray tool that loaded an older generation (see flowd.stray)
-    generations: dict[int, tuple[int, str | None]] = field(default_factory=dict)
+    #: file_revision -> the files flowd wrote (or loaded), oldest first: the bases of
+    #: stray merges (see flowd.stray.pick_base); only the newest keep their flows
+    generations: dict[int, Generation] = field(default_factory=dict)
     dirty_since: float | None = None
     retry_at: float = 0.0
     stats: SnapshotStats = field(default_factory=SnapshotStats)
@@ -157,8 +169,11 @@ class Snapshotter:
         view, inst = out.view, out.installed
         assert inst is not None
         self.file_revision = view.file_revision
-        self.prev_rev, self.installed_rev = self.installed_rev, view.revision
-        self.set_base(dict(view.items), view.current_flow_id, view.file_revision, view.revision)
+        if inst.rotated:
+            self.prev_rev = self.installed_rev
+        self.installed_rev = view.revision
+        self.set_base(dict(view.items), view.current_flow_id, view.file_revision, view.revision,
+                      view.captured)
         st = self.stats
         st.count += 1
         st.last_seconds, st.last_bytes, st.last_at = inst.seconds, inst.bytes, time.time()
@@ -171,13 +186,19 @@ class Snapshotter:
                 len(view.items), view.revision, inst.bytes, inst.seconds)
 
     def set_base(self, flows: dict[str, Any], current: str | None, file_revision: int,
-                 revision: int) -> None:
+                 revision: int, captured: str) -> None:
         """Remember the file flowd just wrote (or loaded) as the base of stray merges."""
         self.base_flows, self.base_current = flows, current
-        self.base_file_revision = file_revision
-        self.generations[file_revision] = (revision, current)
-        while len(self.generations) > MAX_GENERATIONS:
-            del self.generations[next(iter(self.generations))]
+        gens = self.generations
+        gens.pop(file_revision, None)
+        gens[file_revision] = Generation(revision, current, flows, captured)
+        for number in list(gens)[:-KEEP_FLOWS]:
+            if gens[number].partial:
+                del gens[number]  # its ids are what it means: no use without them
+            else:
+                gens[number].flows = None
+        while len(gens) > MAX_GENERATIONS:
+            del gens[next(iter(gens))]
 
     def write_now(self, store: Store) -> Outcome:
         """Synchronous snapshot (start-up after migration or recovery, shutdown)."""

@@ -7,8 +7,11 @@ snapshot start and after a failed append, so a snapshot at revision S makes
 every older segment obsolete once the snapshot generation before it is gone.
 
 A later segment's ``base`` voids records of earlier segments at or above it:
-that is how a batch whose append failed (and could not be truncated away) is
-forgotten on replay, since its writers were told it failed.
+that is how a batch whose append failed is forgotten on replay, since its
+writers were told it failed (the voiding segment is opened right away).
+
+Obsolete segments stay for a short window (:data:`KEY_WINDOW_SECONDS`) so that
+the retry keys of their records survive a restart.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,9 @@ log = logging.getLogger("flowd.journal")
 HEADER = struct.Struct("<II")
 MAX_FRAME = 1 << 30
 TORN_SCAN_LIMIT = 4 << 20
+#: a segment a snapshot made obsolete stays this long after it stopped taking records:
+#: its retry keys answer a client still retrying one of its writes after a restart
+KEY_WINDOW_SECONDS = 10.0
 SEGMENT_RE = re.compile(r"^journal-(\d{8})\.log$")
 
 
@@ -76,6 +83,8 @@ class Segment:
     base: int
     last_rev: int = 0
     size: int = 0
+    #: time.monotonic() when it stopped taking records (None while active)
+    closed_at: float | None = None
 
 
 @dataclass
@@ -150,6 +159,7 @@ class Journal:
                 out.records = [r for r in out.records if r["rev"] < seg.base]
                 out.records.extend(records)
                 seg.last_rev = records[-1]["rev"] if records else seg.base - 1
+                seg.closed_at = time.monotonic()
                 out.segments.append(seg)
             if corrupt:
                 for _, later in files[i:]:
@@ -240,6 +250,8 @@ class Journal:
             except OSError as exc:
                 log.error("journal: final sync failed: %s", exc)
             os.close(self.fd)
+        if self.active is not None:
+            self.active.closed_at = time.monotonic()
         self.fd = None
         self.active = None
 
@@ -251,11 +263,15 @@ class Journal:
     def total_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def drop_through(self, rev: int) -> int:
-        """Delete segments whose records are all covered by a kept snapshot at ``rev``."""
+    def drop_through(self, rev: int, keep_seconds: float = KEY_WINDOW_SECONDS) -> int:
+        """Delete segments whose records are all covered by a kept snapshot at ``rev``
+        and that stopped taking records more than ``keep_seconds`` ago."""
         dropped = 0
+        now = time.monotonic()
         for seg in list(self.segments):
             if seg is self.active or seg.last_rev > rev:
+                continue
+            if seg.closed_at is None or now - seg.closed_at < keep_seconds:
                 continue
             try:
                 os.unlink(seg.path)

@@ -53,8 +53,13 @@ class Recovery:
     #: the loaded snapshot's flows before replay: the base of a later stray merge
     base_flows: dict[str, Any] = field(default_factory=dict)
     base_current: str | None = None
-    #: records replayed from the journal, for the idempotency window
+    #: records replayed from the journal, for the change feed
     records: list[dict[str, Any]] = field(default_factory=list)
+    #: retry keys of every journal record the store holds (replayed or in the snapshot)
+    keys: list[tuple[Any, Any]] = field(default_factory=list)
+    #: meta.file_revision and meta.last_saved of the loaded snapshot
+    file_revision: int = 0
+    last_saved: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "seconds": round(self.seconds, 4),
@@ -113,6 +118,7 @@ def _is_foreign(data_dir: Path, got: LoadResult) -> bool:
 def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
     for record in scan.records:
         if record["rev"] <= store.revision:
+            rec.keys.extend(record.get("keys", ()))  # applied, the snapshot holds it
             continue
         if record["rev"] != store.revision + 1:
             rec.corrupt.append(f"journal: gap after revision {store.revision} "
@@ -121,6 +127,7 @@ def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
             break
         store.apply_record(record)
         rec.records.append(record)
+        rec.keys.extend(record.get("keys", ()))
         rec.replayed += 1
 
 
@@ -140,15 +147,31 @@ def recover(data_dir: Path, store: Store, journal: Journal) -> Recovery:
     return rec
 
 
+def _meta_int(got: LoadResult, key: str) -> int:
+    value = got.doc["meta"].get(key, 0)
+    return value if type(value) is int else 0
+
+
+def _own_newer_snapshot(got: LoadResult, written: LoadResult) -> bool:
+    """flowd died between installing flows.json and linking it as written: a stray tool
+    never raises meta.revision (the old ones drop it), so a higher one is ours."""
+    return not got.migrated and _meta_int(got, "revision") > _meta_int(written, "revision")
+
+
 def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> None:
     got = _load_snapshot(data_dir, rec)
     theirs = None
     if got is not None and rec.source == SNAPSHOT and _is_foreign(data_dir, got):
         base = _try_load(data_dir / WRITTEN, rec)
-        if base is not None:
+        if base is not None and _own_newer_snapshot(got, base):
+            rec.needs_snapshot = True  # link it as written again
+        elif base is not None:
             theirs, got = got, base
             rec.source = WRITTEN
     if got is not None:
+        rec.file_revision = _meta_int(got, "file_revision")
+        saved = got.doc["meta"].get("last_saved")
+        rec.last_saved = saved if isinstance(saved, str) else ""
         rec.migrated, rec.notes = got.migrated, got.notes
         if got.migrated:
             aside = keep_aside(data_dir / SNAPSHOT, f"backup-v{got.source_version or 'none'}")

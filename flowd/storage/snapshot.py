@@ -50,6 +50,8 @@ class View:
     file_revision: int
     meta_extra: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: local ISO time the view was taken: no flow in it was updated later
+    captured: str = field(default_factory=lambda: datetime.now().isoformat())
 
 
 def encode(view: View) -> Iterator[bytes]:
@@ -81,6 +83,8 @@ class Installed:
     fingerprint: Fingerprint
     bytes: int
     seconds: float
+    #: the replaced flows.json became flows.json.prev
+    rotated: bool = True
 
 
 class SnapshotFiles:
@@ -92,6 +96,10 @@ class SnapshotFiles:
         self.prev = directory / PREVIOUS
         self.tmp = directory / f".{SNAPSHOT}.tmp"
         self.known: Fingerprint | None = None
+        #: what becomes flows.json.prev at the next install: flows.json, or while that is
+        #: not a file flowd wrote (a stray tool's, garbage) the last one flowd wrote
+        #: (WRITTEN), or None when neither can be trusted (the older generation stays)
+        self.rotate_from: str | None = SNAPSHOT
 
     def current_fingerprint(self) -> Fingerprint | None:
         try:
@@ -107,11 +115,12 @@ class SnapshotFiles:
         t0 = time.perf_counter()
         try:  # a failed write (disk full) must not leave a partial temp file holding space
             write_durable(self.tmp, encode(view))
-            fp = self._install()
+            fp, rotated = self._install()
         except BaseException:
             self._discard_tmp()
             raise
-        return Installed(fp, fp[1], time.perf_counter() - t0)
+        self.rotate_from = SNAPSHOT
+        return Installed(fp, fp[1], time.perf_counter() - t0, rotated)
 
     def _discard_tmp(self) -> None:
         try:
@@ -119,7 +128,7 @@ class SnapshotFiles:
         except FileNotFoundError:
             pass
 
-    def _install(self) -> Fingerprint:
+    def _install(self) -> tuple[Fingerprint, bool]:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -127,7 +136,7 @@ class SnapshotFiles:
                 log.warning("flows.json disappeared behind flowd's back; writing it again")
             fp = fingerprint(os.stat(self.tmp))
             IO.replace(self.tmp, self.path)
-            return self._written(fp)
+            return self._written(fp), False
         try:
             self._lock(fd)
             # the old tools replace flows.json while holding the lock of the old inode:
@@ -135,12 +144,20 @@ class SnapshotFiles:
             if self.known is not None and (fingerprint(os.fstat(fd)) != self.known
                                            or self.current_fingerprint() != self.known):
                 raise StrayWriterDetected(str(self.path))
-            self._link_as(self.path, PREVIOUS)
+            rotated = self._rotate()
             fp = fingerprint(os.stat(self.tmp))
             IO.replace(self.tmp, self.path)
-            return self._written(fp)
+            return self._written(fp), rotated
         finally:
             os.close(fd)  # closing drops the flock
+
+    def _rotate(self) -> bool:
+        """Keep the previous generation as flows.json.prev; False if there was none."""
+        src = self.dir / self.rotate_from if self.rotate_from else None
+        if src is None or not src.exists():
+            return False
+        self._link_as(src, PREVIOUS)
+        return True
 
     def _written(self, fp: Fingerprint) -> Fingerprint:
         """flows.json is now ours (``fp``, taken from the temp file before the rename):

@@ -1,0 +1,342 @@
+"""Stray writers: an old tool (tests/seed_tool.py) rewrites flows.json behind flowd's back.
+
+Neither side may lose anything: the tool's adds, changes and deletes come in,
+the daemon's own changes stay, a flow changed on both sides goes to the newer
+``updated`` with the other version kept in ``flows.json.merge-*``, the tool's
+file is kept as ``flows.json.stray-*``, and flowd rewrites flows.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import Daemon
+from flowd_client import FlowClient
+from seed_tool import SeedTool
+
+from flowd import ops
+from flowd.runtime import Runtime, Settings
+
+SEED_TOOL = Path(__file__).resolve().parent.parent / "seed_tool.py"
+
+
+def evidence(data_dir: Path, tag: str) -> list[Path]:
+    return sorted(p for p in data_dir.iterdir() if p.name.startswith(f"flows.json.{tag}-"))
+
+
+def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def read_doc(data_dir: Path) -> dict[str, Any]:
+    return json.loads((data_dir / "flows.json").read_text(encoding="utf-8"))
+
+
+def file_settled(c: FlowClient, data_dir: Path) -> bool:
+    """flows.json is the daemon's (has meta.revision) and holds the store's revision."""
+    doc = read_doc(data_dir)
+    return doc["meta"].get("revision") == c.ping()["revision"]
+
+
+def names(c: FlowClient) -> dict[str, str]:
+    return {fid: f.name for fid, f in c.get_all_flows().items()}
+
+
+def check_evidence(data_dir: Path, report: dict[str, Any], stray_bytes: bytes,
+                   losers: dict[str, str]) -> None:
+    """The tool's file kept byte for byte; the losing versions in the merge file."""
+    strays = evidence(data_dir, "stray")
+    assert [p.name for p in strays] == [report["evidence"]]
+    assert strays[0].read_bytes() == stray_bytes
+    files = evidence(data_dir, "merge")
+    assert [p.name for p in files] == [report["losers_file"]]
+    lost = json.loads(files[0].read_text(encoding="utf-8"))["losers"]
+    assert {fid: flow["name"] for fid, flow in lost.items()} == losers
+
+
+def check_rewritten(data_dir: Path, want: dict[str, str]) -> None:
+    """flows.json is flowd's again (3.0, revisions), flows.json.prev flowd's older file."""
+    doc = read_doc(data_dir)
+    assert doc["version"] == "3.0" and doc["meta"]["file_revision"] >= 1
+    assert {fid: f["name"] for fid, f in doc["flows"].items()} == want
+    assert all("revision" in f for f in doc["flows"].values())
+    prev = json.loads((data_dir / "flows.json.prev").read_text(encoding="utf-8"))
+    assert "revision" in prev["meta"]  # not the tool's file
+
+
+def test_stray_writer_merged_while_daemon_runs(make_daemon, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir, "--snapshot-interval", "0.2")
+    d.start()
+    with d.client(timeout=10) as c:
+        ids = {n: c.add_flow(n, [{"step": n}]) for n in "ABCDE"}
+        c.set_current(ids["A"])
+        assert c.save(force=True) is True
+        assert c.save(force=True) is True  # one more generation: see flowd.stray.pick_base
+        tool = SeedTool(data_dir)  # the old tool loads flows.json now
+        assert set(tool.flows) == set(ids.values())
+        # the daemon's clients, after the tool loaded
+        c.update_flow(ids["D"], name="D-daemon")
+        c.update_flow(ids["E"], name="E-daemon")
+        g = c.add_flow("G-daemon")
+        time.sleep(0.05)  # the tool's edit of E is the newer one
+        # the tool's edits, saved the seed's way
+        s = tool.add_flow("S-stray", [{"by": "tool"}])
+        tool.rename(ids["B"], "B-stray")
+        assert tool.delete_flow(ids["C"])
+        tool.rename(ids["E"], "E-stray")
+        stray_bytes = tool.save()
+
+        merges = wait_for("the stray merge", lambda: c.stats()["stray_merges"])
+        report = merges[-1]
+        assert (report["added"], report["updated"], report["deleted"]) == (1, 2, 1), report
+        assert report["conflicts"] == 1 and report["conflict_ids"] == [ids["E"]]
+        assert names(c) == {ids["A"]: "A", ids["B"]: "B-stray", ids["D"]: "D-daemon",
+                            ids["E"]: "E-stray", g: "G-daemon", s: "S-stray"}
+        assert c.get_flow_by_id(s).plans == [{"by": "tool"}]
+        assert c.get_flow_by_id(ids["B"]).plans == [{"step": "B"}]
+        assert c.current_flow_id == s  # the tool's new current flow
+
+        check_evidence(data_dir, report, stray_bytes, {ids["E"]: "E-daemon"})
+        wait_for("flows.json rewritten by flowd", lambda: file_settled(c, data_dir))
+        check_rewritten(data_dir, names(c))
+        before = names(c)
+    assert d.stop() == 0
+    d.start()
+    with d.client(timeout=10) as c:
+        assert names(c) == before
+        assert c.stats()["stray_merges"] == []  # nothing new to merge after a clean restart
+    assert len(evidence(data_dir, "stray")) == 1
+
+
+def test_stray_write_while_daemon_down_is_merged_at_start(make_daemon, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir)
+    d.start()
+    with d.client(timeout=10) as c:
+        ids = [c.add_flow(f"f{i}") for i in range(4)]
+        c.update_flow(ids[3], plans=[{"x": 1}])
+    assert d.stop() == 0
+    tool = SeedTool(data_dir)
+    new = tool.add_flow("while-down")
+    tool.rename(ids[0], "f0-renamed")
+    tool.delete_flow(ids[1])
+    stray_bytes = tool.save()
+    d.start()
+    with d.client(timeout=10) as c:
+        report = c.stats()["stray_merges"][-1]
+        assert (report["added"], report["updated"], report["deleted"]) == (1, 1, 1)
+        assert names(c) == {ids[0]: "f0-renamed", ids[2]: "f2", ids[3]: "f3", new: "while-down"}
+        assert c.get_flow_by_id(ids[3]).plans == [{"x": 1}]
+        assert c.current_flow_id == new
+        strays = evidence(data_dir, "stray")
+        assert len(strays) == 1 and strays[0].read_bytes() == stray_bytes
+        wait_for("flows.json rewritten by flowd", lambda: file_settled(c, data_dir))
+        assert set(read_doc(data_dir)["flows"]) == {ids[0], ids[2], ids[3], new}
+
+
+def test_garbage_written_over_flows_json_is_kept_and_replaced(make_daemon,
+                                                              tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir, "--snapshot-interval", "0.2")
+    d.start()
+    with d.client(timeout=10) as c:
+        ids = [c.add_flow(f"f{i}") for i in range(3)]
+        c.save(force=True)
+        tmp = data_dir / "flows.json.tmp"
+        tmp.write_bytes(b"\x00 not json {")
+        os.replace(tmp, data_dir / "flows.json")
+        wait_for("the kept-aside garbage", lambda: evidence(data_dir, "stray-corrupt"))
+        wait_for("flows.json written again", lambda: (data_dir / "flows.json").read_bytes()
+                 .startswith(b"{") and file_settled(c, data_dir))
+        assert list(c.get_all_flows()) == ids
+        assert evidence(data_dir, "stray-corrupt")[0].read_bytes() == b"\x00 not json {"
+        prev = json.loads((data_dir / "flows.json.prev").read_text(encoding="utf-8"))
+        assert list(prev["flows"]) == ids  # the garbage never became the older generation
+
+
+def test_old_tool_that_loaded_long_ago_loses_nobody_elses_flows(make_daemon,
+                                                                tmp_path: Path) -> None:
+    """The tool loaded flows.json, the daemon then wrote many snapshots; the tool's
+    save lacks every flow added since: those must not be read as deletions."""
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir, "--snapshot-interval", "0.05")
+    d.start()
+    with d.client(timeout=10) as c:
+        old = [c.add_flow(f"old{i}") for i in range(3)]
+        c.save(force=True)
+        tool = SeedTool(data_dir)
+        later = []
+        for i in range(6):
+            later.append(c.add_flow(f"later{i}"))
+            c.save(force=True)  # a new generation each time
+        c.update_flow(old[2], name="old2-daemon")
+        c.save(force=True)
+        mine = tool.add_flow("from-old-tool")
+        tool.save()
+        wait_for("the stray merge", lambda: c.stats()["stray_merges"])
+        got = names(c)
+        for fid in later:
+            assert fid in got, "a flow added through the daemon was deleted by the merge"
+        assert got[old[2]] == "old2-daemon"
+        assert got[mine] == "from-old-tool"
+        assert set(old) <= set(got)
+
+
+def daemon_side(c: FlowClient, proc: subprocess.Popen) -> tuple[
+        list[str], list[str], dict[str, str]]:
+    """Adds, deletes and renames through the daemon while the tool process runs."""
+    acked: list[str] = []
+    deleted: list[str] = []
+    renamed: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    i = 0
+    while proc.poll() is None and time.monotonic() < deadline:
+        acked.append(c.add_flow(f"daemon-{i}"))
+        if i % 5 == 4:
+            assert c.delete_flow(acked[-3])
+            deleted.append(acked[-3])
+            c.update_flow(acked[-2], name=f"daemon-{i - 1}-renamed")
+            renamed[acked[-2]] = f"daemon-{i - 1}-renamed"
+        i += 1
+        time.sleep(0.01)
+    return acked, deleted, renamed
+
+
+def test_concurrent_old_tool_loop_loses_nothing(make_daemon, tmp_path: Path) -> None:
+    """An old tool saving in a loop while the daemon writes and snapshots every 50 ms."""
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir, "--snapshot-interval", "0.05")
+    d.start()
+    with d.client(timeout=10) as c:
+        c.add_flow("seed")
+        c.save(force=True)
+        proc = subprocess.Popen([sys.executable, str(SEED_TOOL), str(data_dir), "loop", "tool",
+                                 "25", "0.08"], stdout=subprocess.PIPE, text=True)
+        acked, deleted, renamed = daemon_side(c, proc)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        tool_flows = dict(line.split(" ", 1) for line in out.splitlines())
+        assert len(tool_flows) == 25
+
+        def settled() -> bool:
+            return (not c.get_all_flows().keys().isdisjoint(tool_flows)
+                    and file_settled(c, data_dir)
+                    and not (data_dir / "flows.json.tmp").exists())
+
+        wait_for("the last merge", settled, timeout=15)
+        time.sleep(1.5)  # one more stray check interval
+        got = names(c)
+        missing = [fid for fid in acked if fid not in got and fid not in deleted]
+        assert not missing, f"{len(missing)} of {len(acked)} acknowledged flows lost"
+        back = [fid for fid in deleted if fid in got]
+        assert not back, f"{len(back)} flows the daemon deleted came back"
+        reverted = {fid: got[fid] for fid, name in renamed.items() if got[fid] != name}
+        assert not reverted, f"edits through the daemon were reverted: {reverted}"
+        lost_tool = [fid for fid in tool_flows if fid not in got]
+        assert not lost_tool, f"{len(lost_tool)} of 25 flows of the old tool lost"
+        assert c.stats()["stray_merges"]
+
+
+# ------------------------------------------------------------------ in process, exact timing
+
+
+def _write(rt: Runtime, op: str, **args: Any) -> Any:
+    txn = rt.store.begin()
+    result = ops.WRITES[op](txn, args)
+    rt.service.commit_internal(txn)
+    return result
+
+
+def _names(rt: Runtime) -> dict[str, str]:
+    return {fid: f["name"] for fid, f in rt.store.flows.items()}
+
+
+def test_hidden_tool_file_is_not_read_as_flowds(tmp_path: Path) -> None:
+    """Tool A loaded flowd's file N-1 and overwrote flowd's file N with its own N; tool B
+    loaded that and wrote N+1 before flowd looked. B's file claims flowd's N, but
+    descends from N-1: flowd's changes in between must be neither deleted nor reverted."""
+    data_dir = tmp_path / "data"
+    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    a = _write(rt, "add_flow", name="a")
+    b = _write(rt, "add_flow", name="b")
+    assert rt.snap.write_now(rt.store).installed is not None  # N-1
+    tool_a = SeedTool(data_dir)
+    c = _write(rt, "add_flow", name="c")  # the tools never see c
+    _write(rt, "update_flow", flow_id=a, name="a-daemon")
+    _write(rt, "delete_flow", flow_id=b)
+    assert rt.snap.write_now(rt.store).installed is not None  # N
+    t1 = tool_a.add_flow("t1")
+    tool_a.save()  # over flowd's N, with the number N
+    tool_b = SeedTool(data_dir)
+    t2 = tool_b.add_flow("t2")
+    tool_b.save()  # N+1
+    rt.check_stray(force=True)
+    assert _names(rt) == {a: "a-daemon", c: "c", t1: "t1", t2: "t2"}
+    report = rt.service.stats.strays[-1]
+    assert report["deleted"] == 0 and report["added"] == 2
+    # the merged file then counts as a base of its own: a tool that loads it next
+    assert rt.snap.write_now(rt.store).installed is not None
+    tool_c = SeedTool(data_dir)
+    tool_c.delete_flow(t1)
+    tool_c.rename(c, "c-tool")
+    tool_c.save()
+    rt.check_stray(force=True)
+    assert _names(rt) == {a: "a-daemon", c: "c-tool", t2: "t2"}
+    assert rt.close()
+
+
+def test_old_tool_saving_twice_without_reload(tmp_path: Path) -> None:
+    """The seed's manager loads once and writes the same file_revision at every save."""
+    data_dir = tmp_path / "data"
+    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    keep = _write(rt, "add_flow", name="keep")
+    doomed = _write(rt, "add_flow", name="doomed")
+    assert rt.snap.write_now(rt.store).installed is not None
+    tool = SeedTool(data_dir)
+    later = _write(rt, "add_flow", name="later")
+    assert rt.snap.write_now(rt.store).installed is not None
+    first = tool.add_flow("first")
+    tool.save()
+    rt.check_stray(force=True)
+    assert rt.snap.write_now(rt.store).installed is not None
+    tool.delete_flow(doomed)
+    second = tool.add_flow("second")
+    tool.save()  # the same file_revision as the first save
+    rt.check_stray(force=True)
+    assert _names(rt) == {keep: "keep", later: "later", first: "first", second: "second"}
+    assert rt.close()
+
+
+def test_tool_timestamps_with_utc_offsets_merge(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    a = _write(rt, "add_flow", name="a")
+    assert rt.snap.write_now(rt.store).installed is not None
+    assert rt.snap.write_now(rt.store).installed is not None
+    _write(rt, "update_flow", flow_id=a, name="a-daemon")
+    tool = SeedTool(data_dir)
+    tool.rename(a, "a-tool")
+    new = tool.add_flow("new")
+    for fid in (a, new):
+        tool.flows[fid].updated = "2999-01-01T00:00:00+09:00"
+    tool.save()
+    rt.check_stray(force=True)
+    assert _names(rt)[new] == "new"
+    assert rt.close()

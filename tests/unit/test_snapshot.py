@@ -1,0 +1,204 @@
+"""Snapshot encoding and installation: what other programs read in flows.json.
+
+The chunked encoder must produce exactly the document ``json.dumps(doc,
+indent=2, ensure_ascii=False)`` would (parsed, they are equal; for plain
+values even the text is), at every chunk boundary. Installing keeps the
+previous generation, links the written file, and never overwrites a file a
+stray writer put there, even one that replaced flows.json while flowd waited
+for the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowd.storage import snapshot as smod
+from flowd.storage.snapshot import (
+    PREVIOUS,
+    WRITTEN,
+    SnapshotFiles,
+    StrayWriterDetected,
+    View,
+    encode,
+)
+
+
+def flows(n: int) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for i in range(n):
+        fid = f"flow_{i:08x}"
+        out.append((fid, {"id": fid, "name": f"프로젝트 {i}", "plans": [{"t": "계획", "i": i}]
+                          if i % 3 else [], "created": "2024-05-01T09:00:00",
+                          "updated": "2024-05-10T12:34:56", "revision": i + 1}))
+    return out
+
+
+def view(n: int, **kw: Any) -> View:
+    items = flows(n)
+    return View(items, items[-1][0] if items else None, n + 5, 3, **kw)
+
+
+def expected_doc(v: View, last_saved: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"version": "3.0",
+                           "meta": {"last_saved": last_saved, "file_revision": v.file_revision,
+                                    "revision": v.revision, **v.meta_extra},
+                           "current_flow_id": v.current_flow_id, "flows": dict(v.items)}
+    doc.update(v.extra)
+    return doc
+
+
+@pytest.mark.parametrize("n", [0, 1, 999, 1000, 1001, 2500])
+def test_encode_equals_json_dumps(n: int) -> None:
+    v = view(n)
+    data = b"".join(encode(v))
+    got = json.loads(data.decode("utf-8"))
+    want = expected_doc(v, got["meta"]["last_saved"])
+    assert got == want
+    assert list(got["flows"]) == [fid for fid, _ in v.items]  # creation order
+    # the same text json.dumps writes (2-space indent, no ASCII escapes)
+    assert data.decode("utf-8") == json.dumps(want, indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("n", [0, 1, 1001])
+def test_unknown_keys_written_back(n: int) -> None:
+    v = view(n, meta_extra={"tool": {"x": [1, 2]}, "note": "메모"},
+             extra={"settings": {"theme": "dark"}, "zz": None, "한글": ["값"]})
+    data = b"".join(encode(v))
+    got = json.loads(data)
+    assert got == expected_doc(v, got["meta"]["last_saved"])
+    assert got["meta"]["tool"] == {"x": [1, 2]} and got["한글"] == ["값"]
+    assert data.decode("utf-8") == json.dumps(got, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_korean_is_not_escaped() -> None:
+    data = b"".join(encode(view(3)))
+    assert "프로젝트 1".encode() in data and b"\\u" not in data
+
+
+# ------------------------------------------------------------------ installing
+
+
+def read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_install_keeps_previous_generation_and_written_link(tmp_path: Path) -> None:
+    files = SnapshotFiles(tmp_path)
+    files.write(view(2))
+    assert read(tmp_path / "flows.json")["meta"]["revision"] == 7
+    assert os.path.samefile(tmp_path / "flows.json", tmp_path / WRITTEN)
+    files.write(View(flows(4), None, 20, 4))
+    assert read(tmp_path / "flows.json")["meta"]["revision"] == 20
+    assert read(tmp_path / PREVIOUS)["meta"]["revision"] == 7
+    assert os.path.samefile(tmp_path / "flows.json", tmp_path / WRITTEN)
+    assert files.known == smod.fingerprint(os.stat(tmp_path / "flows.json"))
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert leftovers == []
+
+
+def stray_rewrite(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name("flows.json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def test_stray_file_is_never_overwritten(tmp_path: Path) -> None:
+    files = SnapshotFiles(tmp_path)
+    files.write(view(2))
+    stray_rewrite(tmp_path / "flows.json", {"version": "3.0", "flows": {}, "stray": True})
+    before = (tmp_path / "flows.json").read_bytes()
+    assert files.changed_behind_our_back()
+    with pytest.raises(StrayWriterDetected):
+        files.write(view(3))
+    assert (tmp_path / "flows.json").read_bytes() == before
+    assert not (tmp_path / PREVIOUS).exists()  # the stray file was not rotated away either
+    assert not files.tmp.exists()
+
+
+def test_stray_replace_while_flowd_waits_for_the_lock(tmp_path: Path) -> None:
+    """The old tool flocks flows.json, then moves its temp file over it, then unlocks:
+    flowd, waiting on the lock of the old inode, must notice the new file."""
+    files = SnapshotFiles(tmp_path)
+    files.write(view(2))
+    path = tmp_path / "flows.json"
+    holder = open(path, "a+")  # noqa: SIM115 - the old tool's lock handle
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    result: list[BaseException | None] = []
+
+    def snapshot() -> None:
+        try:
+            files.write(view(3))
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result.append(exc)
+
+    t = threading.Thread(target=snapshot)
+    t.start()
+    time.sleep(0.3)  # flowd has opened the old inode and waits for its lock
+    stray_rewrite(path, {"version": "3.0", "flows": {}, "stray": True})
+    stray_bytes = path.read_bytes()
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    t.join(10)
+    assert len(result) == 1 and isinstance(result[0], StrayWriterDetected), result
+    assert path.read_bytes() == stray_bytes
+
+
+def test_lock_timeout_is_an_oserror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = SnapshotFiles(tmp_path)
+    files.write(view(1))
+    before = (tmp_path / "flows.json").read_bytes()
+    holder = open(tmp_path / "flows.json", "a+")  # noqa: SIM115
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    real_lock = SnapshotFiles._lock
+    monkeypatch.setattr(SnapshotFiles, "_lock", staticmethod(lambda fd: real_lock(fd, 0.2)))
+    try:
+        with pytest.raises(OSError):
+            files.write(view(2))
+    finally:
+        holder.close()
+    assert (tmp_path / "flows.json").read_bytes() == before
+    assert not files.tmp.exists()
+
+
+def test_missing_file_is_written_again(tmp_path: Path) -> None:
+    files = SnapshotFiles(tmp_path)
+    files.write(view(1))
+    os.unlink(tmp_path / "flows.json")
+    files.write(view(2))
+    assert read(tmp_path / "flows.json")["meta"]["revision"] == 7
+    assert os.path.samefile(tmp_path / "flows.json", tmp_path / WRITTEN)
+
+
+def test_after_a_stray_file_prev_is_flowds_last_file(tmp_path: Path) -> None:
+    files = SnapshotFiles(tmp_path)
+    files.write(view(1))
+    files.write(view(2))
+    stray_rewrite(tmp_path / "flows.json", {"version": "3.0", "flows": {}, "stray": True})
+    files.known = smod.fingerprint(os.stat(tmp_path / "flows.json"))  # merged: ours now
+    files.rotate_from = WRITTEN
+    inst = files.write(view(3))
+    assert inst.rotated
+    assert read(tmp_path / PREVIOUS)["meta"]["revision"] == 7  # view(2), not the tool's
+    assert read(tmp_path / "flows.json")["meta"]["revision"] == 8
+    assert files.rotate_from == smod.SNAPSHOT
+    assert files.write(view(4)).rotated and read(tmp_path / PREVIOUS)["meta"]["revision"] == 8
+
+
+def test_untrusted_file_is_not_rotated(tmp_path: Path) -> None:
+    files = SnapshotFiles(tmp_path)
+    files.write(view(1))
+    files.write(view(2))
+    files.rotate_from = None  # flows.json unreadable and nothing better
+    assert not files.write(view(3)).rotated
+    assert read(tmp_path / PREVIOUS)["meta"]["revision"] == 6
+    os.unlink(tmp_path / "flows.json")
+    assert not files.write(view(4)).rotated

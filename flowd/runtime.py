@@ -118,8 +118,8 @@ class Runtime:
         svc.history.floor = self.store.revision - rec.replayed
         for record in rec.records:
             svc.history.add(build_event(record, self.store))
-        for key, result in rec.keys:
-            svc.keys.put(tuple(key), True, result)
+        for key, result, rev in rec.keys:
+            svc.keys.put(tuple(key), True, result, rev)
 
     def advertise(self) -> None:
         """Tell clients where we listen (after the sockets are bound)."""

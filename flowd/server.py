@@ -120,8 +120,12 @@ class Server:
                 next_tick = 0.0
             now = time.monotonic()
             if now >= next_tick:
-                self._tick(now)
-                next_tick = self._next_tick(now)
+                try:
+                    self._tick(now)
+                    next_tick = self._next_tick(now)
+                except Exception:  # a timer's failure must not take the requests down
+                    log.exception("timer work failed; retrying in a second")
+                    next_tick = now + 1.0
         self._shutdown()
 
     def _drain_wake(self) -> None:

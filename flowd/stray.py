@@ -154,7 +154,8 @@ def merge_into(service: Service, snap: Snapshotter, data_dir: Path, theirs: dict
     store = service.store
     result = three_way_merge(base_flows, base_current, store.flows, store.current_flow_id,
                              theirs["flows"], theirs.get("current_flow_id"))
-    service.commit()
+    # the loop commits before its timers run: nothing may be staged over a merge
+    assert not service.pending, "stray merge while writes are staged"
     txn = store.begin()
     for op, fid, flow in result.changes:
         if flow is None:

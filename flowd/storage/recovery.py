@@ -55,8 +55,8 @@ class Recovery:
     base_current: str | None = None
     #: records replayed from the journal, for the change feed
     records: list[dict[str, Any]] = field(default_factory=list)
-    #: retry keys of every journal record the store holds (replayed or in the snapshot)
-    keys: list[tuple[Any, Any]] = field(default_factory=list)
+    #: (key, first result, revision) of every journal record the store holds
+    keys: list[tuple[Any, Any, int]] = field(default_factory=list)
     #: meta.file_revision and meta.last_saved of the loaded snapshot
     file_revision: int = 0
     last_saved: str = ""
@@ -115,10 +115,14 @@ def _is_foreign(data_dir: Path, got: LoadResult) -> bool:
     return not _same_file(written, data_dir / SNAPSHOT)
 
 
+def _keep_keys(rec: Recovery, record: dict[str, Any]) -> None:
+    rec.keys.extend((key, result, record["rev"]) for key, result in record.get("keys", ()))
+
+
 def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
     for record in scan.records:
         if record["rev"] <= store.revision:
-            rec.keys.extend(record.get("keys", ()))  # applied, the snapshot holds it
+            _keep_keys(rec, record)  # applied: the snapshot holds it
             continue
         if record["rev"] != store.revision + 1:
             rec.corrupt.append(f"journal: gap after revision {store.revision} "
@@ -127,7 +131,7 @@ def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
             break
         store.apply_record(record)
         rec.records.append(record)
-        rec.keys.extend(record.get("keys", ()))
+        _keep_keys(rec, record)
         rec.replayed += 1
 
 

@@ -107,20 +107,13 @@ def _same_file(a: Path, b: Path) -> bool:
 def scan_segment(path: Path) -> tuple[int, int, str | None]:
     """(records, torn tail bytes, corruption) of one segment; reads, never moves anything."""
     data = path.read_bytes()
-    head = journal_mod._frame_at(data, 0)
-    if head is None or not isinstance(head[0], dict) or "base" not in head[0]:
-        if len(data) < journal_mod.HEADER.size or journal_mod._is_torn(data, 0):
-            return 0, len(data), None
-        return 0, 0, "unreadable header"
-    records, pos = 0, head[1]
-    while pos < len(data):
-        got = journal_mod._frame_at(data, pos)
-        if got is None:
-            if journal_mod._is_torn(data, pos):
-                return records, len(data) - pos, None
-            return records, 0, f"bad record at byte {pos} of {len(data)}"
-        records, pos = records + 1, got[1]
-    return records, 0, None
+    got = journal_mod.parse_segment(data)
+    if got.tail == "corrupt":
+        where = "unreadable header" if got.head is None else (
+            f"bad record at byte {got.end} of {len(data)}")
+        return len(got.records), 0, where
+    torn = len(data.rstrip(b"\0")) - got.end if got.tail == "torn" else 0
+    return len(got.records), torn, None
 
 
 def check_journal(d: Path) -> Check:

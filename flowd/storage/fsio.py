@@ -21,6 +21,7 @@ class _Syscalls:
     replace = staticmethod(os.replace)
     link = staticmethod(os.link)
     ftruncate = staticmethod(os.ftruncate)
+    fallocate = staticmethod(os.posix_fallocate)
 
 
 IO = _Syscalls()

@@ -114,7 +114,15 @@ def test_torn_final_record_is_dropped_with_a_warning(tmp_path: Path,
     assert any("torn" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("tail", [b"\0" * 4096, b"\x07", HEADER.pack(500, 1) + b"abc"])
+def test_zero_tail_is_preallocated_space_not_damage(tmp_path: Path) -> None:
+    path = write_segment(tmp_path, 1, 1, [rec(1), rec(2)])
+    path.write_bytes(path.read_bytes() + b"\0" * 4096)
+    out = Journal(tmp_path).scan()
+    assert revs(out.records) == [1, 2]
+    assert out.torn_bytes == 0 and out.corrupt == []
+
+
+@pytest.mark.parametrize("tail", [b"\x07", HEADER.pack(500, 1) + b"abc"])
 def test_garbage_tail_is_torn(tmp_path: Path, tail: bytes) -> None:
     path = write_segment(tmp_path, 1, 1, [rec(1), rec(2)])
     path.write_bytes(path.read_bytes() + tail)

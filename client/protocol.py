@@ -109,7 +109,8 @@ def _type(*types: type, none: bool = False) -> Check:
 
 
 def _name(name: str, v: Any) -> None:
-    _type(str)(name, v)
+    if type(v) is not str:
+        raise InvalidArgumentError(f"{name} must be str, not {type(v).__name__}")
     if len(v) > MAX_NAME_CHARS:
         raise TooLargeError(f"{name} is longer than {MAX_NAME_CHARS} characters")
 

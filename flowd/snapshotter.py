@@ -9,10 +9,12 @@ generation (``flows.json.prev``) no longer needs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,20 @@ from .storage.snapshot import Installed, SnapshotFiles, StrayWriterDetected, Vie
 from .store import Store
 
 log = logging.getLogger("flowd.snapshot")
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Copying n pointers allocates n tuples: without this, the cyclic GC runs full
+    passes over the whole (acyclic) store meanwhile. py-spy under 8 writers at 67k
+    flows: 10% of the loop's time was such passes inside this copy."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 MAX_GENERATIONS = 10_000
 KEEP_FLOWS = 3
@@ -112,7 +128,9 @@ class Snapshotter:
         return max(self.dirty_since + wait, self.retry_at)
 
     def view(self, store: Store) -> View:
-        return View(list(store.flows.items()), store.current_flow_id, store.revision,
+        with gc_paused():
+            items = list(store.flows.items())
+        return View(items, store.current_flow_id, store.revision,
                     self.file_revision + 1, store.meta_extra, store.extra)
 
     def start(self, store: Store) -> None:
@@ -172,7 +190,9 @@ class Snapshotter:
         if inst.rotated:
             self.prev_rev = self.installed_rev
         self.installed_rev = view.revision
-        self.set_base(dict(view.items), view.current_flow_id, view.file_revision, view.revision,
+        with gc_paused():
+            flows = dict(view.items)
+        self.set_base(flows, view.current_flow_id, view.file_revision, view.revision,
                       view.captured)
         st = self.stats
         st.count += 1

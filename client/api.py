@@ -29,12 +29,21 @@ def _args(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def api(fn: Callable[..., Steps]) -> Callable[..., Any]:
-    """Expose a generator of calls as a method whose driver the subclass picks."""
-    @functools.wraps(fn)
-    def method(self: FlowAPI, *args: Any, **kwargs: Any) -> Any:
-        return self._drive(fn(self, *args, **kwargs))
-    return method
+def api(fn: Callable[..., Steps] | None = None, *,
+        local: Callable[..., Any] | None = None) -> Any:
+    """Expose a generator of calls as a method whose driver the subclass picks.
+
+    ``local(mirror, *args)`` answers from the cached client's mirror instead,
+    with no generator and no round trip (the mirror's promise is a dict lookup).
+    """
+    def wrap(fn: Callable[..., Steps]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def method(self: FlowAPI, *args: Any, **kwargs: Any) -> Any:
+            if local is not None and self._mirror is not None:
+                return local(self._mirror, *args, **kwargs)
+            return self._drive(fn(self, *args, **kwargs))
+        return method
+    return wrap(fn) if fn is not None else wrap
 
 
 class FlowAPI:
@@ -47,11 +56,9 @@ class FlowAPI:
 
     # ------------------------------------------------------------ seed API
 
-    @api
+    @api(local=lambda mirror: mirror.all_flows())
     def get_all_flows(self) -> Steps:
         """Every flow, in creation order (paged under the hood for huge stores)."""
-        if self._mirror is not None:
-            return self._mirror.all_flows()
         page = yield Call("get_all_flows", {}, False)
         out: dict[str, Flow] = {}
         while True:
@@ -61,10 +68,8 @@ class FlowAPI:
                 return out
             page = yield Call("get_all_flows", {"cursor": page["next"]}, False)
 
-    @api
+    @api(local=lambda mirror, flow_id: mirror.get(flow_id))
     def get_flow_by_id(self, flow_id: str) -> Steps:
-        if self._mirror is not None:
-            return self._mirror.get(flow_id)
         return flow_or_none((yield Call("get_flow", {"flow_id": flow_id}, False)))
 
     @api
@@ -94,22 +99,16 @@ class FlowAPI:
 
     # ------------------------------------------------------------ more reads
 
-    @api
+    @api(local=lambda mirror: mirror.current())
     def get_current_flow_id(self) -> Steps:
-        if self._mirror is not None:
-            return self._mirror.current()
         return (yield Call("get_current", {}, False))["current_flow_id"]
 
-    @api
+    @api(local=lambda mirror: mirror.get(mirror.current()))
     def get_current(self) -> Steps:
-        if self._mirror is not None:
-            return self._mirror.get(self._mirror.current())
         return flow_or_none((yield Call("get_current", {}, False))["flow"])
 
-    @api
+    @api(local=lambda mirror, name: mirror.find_by_name(name))
     def find_by_name(self, name: str) -> Steps:
-        if self._mirror is not None:
-            return self._mirror.find_by_name(name)
         return [Flow.from_wire(d) for d in (yield Call("find_by_name", {"name": name}, False))]
 
     @api

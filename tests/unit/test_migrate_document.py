@@ -7,8 +7,6 @@ pins each. Flow-by-flow rules are in test_migrate.py."""
 from __future__ import annotations
 
 import copy
-import gc
-import time
 from typing import Any
 
 import pytest
@@ -196,23 +194,15 @@ def test_incremental_migrator_matches_normalize(monkeypatch: pytest.MonkeyPatch)
     assert m.finish({**top, "flows": None}) == expected
 
 
-def test_normalize_100k_flows_is_fast() -> None:
-    """Budget ~100 ms / 100k flows on a dev box; the bound here only catches O(n^2)."""
+def test_normalize_100k_flows() -> None:
+    """Scale check without a clock (speed lives in benchmarks/): canonical 3.0 flows
+    are taken as they are (no per-flow copy), legacy ones are rebuilt."""
     flows = {f"flow_{i:08x}": canon(f"flow_{i:08x}", extra=i) for i in range(100_000)}
     legacy = [flow(f"flow_{i:08x}", extra=i) for i in range(100_000)]
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        doc, _ = normalize({"version": "3.0", "flows": flows})
-        t1 = time.perf_counter()
-        doc2, _ = normalize({"flows": legacy})
-        t2 = time.perf_counter()
-    finally:
-        if was:
-            gc.enable()
+    doc, _ = normalize({"version": "3.0", "flows": dict(flows)})
+    doc2, _ = normalize({"flows": legacy})
     assert len(doc["flows"]) == len(doc2["flows"]) == 100_000
-    assert t1 - t0 < 2.0 and t2 - t1 < 2.0
+    assert all(doc["flows"][fid] is flows[fid] for fid in flows)
 
 
 ids = st.one_of(st.none(), st.just(""), st.integers(0, 3),

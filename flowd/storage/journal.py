@@ -296,6 +296,11 @@ class Journal:
                 self.sync()
             except OSError as exc:
                 log.error("journal: final sync failed: %s", exc)
+            if self.active is not None and self.allocated > self.active.size:
+                try:  # give back the space reserved ahead; only zeros go
+                    IO.ftruncate(self.fd, self.active.size)
+                except OSError:
+                    pass
             os.close(self.fd)
         if self.active is not None:
             self.active.closed_at = time.monotonic()

@@ -182,6 +182,10 @@ class Server:
             rt.sync_journal()
         if self._due("log-flush", now, 10.0):
             refused_log.flush()  # report how many refusals the rate limit swallowed
+        if self._due("snapshot-summary", now, 60.0):
+            line = rt.snap.stats.summary()
+            if line:
+                log.info("last minute: %s", line)
         if self.notifier is not None:
             interval = self.watchdog_every
             if interval and self._due("watchdog", now, interval):

@@ -75,6 +75,26 @@ class SnapshotStats:
     last_at: float | None = None
     last_error: str | None = None
 
+    #: snapshots since the last summary line: (count, seconds, slowest)
+    window: list[float] = field(default_factory=lambda: [0, 0.0, 0.0])
+
+    def observe(self, seconds: float, size: int) -> None:
+        self.count += 1
+        self.last_seconds, self.last_bytes, self.last_at = seconds, size, time.time()
+        self.total_seconds += seconds
+        self.last_error = None
+        w = self.window
+        w[0], w[1], w[2] = w[0] + 1, w[1] + seconds, max(w[2], seconds)
+
+    def summary(self) -> str | None:
+        """One line for the log per interval instead of one per snapshot."""
+        n, total, slowest = self.window
+        if not n:
+            return None
+        self.window = [0, 0.0, 0.0]
+        return (f"{int(n)} snapshots, {total / n:.3f} s on average, slowest {slowest:.3f} s, "
+                f"last {self.last_bytes} bytes")
+
     def as_dict(self) -> dict[str, Any]:
         avg = self.total_seconds / self.count if self.count else 0.0
         return {"count": self.count, "failures": self.failures,
@@ -194,11 +214,7 @@ class Snapshotter:
             flows = dict(view.items)
         self.set_base(flows, view.current_flow_id, view.file_revision, view.revision,
                       view.captured)
-        st = self.stats
-        st.count += 1
-        st.last_seconds, st.last_bytes, st.last_at = inst.seconds, inst.bytes, time.time()
-        st.total_seconds += inst.seconds
-        st.last_error = None
+        self.stats.observe(inst.seconds, inst.bytes)
         self.journal.drop_through(self.prev_rev)
         # every second under steady writes: INFO only when it is slow enough to matter
         level = logging.INFO if inst.seconds >= 1.0 else logging.DEBUG

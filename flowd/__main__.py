@@ -1,8 +1,8 @@
 """``flowd``: configuration, logging, signals, systemd notify, then the loop.
 
 Exit codes: 0 after a clean stop (final snapshot written), 1 when the final
-snapshot failed (the journal still holds everything), 2 for a bad
-configuration, 3 when another daemon holds the data dir.
+snapshot failed (the journal still holds everything) or the data dir cannot
+be opened, 2 for a bad configuration, 3 when another daemon holds the data dir.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirBusy as exc:
         print(f"flowd: {exc}", file=sys.stderr)
         return 3
+    except OSError as exc:
+        print(f"flowd: cannot open the data dir {config.data_dir}: {exc}", file=sys.stderr)
+        return 1
     notifier = Notifier()
     server = Server(rt, notifier)
     server.on_reload = _reloader(config, argv)

@@ -100,6 +100,7 @@ class Server:
         log.info("ready: %d flows at revision %d, serving %s", len(self.rt.store),
                  self.rt.store.revision, self.rt.endpoint)
         service, snap = self.rt.service, self.rt.snap
+        self.timers["snapshot-summary"] = time.monotonic() + 60.0
         next_tick = 0.0
         while not self.stopping:
             timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)

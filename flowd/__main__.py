@@ -55,10 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"flowd: {exc}", file=sys.stderr)
         return 2
-    if config.curve_secret_key_file is not None:
-        print("flowd: CURVE is not supported yet; bind tcp endpoints to loopback only",
-              file=sys.stderr)
-        return 2
     if config.check_config:
         print(json.dumps(config.describe(), indent=2))
         return 0

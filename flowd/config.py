@@ -72,7 +72,6 @@ class Config:
     log_level: str = "INFO"
     log_file: Path | None = None
     tracemalloc: bool = False
-    curve_secret_key_file: Path | None = None
     check_config: bool = False
     config_file: Path | None = None
     #: setting name -> where its value came from, e.g. "environment (FLOWD_DURABILITY)".
@@ -116,7 +115,7 @@ _SETTINGS: tuple[_Setting, ...] = (
              "$XDG_STATE_HOME/flowd, else ~/.local/state/flowd", "DIR", is_path=True),
     _Setting("endpoint", to_endpoint, None,
              "request endpoint, ipc://PATH or tcp://HOST:PORT; tcp must be a loopback "
-             "address (127.0.0.0/8, ::1, localhost) unless --curve-secret-key-file is set",
+             "address (127.0.0.0/8, ::1, localhost): flowd has no network authentication",
              "ipc://DATA_DIR/flowd.sock", "URL"),
     _Setting("events_endpoint", to_endpoint, None,
              "change-feed (PUB) endpoint, same rules as --endpoint",
@@ -147,9 +146,6 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("tracemalloc", to_bool, False,
              "trace Python allocations so stats can report memory hot spots (slower)",
              "off"),
-    _Setting("curve_secret_key_file", to_path, None,
-             "CURVE secret key file; enables CURVE on tcp endpoints and allows non-loopback hosts",
-             "none", "FILE", is_path=True),
 )
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in _SETTINGS)
 _BY_NAME = {s.name: s for s in _SETTINGS}
@@ -257,20 +253,15 @@ def _build(layers: Mapping[str, tuple[Any, str, Path | None]], env: Mapping[str,
 
 def _validate(config: Config) -> None:
     """Rules that involve more than one setting or the file system."""
-    key = config.curve_secret_key_file
-    if key is not None and not key.is_file():
-        raise ConfigError(f"invalid curve_secret_key_file from "
-                          f"{config.sources['curve_secret_key_file']}: {key} is not a file")
     for name in ("endpoint", "events_endpoint"):
         value = getattr(config, name)
-        if value is None or not value.startswith("tcp://") or key is not None:
+        if value is None or not value.startswith("tcp://"):
             continue
         host, _ = split_tcp(value)
         if not is_loopback(host.strip("[]")):
             raise ConfigError(
                 f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
-                "address (127.0.0.0/8, ::1, localhost); non-loopback tcp needs "
-                "curve_secret_key_file")
+                "address (127.0.0.0/8, ::1, localhost); flowd serves this machine only")
     if config.endpoint is not None and config.endpoint == config.events_endpoint:
         raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
                           f"same as endpoint ({config.endpoint})")

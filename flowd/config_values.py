@@ -93,7 +93,7 @@ def to_bool(raw: Any) -> bool:
 
 
 def to_endpoint(raw: Any) -> str:
-    """Syntax only; the loopback rule needs curve_secret_key_file, see flowd.config."""
+    """Syntax only; the loopback rule is in flowd.config."""
     value = _text(raw).strip()
     scheme, sep, rest = value.partition("://")
     if not sep or scheme not in ("ipc", "tcp"):

@@ -42,7 +42,7 @@ def test_defaults() -> None:
     assert c.history == 10000
     assert (c.log_level, c.log_file) == ("INFO", None)
     assert c.tracemalloc is False and c.check_config is False
-    assert c.curve_secret_key_file is None and c.config_file is None
+    assert c.config_file is None
     assert set(c.sources.values()) == {"default"}
 
 
@@ -80,21 +80,18 @@ def test_relative_cli_path_is_made_absolute(tmp_path: Path, monkeypatch) -> None
 
 
 def test_all_settings_from_env(tmp_path: Path) -> None:
-    key = tmp_path / "server.key_secret"
-    key.write_text("x")
-    c = load(FLOWD_DATA_DIR="/d", FLOWD_ENDPOINT="tcp://0.0.0.0:5555",
+    c = load(FLOWD_DATA_DIR="/d", FLOWD_ENDPOINT="tcp://127.0.0.1:5555",
              FLOWD_EVENTS_ENDPOINT="ipc:///d/ev.sock", FLOWD_DURABILITY="RELAXED",
              FLOWD_SNAPSHOT_INTERVAL="2.5", FLOWD_JOURNAL_MAX_BYTES="1M",
              FLOWD_MAX_REQUEST_BYTES="2048", FLOWD_HISTORY="0", FLOWD_LOG_LEVEL="warning",
-             FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes",
-             FLOWD_CURVE_SECRET_KEY_FILE=str(key))
+             FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes")
     assert c.describe() == {
-        "data_dir": "/d", "endpoint": "tcp://0.0.0.0:5555",
+        "data_dir": "/d", "endpoint": "tcp://127.0.0.1:5555",
         "events_endpoint": "ipc:///d/ev.sock", "durability": "relaxed",
         "snapshot_interval": 2.5, "journal_max_bytes": 1024 * 1024,
         "max_request_bytes": 2048, "history": 0, "log_level": "WARNING",
         "log_file": "/var/log/flowd.log", "tracemalloc": True,
-        "curve_secret_key_file": str(key), "config_file": None,
+        "config_file": None,
     }
 
 
@@ -137,9 +134,8 @@ def test_check_config_flag() -> None:
     (["--endpoint", "ipc://"], {}, ["endpoint"]),
     (["--endpoint", "tcp://127.0.0.1"], {}, ["endpoint", "HOST:PORT"]),
     (["--endpoint", "tcp://127.0.0.1:99999"], {}, ["endpoint"]),
-    (["--endpoint", "tcp://0.0.0.0:5555"], {}, ["endpoint", "loopback", "curve_secret_key_file"]),
+    (["--endpoint", "tcp://0.0.0.0:5555"], {}, ["endpoint", "loopback"]),
     ([], {"FLOWD_EVENTS_ENDPOINT": "tcp://*:5556"}, ["events_endpoint", "FLOWD_EVENTS_ENDPOINT"]),
-    (["--curve-secret-key-file", "/nonexistent/key"], {}, ["curve_secret_key_file", "not a file"]),
     (["--endpoint", "ipc:///a", "--events-endpoint", "ipc:///a"], {}, ["events_endpoint", "same"]),
 ])
 def test_invalid_values_name_setting_and_source(argv, env, words) -> None:
@@ -155,13 +151,6 @@ def test_invalid_values_name_setting_and_source(argv, env, words) -> None:
 ])
 def test_accepted_endpoints(endpoint: str) -> None:
     assert load(["--endpoint", endpoint]).endpoint == endpoint
-
-
-def test_non_loopback_tcp_allowed_with_curve(tmp_path: Path) -> None:
-    key = tmp_path / "k"
-    key.write_text("secret")
-    c = load(["--endpoint", "tcp://*:5555", "--curve-secret-key-file", str(key)])
-    assert c.endpoint == "tcp://*:5555"
 
 
 def test_config_file_unknown_key_is_named(tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ from raw_socket import Raw
 from store_probes import MISSING
 
 
-
 def flow_state(data_dir: Path) -> dict[str, Any]:
     doc = json.loads((data_dir / "flows.json").read_text(encoding="utf-8"))
     return {"flows": doc["flows"], "current": doc["current_flow_id"],

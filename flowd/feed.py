@@ -57,21 +57,43 @@ class History:
         return out
 
 
+def _weight(value: Any) -> int:
+    """Roughly how many pointers a kept reply pins: a returned flow keeps its
+    plans list (that version's) alive after later writes replace it."""
+    if type(value) is dict:
+        plans = value.get("plans")
+        return 1 + (len(plans) if type(plans) is list else 0)
+    if type(value) is list:
+        return 1 + sum(_weight(v) for v in value)
+    return 1
+
+
 class RetryKeys:
     """Idempotency keys of recent writes and their first replies (LRU, bounded).
 
     A reply is kept whole (ok, result or error, revision), so a retry gets the
-    very reply the first attempt got, even after other writes.
+    very reply the first attempt got, even after other writes. Bounded by
+    count and by weight, so replies carrying big flows cannot pin old versions
+    without limit.
     """
 
-    def __init__(self, size: int = 100_000) -> None:
+    def __init__(self, size: int = 100_000, max_weight: int = 2_000_000) -> None:
         self.size = size
-        self.replies: OrderedDict[tuple[str, int], tuple[bool, Any, int | None]] = OrderedDict()
+        self.max_weight = max_weight
+        self.weight = 0
+        self.replies: OrderedDict[tuple[str, int], tuple[bool, Any, int | None, int]] = (
+            OrderedDict())
 
     def get(self, key: tuple[str, int]) -> tuple[bool, Any, int | None] | None:
-        return self.replies.get(key)
+        got = self.replies.get(key)
+        return None if got is None else got[:3]
 
     def put(self, key: tuple[str, int], ok: bool, value: Any, rev: int | None = None) -> None:
-        self.replies[key] = (ok, value, rev)
-        if len(self.replies) > self.size:
-            self.replies.popitem(last=False)
+        w = _weight(value) if ok else 1
+        old = self.replies.pop(key, None)
+        if old is not None:
+            self.weight -= old[3]
+        self.replies[key] = (ok, value, rev, w)
+        self.weight += w
+        while self.replies and (len(self.replies) > self.size or self.weight > self.max_weight):
+            self.weight -= self.replies.popitem(last=False)[1][3]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ./data
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench soak lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.run
+
+# the crash test, long: SIGKILL the daemon up to 1000 times under 3 writers
+soak: $(VENV)/.installed-test
+	FLOWD_CRASH_KILLS=$${FLOWD_CRASH_KILLS:-1000} FLOWD_CRASH_SECONDS=$${FLOWD_CRASH_SECONDS:-900} \
+		$(BIN)/python -m pytest -q -s --timeout 0 tests/integration/test_crash.py -k loses_no_acknowledged
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check flowd client tests benchmarks

@@ -20,12 +20,20 @@ EVENTS_SOCKET_NAME = "flowd-events.sock"
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``FLOWD_DATA_DIR`` > ``$XDG_STATE_HOME/flowd`` > ``~/.local/state/flowd``."""
+    """``FLOWD_DATA_DIR`` > ``$XDG_STATE_HOME/flowd`` > ``~/.local/state/flowd``.
+
+    The one rule for both sides (the daemon's config uses it too), so a tool
+    and the daemon never look in different places. A relative
+    ``XDG_STATE_HOME`` is ignored, as the XDG spec says.
+    """
     env = os.environ if environ is None else environ
     if env.get("FLOWD_DATA_DIR"):
         return Path(env["FLOWD_DATA_DIR"]).expanduser()
-    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "flowd"
+    state = env.get("XDG_STATE_HOME", "")
+    if state and os.path.isabs(state):
+        return Path(state) / "flowd"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".local" / "state" / "flowd"
 
 
 def read_lock_info(data_dir: Path) -> dict[str, Any] | None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowd_client import discovery
+
 from . import logsetup
 from .config_values import (
     KiB,
@@ -47,13 +49,10 @@ class ConfigError(ValueError):
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """$XDG_STATE_HOME/flowd, else ~/.local/state/flowd (XDG base dir spec:
-    a relative XDG_STATE_HOME is ignored)."""
+    """The data dir when no layer sets one: the client's rule, minus FLOWD_DATA_DIR
+    (the environment layer applies that, with its source)."""
     env = os.environ if environ is None else environ
-    state = env.get("XDG_STATE_HOME", "")
-    if state and os.path.isabs(state):
-        return Path(state) / "flowd"
-    return _expand_user("~", env) / ".local" / "state" / "flowd"
+    return discovery.default_data_dir({k: v for k, v in env.items() if k != "FLOWD_DATA_DIR"})
 
 
 @dataclass

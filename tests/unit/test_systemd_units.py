@@ -16,7 +16,8 @@ UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SYSTEM_UNIT = UNITS / "flowd.service"
 USER_UNIT = UNITS / "flowd-user.service"
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (a machine without systemd cannot verify "
+                "units; apt-get install systemd to run these)")
 #: Complaints that depend on the machine, not the unit: the flowd user may not exist here.
 MACHINE_ONLY = re.compile(
     r"\b(user|group)\b.*\b(not found|does not exist|no such|unknown|failed to resolve)"
@@ -77,7 +78,8 @@ def test_system_unit_security_exposure_is_low(tmp_path: Path) -> None:
     proc = run_analyze("security", "--offline=true", str(copy), tmp_path=tmp_path)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     if proc.returncode != 0 and match is None:
-        pytest.skip(f"this systemd-analyze cannot score offline: {proc.stderr.strip()}")
+        pytest.skip("this systemd-analyze has no offline scoring (systemd < 247); the units "
+                    f"are still verified by the other tests: {proc.stderr.strip()}")
     assert match is not None, proc.stdout
     assert float(match.group(1)) <= 1.0, proc.stdout
 

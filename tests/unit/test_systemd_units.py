@@ -16,8 +16,10 @@ UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SYSTEM_UNIT = UNITS / "flowd.service"
 USER_UNIT = UNITS / "flowd-user.service"
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (a machine without systemd cannot verify "
-                "units; apt-get install systemd to run these)")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None,
+    reason="systemd-analyze is not installed (a machine without systemd cannot verify units; "
+           "apt-get install systemd to run these)")
 #: Complaints that depend on the machine, not the unit: the flowd user may not exist here.
 MACHINE_ONLY = re.compile(
     r"\b(user|group)\b.*\b(not found|does not exist|no such|unknown|failed to resolve)"

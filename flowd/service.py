@@ -5,6 +5,13 @@ group transaction; :meth:`Service.commit` appends the group's records to the
 journal with one fsync, applies them to the store and only then produces the
 replies ("ok" means durable) and the events. A failed append drops the group:
 nothing was applied, every writer in it gets UNAVAILABLE.
+
+No reply may show a write that is not yet durable. A refusal computed against
+the group's staged writes (a conflict with a staged revision, NOT_FOUND for a
+flow a staged write deleted, a failed batch ``check``) therefore waits in the
+group like a write and goes out, in order, after the fsync; if the append
+fails it becomes UNAVAILABLE with the rest of the group. A refusal that the
+committed store alone explains goes out at once.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class PendingWrite:
     record: dict[str, Any] | None
     result: Any
     followers: list[tuple[bytes, int]]
+    #: a refusal that depends on staged writes: sent only once they are durable
+    error: FlowdError | None = None
 
 
 class Service:
@@ -140,6 +149,9 @@ class Service:
         try:
             result = ops.WRITES[op](txn, args)
         except FlowdError as exc:
+            if self._staged_explains(op, args, exc):
+                self._stage(PendingWrite(client, rid, key, None, None, [], exc))
+                return []
             if key is not None:
                 self.keys.put(key, False, exc)
             raise
@@ -148,12 +160,30 @@ class Service:
             if key is not None:
                 record["keys"] = [[list(key), result]]
             txn.merge_into_parent()
-        pw = PendingWrite(client, rid, key, record, result, [])
-        self.pending.append(pw)
-        self.group_clients.add(client)
-        if key is not None:
-            self.pending_keys[key] = pw
+        self._stage(PendingWrite(client, rid, key, record, result, []))
         return []
+
+    def _stage(self, pw: PendingWrite) -> None:
+        self.pending.append(pw)
+        self.group_clients.add(pw.client)
+        if pw.key is not None:
+            self.pending_keys[pw.key] = pw
+
+    def _staged_explains(self, op: str, args: dict[str, Any], exc: FlowdError) -> bool:
+        """True if ``exc`` is not what the committed store alone answers.
+
+        Only then does the refusal depend on writes that are not durable yet.
+        Running the op again over the committed store costs one more op, and only
+        on the refusal path of a request that shares its group with staged writes.
+        """
+        group = self.group
+        if group is None or group.next_rev == self.store.revision + 1:
+            return False  # nothing staged: the committed store is all the op saw
+        try:
+            ops.WRITES[op](self.store.begin(), args)
+        except FlowdError as alone:
+            return (alone.code, alone.message, alone.data) != (exc.code, exc.message, exc.data)
+        return True
 
     # ------------------------------------------------------------ commit
 
@@ -180,12 +210,23 @@ class Service:
         out: Out = []
         rev = self.store.revision
         for pw in pending:
+            if pw.error is not None:
+                self._answer_refusal(pw, out)
+                continue
             wrote = pw.record["rev"] if pw.record is not None else rev
             if pw.key is not None:
                 self.keys.put(pw.key, True, pw.result, wrote)
             out.append((pw.client, protocol.reply_ok(pw.rid, pw.result, wrote)))
             out.extend((c, protocol.reply_ok(r, pw.result, wrote)) for c, r in pw.followers)
         return out
+
+    def _answer_refusal(self, pw: PendingWrite, out: Out) -> None:
+        """A staged-state refusal, now that what it saw is durable."""
+        assert pw.error is not None
+        if pw.key is not None:
+            self.keys.put(pw.key, False, pw.error)
+        out.append((pw.client, self._refuse(pw.error, pw.rid)))
+        out.extend((c, protocol.reply_error(r, pw.error)) for c, r in pw.followers)
 
     def _group_failed(self, pending: list[PendingWrite], exc: OSError) -> Out:
         self.stats.journal_failures += 1

@@ -24,6 +24,8 @@ class Daemon:
         self.args = list(args)
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}.log"
+        #: how to run flowd (a test may wrap it, e.g. to hold its fsyncs)
+        self.command = [sys.executable, "-m", "flowd"]
 
     def start(self, *extra: str, wait: bool = True) -> Daemon:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -31,7 +33,7 @@ class Daemon:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flowd", "--data-dir", str(self.data_dir),
+                [*self.command, "--data-dir", str(self.data_dir),
                  "--snapshot-interval", "0.2", *self.args, *extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         if wait:

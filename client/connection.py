@@ -22,7 +22,7 @@ import psutil
 import zmq
 
 from . import protocol
-from .discovery import default_data_dir, is_locked, read_lock_info
+from .discovery import default_data_dir, is_locked, read_lock_info, starting_daemon
 from .errors import (
     FlowdError,
     InvalidArgumentError,
@@ -76,7 +76,8 @@ class Endpoints:
 
     def resolve(self, deadline: float) -> str:
         """The request endpoint. A daemon that holds the lock but has not advertised
-        its endpoint yet (it is loading) is waited for until ``deadline``."""
+        its endpoint yet (it is loading), or was started and has not taken the lock yet,
+        is waited for until ``deadline``."""
         if self.explicit:
             return self.explicit
         d = self.data_dir
@@ -91,7 +92,7 @@ class Endpoints:
             elif self.autostart and not spawned:
                 spawn_daemon(d)
                 spawned = True
-            elif not spawned:
+            elif not spawned and starting_daemon(d) is None:
                 raise self.not_running()
             if time.monotonic() >= deadline:
                 raise self.not_ready(spawned)
@@ -108,8 +109,8 @@ class Endpoints:
         if spawned:
             return UnavailableError(f"the flowd started for data dir {d} did not come up in "
                                     f"time; see {d / 'flowd.log' if d else 'its log'}")
-        return UnavailableError(f"flowd holds data dir {d} but was not ready in time (still "
-                                "loading a big store?); retry, or see its log")
+        return UnavailableError(f"the flowd for data dir {d} is starting but was not ready in "
+                                "time (still loading a big store?); retry, or see its log")
 
     def daemon_down(self) -> bool:
         return self.data_dir is not None and not self.explicit and not is_locked(self.data_dir)

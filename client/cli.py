@@ -60,7 +60,10 @@ COMMANDS: dict[str, tuple[Handler, str, list[tuple[str, dict[str, Any]]]]] = {
     "watch": (cmd_watch, "print changes as they happen", [
         _JSON, ("--since", {"type": int, "help": "start after this revision (default: now)"}),
         ("--timeout", {"dest": "idle", "type": float, "help": "stop after this many idle s"})]),
-    "stop": (cmd_stop, "stop the daemon of the data dir (SIGTERM) and wait for it to exit", []),
+    "stop": (cmd_stop, "stop the daemon of the data dir (SIGTERM) and wait for it to exit", [
+        ("--timeout", {"type": float, "default": argparse.SUPPRESS,
+                       "help": "seconds to wait for it to exit (default: the global --timeout)"})
+    ]),
     "export": (cmd_export, "write the store to a 3.0 JSON file",
                [("file", {"help": "target file, or - for stdout"})]),
     "import": (cmd_import, "merge a flows file of any version into the store", [

@@ -23,7 +23,7 @@ INTERRUPTED = 130
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "ok"),
     (FAILED, "the operation failed (not found, refused, a FAIL check, final snapshot failed)"),
-    (USAGE, "bad usage or configuration"),
+    (USAGE, "bad usage or configuration (including a data dir that is not a directory)"),
     (BUSY, "the data dir is in use by another flowd (or by the running one, for offline work)"),
     (UNAVAILABLE, "no flowd answers (not running, not ready in time, or gone)"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),

@@ -210,14 +210,11 @@ class Migrator:
             self.notes.add(f"flow entry {label} is {json_kind(item)}, not an object: "
                            f"kept under flows_invalid[{where!r}]")
             return None
-        aside: dict[str, Any] = {}
-        fid = self._pick_id(key, item)
+        fid, raw = self._pick_id(key, item), item.get("id", _MISSING)
         where = f"flow #{pos}" if key is None else f"flow with key {key!r}"
         who = where if fid is None else f"flow {fid}"
-        raw = item.get("id", _MISSING)
         invalid = fid is None and key is None and raw not in (_MISSING, None, "")
-        if invalid:
-            aside["id_invalid"] = raw
+        aside: dict[str, Any] = {"id_invalid": raw} if invalid else {}
         new = {"id": fid, "name": self._field(who, item, "name", aside),
                "plans": self._field(who, item, "plans", aside),
                "created": self._field(who, item, "created", aside),

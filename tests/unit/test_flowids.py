@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from flowd.storage.migrate import normalize
 from flowd_client.flowids import Deriver, candidate, content_bytes
+
+from flowd.storage.migrate import normalize
 
 LEGACY = {"flows": [{"name": "A", "plans": [{"t": 1}]}, {"name": "B"},
                     {"name": "A", "plans": [{"t": 1}]}, {"id": "kept", "name": "C"}]}

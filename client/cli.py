@@ -27,6 +27,7 @@ from .cli_context import CliError, Ctx
 from .cli_daemon import cmd_ping, cmd_stats, cmd_status, cmd_watch
 from .cli_doctor import cmd_doctor, cmd_migrate
 from .cli_flows import cmd_add, cmd_current, cmd_ls, cmd_rename, cmd_rm, cmd_save, cmd_show, cmd_use
+from .cli_output import OneLineParser
 from .cli_service import cmd_service
 from .cli_stop import cmd_stop
 from .cli_transfer import cmd_export, cmd_import
@@ -87,7 +88,7 @@ JSON_COMMANDS = frozenset(n for n, (_, _, arguments) in COMMANDS.items() if _JSO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowctl", description="talk to flowd, the flows daemon",
+    p = OneLineParser(prog="flowctl", description="talk to flowd, the flows daemon",
                                 epilog=exitcodes.epilog(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     where = p.add_mutually_exclusive_group()

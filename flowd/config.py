@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flowd_client import __version__, discovery, exitcodes, protocol
+from flowd_client.cli_output import OneLineParser
 
 from . import logsetup
 from .config_values import (
@@ -169,7 +170,7 @@ and other changed settings are logged as needing a restart.
 def build_parser() -> argparse.ArgumentParser:
     """The `flowd` command line; every option documents its variable and default.
     Defaults are suppressed so load_config can tell "given" from "not given"."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="flowd", description="Serve a shared store of flows over ZeroMQ.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS)

@@ -143,6 +143,16 @@ def test_a_regular_file_as_data_dir_is_a_usage_error(tmp_path: Path) -> None:
         assert d.stderr.startswith("flowd: ") and "not a directory" in d.stderr
 
 
+def test_usage_errors_are_one_line(daemon) -> None:
+    for args in (["ls", "extra"], ["show"], ["--json", "add", "x"], []):
+        proc = flowctl(*args, data_dir=daemon.data_dir)
+        assert proc.returncode == USAGE and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("flowctl") and "--help" in proc.stderr
+    d = subprocess.run([sys.executable, "-m", "flowd", "--bogus"], capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert d.returncode == USAGE and d.stderr.count("\n") == 1, d.stderr
+
+
 def test_import_and_migrate_failures_are_one_flowctl_line(daemon, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"flows": [')

@@ -23,9 +23,9 @@ import zmq.asyncio
 
 from . import protocol
 from .api import BatchBuilder, FlowAPI, Steps
-from .client import IDLE_CHECK, autostart_default
-from .connection import Endpoints, start_hint
-from .errors import UnavailableError, error_from_wire
+from .client import autostart_default, poll_ms
+from .connection import Endpoints, check_size, limit_of
+from .errors import error_from_wire
 from .feed import Sequencer, configure_subscriber, decode_event
 from .model import Change
 
@@ -48,6 +48,8 @@ class AsyncFlowClient(FlowAPI):
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
+        #: the daemon's request limit, from hello (one connection for the client's life)
+        self._limit: int | None = None
 
     async def _drive(self, steps: Steps) -> Any:
         try:
@@ -58,9 +60,12 @@ class AsyncFlowClient(FlowAPI):
         except StopIteration as done:
             return done.value
 
-    def _socket(self) -> zmq.asyncio.Socket:
+    async def _socket(self, deadline: float) -> zmq.asyncio.Socket:
         if self._sock is None:
-            endpoint = self._endpoints.resolve(time.monotonic() + self.timeout)
+            # resolve may wait for a daemon that is still loading: not on the event loop
+            endpoint = await asyncio.to_thread(self._endpoints.resolve, deadline)
+            if self._sock is not None:  # another request connected meanwhile
+                return self._sock
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
@@ -81,9 +86,22 @@ class AsyncFlowClient(FlowAPI):
         rid = next(self._ids)
         frame = protocol.build_request(rid, op, args, key)
         deadline = time.monotonic() + self.timeout
+        if len(frame) > protocol.MIN_REQUEST_LIMIT:
+            check_size(op, len(frame), await self._daemon_limit(deadline))
+        return await self._attempts(rid, frame, deadline)
+
+    async def _daemon_limit(self, deadline: float) -> int:
+        """The limit from the daemon's hello, asked once per connection (as the sync client)."""
+        if self._limit is None:
+            rid = next(self._ids)
+            self._limit = limit_of(await self._attempts(rid, protocol.hello_request(rid),
+                                                        deadline))
+        return self._limit
+
+    async def _attempts(self, rid: int, frame: bytes, deadline: float) -> Any:
         attempts = self.retries + 1
         for attempt in range(attempts):
-            sock = self._socket()
+            sock = await self._socket(deadline)
             fut = asyncio.get_running_loop().create_future()
             self._waiting[rid] = fut
             await sock.send(frame)
@@ -98,9 +116,8 @@ class AsyncFlowClient(FlowAPI):
             if "error" in msg:
                 raise error_from_wire(msg["error"])
             return msg.get("result")
-        raise UnavailableError(
-            f"flowd at {getattr(self, '_endpoint', self._endpoints.explicit)} did not answer "
-            f"within {self.timeout:g} s; is it running? " + start_hint(self._endpoints.data_dir))
+        raise self._endpoints.no_answer(getattr(self, "_endpoint", self._endpoints.explicit),
+                                        self.timeout)
 
     async def current_flow_id(self) -> str | None:
         return await self.get_current_flow_id()
@@ -129,7 +146,7 @@ class AsyncFlowClient(FlowAPI):
                 yield change
             idle_since = time.monotonic()
             while True:
-                if not await sub.poll(int(IDLE_CHECK * 1000)):
+                if not await sub.poll(poll_ms(idle_since, timeout)):
                     for change in await self.catch_up(seq):
                         yield change
                     if timeout is not None and time.monotonic() - idle_since >= timeout:

@@ -1,14 +1,15 @@
 """``flowctl``: the command line over :class:`FlowClient` (and flowd's offline tools).
 
-Human output by default, ``--json`` on every read command. Failures print one
-line, ``flowctl: <message>``, never a traceback. Exit codes: 0 ok, 1 failure
-or not found, 2 usage. Offline work (migrate, the on-disk half of doctor,
-normalizing legacy files for import) runs ``python -m flowd.offline`` as a
-subprocess, because this package never imports the daemon.
+Human output by default, ``--json`` (before or after the command) on every
+read command. Failures print one line, ``flowctl: <message>``, never a
+traceback; the exit codes are :mod:`flowd_client.exitcodes`, shared with
+``flowd``. Offline work (migrate, the on-disk half of doctor, normalizing
+legacy files for import) runs ``python -m flowd.offline`` as a subprocess,
+because this package never imports the daemon.
 
 This module holds the command table, the parser and ``main``; the commands
-live in ``cli_flows``, ``cli_daemon``, ``cli_transfer``, ``cli_doctor`` and
-``cli_completion``.
+live in ``cli_flows``, ``cli_daemon``, ``cli_stop``, ``cli_transfer``,
+``cli_doctor``, ``cli_service`` and ``cli_completion``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,28 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from . import __version__, exitcodes
 from .cli_completion import cmd_completion
 from .cli_context import CliError, Ctx
 from .cli_daemon import cmd_ping, cmd_stats, cmd_status, cmd_watch
 from .cli_doctor import cmd_doctor, cmd_migrate
 from .cli_flows import cmd_add, cmd_current, cmd_ls, cmd_rename, cmd_rm, cmd_save, cmd_show, cmd_use
+from .cli_output import OneLineParser
+from .cli_service import cmd_service
+from .cli_stop import cmd_stop
 from .cli_transfer import cmd_export, cmd_import
-from .errors import FlowdError
+from .errors import FlowdError, InvalidArgumentError, TooLargeError, UnavailableError
+from .hints import start_hint
 
 Handler = Callable[[Ctx], int]
 
 
 _ID = ("id", {})
-_JSON = ("--json", {"action": "store_true", "help": "JSON output"})
+#: marks a command that has JSON output; ``--json`` may then come before or after it
+_JSON = ("--json", {"action": "store_true", "default": argparse.SUPPRESS, "help": "JSON output"})
 
 #: name -> (handler, help, arguments); the parser and the completion scripts come from here
 COMMANDS: dict[str, tuple[Handler, str, list[tuple[str, dict[str, Any]]]]] = {
@@ -47,10 +55,16 @@ COMMANDS: dict[str, tuple[Handler, str, list[tuple[str, dict[str, Any]]]]] = {
     "current": (cmd_current, "show the current flow", [_JSON]),
     "rename": (cmd_rename, "rename a flow", [_ID, ("name", {})]),
     "save": (cmd_save, "write flows.json now", []),
-    "stats": (cmd_stats, "the daemon's counters", [_JSON]),
+    "stats": (cmd_stats, "the daemon's counters", [_JSON, (
+        "--prometheus", {"action": "store_true",
+                         "help": "Prometheus text format (node_exporter textfile collector)"})]),
     "watch": (cmd_watch, "print changes as they happen", [
         _JSON, ("--since", {"type": int, "help": "start after this revision (default: now)"}),
         ("--timeout", {"dest": "idle", "type": float, "help": "stop after this many idle s"})]),
+    "stop": (cmd_stop, "stop the daemon of the data dir (SIGTERM) and wait for it to exit", [
+        ("--timeout", {"type": float, "default": argparse.SUPPRESS,
+                       "help": "seconds to wait for it to exit (default: the global --timeout)"})
+    ]),
     "export": (cmd_export, "write the store to a 3.0 JSON file",
                [("file", {"help": "target file, or - for stdout"})]),
     "import": (cmd_import, "merge a flows file of any version into the store", [
@@ -60,21 +74,36 @@ COMMANDS: dict[str, tuple[Handler, str, list[tuple[str, dict[str, Any]]]]] = {
         ("src", {}), ("dst", {"nargs": "?", "help": "default: SRC, original kept as a backup"}),
         ("--verbose", {"action": "store_true", "help": "list every change"})]),
     "doctor": (cmd_doctor, "check the data dir and the daemon", [_JSON]),
+    "service": (cmd_service, "install the systemd unit for the flowd next to this flowctl", [
+        ("action", {"choices": ("install",)}),
+        ("--user", {"action": "store_true", "help": "a per-user unit (systemctl --user)"}),
+        ("--system", {"action": "store_true", "help": "the system unit (user flowd)"}),
+        ("--dry-run", {"action": "store_true", "help": "print the unit, write nothing"}),
+        ("--unit-dir", {"help": "write it here instead of systemd's directory"}),
+        ("--force", {"action": "store_true", "help": "replace a different unit file"})]),
     "completion": (cmd_completion, "print a shell completion script",
                    [("shell", {"choices": ("bash", "zsh")})]),
 }
+JSON_COMMANDS = frozenset(n for n, (_, _, arguments) in COMMANDS.items() if _JSON in arguments)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowctl", description="talk to flowd, the flows daemon")
+    p = OneLineParser(prog="flowctl", description="talk to flowd, the flows daemon",
+                                epilog=exitcodes.epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", help="the daemon's data dir (default: FLOWD_DATA_DIR or "
                        "~/.local/state/flowd)")
     where.add_argument("--endpoint", help="connect here instead (e.g. ipc:///path/flowd.sock)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+    p.add_argument("--json", action="store_true", help="JSON output (read commands)")
+    p.add_argument("--autostart", action="store_true", default=None,
+                   help="start a flowd for the data dir if none runs (also FLOWD_AUTOSTART=1)")
+    p.add_argument("--version", action="version", version=f"flowctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="CMD")
     for name, (fn, text, arguments) in COMMANDS.items():
-        sp = sub.add_parser(name, help=text, description=text)
+        sp = sub.add_parser(name, help=text, description=text, epilog=exitcodes.epilog(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=fn)
         for flag, kw in arguments:
             sp.add_argument(flag, **kw)
@@ -82,23 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every failure is one line on stderr and a non-zero exit."""
+    """Run one command; every failure is one line on stderr and a code from the table."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.json and args.cmd not in JSON_COMMANDS:
+        parser.error(f"{args.cmd} has no JSON output (--json works with "
+                     f"{', '.join(sorted(JSON_COMMANDS))})")
     ctx = Ctx(args, parser)
     try:
         return args.func(ctx)
     except CliError as exc:
         return _fail(exc.message, exc.code)
     except FlowdError as exc:
-        return _fail(exc.message)
+        return _fail(_message(exc), _code(exc))
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return exitcodes.FAILED
     except OSError as exc:
         return _fail(f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.INTERRUPTED
     except Exception as exc:  # never a traceback, but say it is a bug
         if os.environ.get("FLOWCTL_DEBUG"):
             raise
@@ -107,8 +139,26 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"flowctl: {message}", file=sys.stderr)
+def _code(exc: FlowdError) -> int:
+    if isinstance(exc, UnavailableError):
+        return exitcodes.UNAVAILABLE
+    if isinstance(exc, (InvalidArgumentError, TooLargeError)):
+        return exitcodes.USAGE
+    return exitcodes.FAILED
+
+
+def _message(exc: FlowdError) -> str:
+    """The client's message, with the start hint a flowctl user can follow."""
+    if exc.data.get("hint") == "start" and isinstance(exc.data.get("what"), str):
+        d = exc.data.get("data_dir")
+        return f"{exc.data['what']}; {start_hint(Path(d) if d else None, cli=True)}"
+    return exc.message
+
+
+def _fail(message: str, code: int = exitcodes.FAILED) -> int:
+    """One line on stderr (an empty message: the failure was reported already)."""
+    if message:
+        print(f"flowctl: {' '.join(message.split())}", file=sys.stderr)
     return code
 
 

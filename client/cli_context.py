@@ -16,12 +16,14 @@ from typing import Any
 
 from .client import FlowClient
 from .discovery import default_data_dir
+from .exitcodes import FAILED, USAGE
 
 
 class CliError(Exception):
-    """A failure flowctl reports as ``flowctl: <message>`` with exit ``code``."""
+    """A failure flowctl reports as ``flowctl: <message>`` with exit ``code``
+    (an empty message: the failure was reported already, e.g. by flowd.offline)."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = FAILED) -> None:
         super().__init__(message)
         self.message, self.code = message, code
 
@@ -37,11 +39,20 @@ class Ctx:
     def data_dir(self) -> Path | None:
         """The data dir to inspect on disk; None when only an endpoint was given."""
         if self.args.data_dir:
-            return Path(self.args.data_dir).expanduser()
-        return None if self.args.endpoint else default_data_dir()
+            d = Path(self.args.data_dir).expanduser()
+        elif self.args.endpoint:
+            return None
+        else:
+            d = default_data_dir()
+        if d.exists() and not d.is_dir():
+            raise CliError(f"data dir {d} is not a directory", USAGE)
+        return d
 
     def new_client(self, timeout: float | None = None, **kw: Any) -> FlowClient:
-        return FlowClient(self.args.data_dir, self.args.endpoint,
+        """A client for the chosen daemon; ``--autostart`` (else FLOWD_AUTOSTART) applies
+        unless the command passes ``autostart`` itself."""
+        kw.setdefault("autostart", self.args.autostart)
+        return FlowClient(self.data_dir, self.args.endpoint,
                           timeout=self.args.timeout if timeout is None else timeout, **kw)
 
     @property
@@ -56,6 +67,7 @@ class Ctx:
 
 
 def run_offline(*argv: str, capture: bool = False) -> subprocess.CompletedProcess[bytes]:
-    """``python -m flowd.offline ...``; stderr always goes straight to ours."""
-    cmd = [sys.executable, "-m", "flowd.offline", *argv]
+    """``python -m flowd.offline ...``; stderr always goes straight to ours, its lines
+    prefixed ``flowctl:`` (so a failure is one line, as flowctl's own are)."""
+    cmd = [sys.executable, "-m", "flowd.offline", "--prog", "flowctl", *argv]
     return subprocess.run(cmd, stdout=subprocess.PIPE if capture else None, check=False)

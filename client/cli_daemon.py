@@ -8,20 +8,28 @@ from typing import Any
 import orjson
 
 from .cli_context import CliError, Ctx
+from .cli_metrics import print_prometheus
 from .cli_output import emit_json, pretty, span, when
 from .discovery import is_locked, read_lock_info
 from .errors import UnavailableError
+from .exitcodes import OK, UNAVAILABLE
+from .hints import start_hint
 from .model import Change
 
 
 def cmd_ping(ctx: Ctx) -> int:
-    """Retry until the daemon answers or ``--wait`` runs out (0: one try)."""
+    """Retry until the daemon answers or ``--wait`` runs out (0: one try).
+
+    Starts a daemon only with an explicit ``--autostart`` (a health check should not
+    start what it checks), and then only on the first try."""
     deadline = time.monotonic() + ctx.args.wait
+    autostart = bool(ctx.args.autostart)
     while True:
         left = deadline - time.monotonic()
         timeout = min(ctx.args.timeout, max(left, 0.2)) if ctx.args.wait else ctx.args.timeout
         try:
-            with ctx.new_client(timeout=timeout, autostart=False) as c:
+            with ctx.new_client(timeout=timeout, autostart=autostart) as c:
+                autostart = False
                 t0 = time.monotonic()
                 rev = c.ping()["revision"]
             print(f"pong: revision {rev} in {(time.monotonic() - t0) * 1000:.1f} ms")
@@ -40,7 +48,7 @@ def status_doc(ctx: Ctx) -> dict[str, Any]:
                            "endpoint": info.get("endpoint") or ctx.args.endpoint,
                            "pid": info.get("pid")}
     if d is not None and not is_locked(d):
-        doc["message"] = f"flowd is not running for data dir {d}"
+        doc["message"] = f"flowd is not running for data dir {d}; {start_hint(d, cli=True)}"
         return doc
     with ctx.new_client(autostart=False) as c:
         try:
@@ -62,9 +70,9 @@ def cmd_status(ctx: Ctx) -> int:
     doc = status_doc(ctx)
     if ctx.args.json:
         emit_json(doc)
-        return 0 if doc["running"] else 1
+        return OK if doc["running"] else UNAVAILABLE
     if not doc["running"]:
-        raise CliError(doc["message"])
+        raise CliError(doc["message"], UNAVAILABLE)
     journal = doc.get("journal") or {}
     snap_rev = doc["snapshot_revision"]
     rows = [("pid", doc["pid"]), ("uptime", span(doc["uptime_seconds"] or 0)),
@@ -84,6 +92,8 @@ def cmd_status(ctx: Ctx) -> int:
 
 
 def cmd_stats(ctx: Ctx) -> int:
+    if ctx.args.prometheus:
+        return print_prometheus(ctx)
     stats = ctx.client.stats()
     if ctx.args.json:
         emit_json(stats)

@@ -15,6 +15,8 @@ from .cli_context import CliError, Ctx, run_offline
 from .cli_output import emit_json, print_checks
 from .discovery import is_locked
 from .errors import UnavailableError
+from .exitcodes import FAILED, OK
+from .hints import start_hint
 
 
 def cmd_migrate(ctx: Ctx) -> int:
@@ -28,8 +30,8 @@ def online_checks(ctx: Ctx) -> list[dict[str, Any]]:
     d = ctx.data_dir
     if d is not None and not is_locked(d):
         return [{"name": "daemon", "status": "warn", "message": f"not running for {d}",
-                 "hint": "the offline checks above still apply; start it with "
-                 f"`flowd --data-dir {d}`", "details": []}]
+                 "hint": "the offline checks above still apply; "
+                 + start_hint(d, cli=True), "details": []}]
     try:
         with ctx.new_client(autostart=False) as c:
             t0 = time.monotonic()
@@ -64,7 +66,7 @@ def cmd_doctor(ctx: Ctx) -> int:
         try:
             checks = orjson.loads(proc.stdout)["checks"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise CliError("the offline checks failed (see above)", 1) from None
+            raise CliError("", proc.returncode or FAILED) from None  # flowd.offline said why
     checks += online_checks(ctx)
     failed = any(c["status"] == "fail" for c in checks)
     if ctx.args.json:
@@ -72,4 +74,4 @@ def cmd_doctor(ctx: Ctx) -> int:
                    "endpoint": ctx.args.endpoint, "checks": checks, "ok": not failed})
     else:
         print_checks(checks)
-    return 1 if failed else 0
+    return FAILED if failed else OK

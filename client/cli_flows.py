@@ -8,6 +8,7 @@ import orjson
 
 from .cli_context import CliError, Ctx
 from .cli_output import emit_json
+from .exitcodes import USAGE
 from .model import Flow
 
 # ------------------------------------------------------------------ reads
@@ -74,9 +75,10 @@ def cmd_add(ctx: Ctx) -> int:
         try:
             plans = orjson.loads(ctx.args.plans)
         except orjson.JSONDecodeError as exc:
-            raise CliError(f"--plans is not valid JSON: {exc}", 2) from None
-        if not isinstance(plans, list):
-            raise CliError("--plans must be a JSON list of objects", 2)
+            raise CliError(f"--plans is not valid JSON: {exc}", USAGE) from None
+        if not isinstance(plans, list) or not all(isinstance(p, dict) for p in plans):
+            raise CliError("--plans must be a JSON list of objects, e.g. "
+                           "'[{\"title\": \"draft\"}]'", USAGE)
     print(ctx.client.add_flow(ctx.args.name, plans))
     return 0
 

@@ -1,16 +1,28 @@
-"""How flowctl prints: JSON documents, warnings, times, nested stats, doctor checks.
+"""How flowctl prints: JSON documents, warnings, times, nested stats, doctor checks,
+usage errors (flowd's parser uses the same one-line form).
 
 Also used by ``python -m flowd.offline doctor``, so both print checks alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
+
+from .exitcodes import USAGE
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, ``prog: message (see prog --help)``,
+    with the table's USAGE code, as every other failure of flowd and flowctl."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def emit_json(obj: Any) -> None:

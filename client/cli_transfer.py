@@ -6,6 +6,7 @@ daemon's own loader) before they are compared with the store.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -19,13 +20,15 @@ import orjson
 from .cli_context import CliError, Ctx, run_offline
 from .cli_output import warn
 from .client import FlowClient
+from .connection import limit_of
 from .errors import ConflictError
+from .flowids import Deriver, candidate, content_bytes
 from .model import Flow
 from .protocol import FLOW_CORE_KEYS as _CORE
 from .protocol import MAX_BATCH_OPS
 
-#: a batch request must stay well under the daemon's 16 MiB request limit
-BATCH_BYTES = 8 << 20
+#: a batch's ops take at most this share of the daemon's request limit (the rest: framing)
+BATCH_SHARE = 2
 DIFF_LINES = 200
 
 
@@ -95,19 +98,73 @@ def _clean_v3(doc: Any) -> bool:
                for k, f in doc["flows"].items())
 
 
-def read_import(path: str) -> dict[str, Any]:
-    """The file as a 3.0 document; legacy shapes go through ``flowd.offline normalize``."""
+def read_import(path: str) -> tuple[dict[str, Any], set[str]]:
+    """The file as a 3.0 document, and the ids the loader derived (flows that had none).
+
+    Legacy shapes go through ``flowd.offline normalize`` (the daemon's loader).
+    """
     raw = Path(path).read_bytes()
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         doc = None
     if _clean_v3(doc):
-        return doc
+        return doc, set()
     proc = run_offline("normalize", path, capture=True)
     if proc.returncode:
-        raise CliError(f"cannot import {path} (see above)", proc.returncode)
-    return orjson.loads(proc.stdout)
+        raise CliError("", proc.returncode)  # flowd.offline said why, in one flowctl: line
+    doc = orjson.loads(proc.stdout)
+    return doc, derived_ids(doc["flows"])
+
+
+#: how far past the expected candidate a derived id may sit (the loader skips ids in use)
+LOOKAHEAD = 4
+
+
+def derived_ids(flows: dict[str, dict[str, Any]]) -> set[str]:
+    """Ids that are their flow's own content id, as the loader hands them out in file
+    order (equal contents take successive candidates): the flows that had no id.
+
+    A real id equal to its own content hash has odds of 2**-32; exports are clean 3.0
+    files and never come here, so their ids are always taken as they are.
+    """
+    out: set[str] = set()
+    nexts: dict[bytes, int] = {}
+    for fid, f in flows.items():
+        digest = hashlib.sha256(content_bytes(f))
+        start = nexts.get(digest.digest(), 0)
+        for j in range(start, start + LOOKAHEAD):
+            if candidate(digest, j) == fid:
+                out.add(fid)
+                nexts[digest.digest()] = j + 1
+                break
+    return out
+
+
+def place_derived(doc: dict[str, Any], derived: set[str], ours: dict[str, Flow]) -> None:
+    """Give each derived-id flow the first of its candidates that is free in the store or
+    holds this very content (then the import finds it unchanged). A different flow under
+    the id (edited since the last import, or a hash collision) is never overwritten: the
+    file's flow moves on to its next candidate. So importing a file twice changes nothing,
+    and a dry run shows the same ids every time."""
+    if not derived:
+        return
+    claimed = {fid for fid in doc["flows"] if fid not in derived}
+    deriver, placed, renamed = Deriver(), {}, {}
+
+    def usable(f: dict[str, Any], fid: str) -> bool:
+        return fid not in claimed and (fid not in ours or not _changed(f, ours[fid]))
+
+    for fid, f in doc["flows"].items():
+        if fid in derived:
+            new = deriver.derive(f, lambda c, f=f: usable(f, c))
+            claimed.add(new)
+            renamed[fid], f = new, {**f, "id": new}
+            fid = new
+        placed[fid] = f
+    doc["flows"] = placed
+    doc["current_flow_id"] = renamed.get(doc.get("current_flow_id"),
+                                         doc.get("current_flow_id"))
 
 
 @dataclass
@@ -180,14 +237,14 @@ def op_groups(d: Diff) -> list[list[dict[str, Any]]]:
     return groups
 
 
-def chunk(groups: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-    """At most MAX_BATCH_OPS ops and about BATCH_BYTES per batch; groups never split."""
+def chunk(groups: list[list[dict[str, Any]]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """At most MAX_BATCH_OPS ops and about ``max_bytes`` per batch; groups never split."""
     batches: list[list[dict[str, Any]]] = [[]]
     size = 0
     for group in groups:
         n = len(orjson.dumps(group))
         if batches[-1] and (len(batches[-1]) + len(group) > MAX_BATCH_OPS - 1
-                            or size + n > BATCH_BYTES):
+                            or size + n > max_bytes):
             batches.append([])
             size = 0
         batches[-1].extend(group)
@@ -206,7 +263,7 @@ def _target_current(doc: dict[str, Any], ours: dict[str, Flow], ours_current: st
 
 def apply_import(client: FlowClient, d: Diff, target: str | None) -> None:
     """Commit the batches; the current flow is set in the last one."""
-    batches = chunk(op_groups(d))
+    batches = chunk(op_groups(d), limit_of(client.hello()) // BATCH_SHARE)
     if target is not None:
         batches[-1].append({"op": "set_current", "args": {"flow_id": target}})
     if len(batches) > 1:
@@ -224,8 +281,9 @@ def apply_import(client: FlowClient, d: Diff, target: str | None) -> None:
 def cmd_import(ctx: Ctx) -> int:
     """Merge a file into the store (``--replace``: also delete what the file lacks)."""
     args, client = ctx.args, ctx.client
-    doc = read_import(args.file)
+    doc, derived = read_import(args.file)
     ours, ours_current, _ = consistent_read(client)
+    place_derived(doc, derived, ours)
     d = diff_flows(doc["flows"], ours, args.replace)
     summary = (f"{len(d.adds)} to add, {len(d.changes)} to change, {len(d.deletes)} to delete, "
                f"{d.same} unchanged")

@@ -26,6 +26,15 @@ from .model import Change
 IDLE_CHECK = 1.0
 
 
+def poll_ms(idle_since: float, timeout: float | None) -> int:
+    """How long a watch waits for the next event: at most IDLE_CHECK (it then catches up
+    from history in case an event beat the subscription), never past its idle timeout."""
+    wait = IDLE_CHECK
+    if timeout is not None:
+        wait = min(wait, idle_since + timeout - time.monotonic())
+    return max(0, int(wait * 1000))
+
+
 def autostart_default(endpoint: str | None) -> bool:
     return endpoint is None and os.environ.get("FLOWD_AUTOSTART", "") in ("1", "true", "yes")
 
@@ -110,7 +119,7 @@ class FlowClient(FlowAPI):
             yield from self.catch_up(seq)
             idle_since = time.monotonic()
             while True:
-                if not sub.poll(int(IDLE_CHECK * 1000)):
+                if not sub.poll(poll_ms(idle_since, timeout)):
                     yield from self.catch_up(seq)  # an event may have beaten the subscription
                     if timeout is not None and time.monotonic() - idle_since >= timeout:
                         return

@@ -18,17 +18,49 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
 from . import protocol
-from .discovery import default_data_dir, is_locked, read_lock_info
-from .errors import ProtocolError, TooLargeError, UnavailableError, error_from_wire
+from .discovery import default_data_dir, is_locked, read_lock_info, starting_daemon
+from .errors import (
+    FlowdError,
+    InvalidArgumentError,
+    ProtocolError,
+    TooLargeError,
+    UnavailableError,
+    error_from_wire,
+)
+from .hints import start_hint
 
 
-def start_hint(data_dir: Path | None) -> str:
-    where = f" --data-dir {data_dir}" if data_dir else ""
-    return (f"start it with `flowd{where}` (or `make run`, or `systemctl --user start flowd`), "
-            "or pass autostart=True")
+def down_error(what: str, data_dir: Path | None) -> UnavailableError:
+    """UnavailableError for a daemon that is not running: ``what`` plus how to start one.
+
+    ``data`` keeps ``what`` and the dir, so flowctl can name its own way instead
+    (``--autostart``, not ``autostart=True``).
+    """
+    return UnavailableError(f"{what}; {start_hint(data_dir, cli=False)}",
+                            {"hint": "start", "what": what,
+                             "data_dir": None if data_dir is None else str(data_dir)})
+
+
+def limit_of(hello: Any) -> int:
+    """The request limit a hello reply reports (the protocol default if it says none)."""
+    value = hello.get("max_request_bytes") if isinstance(hello, dict) else None
+    return value if type(value) is int and value > 0 else protocol.MAX_REQUEST_BYTES
+
+
+def check_size(op: str, size: int, limit: int) -> None:
+    """Refuse locally what the daemon would refuse: no round trip, a clear error."""
+    if size > limit:
+        raise TooLargeError(f"{op}: request of {size} bytes exceeds the daemon's limit of "
+                            f"{limit} bytes (--max-request-bytes)", {"limit": limit, "size": size})
+
+
+def _alive(pid: Any) -> bool:
+    """The lock file's pid is a live process (a crashed predecessor's stale content is not)."""
+    return type(pid) is int and pid > 0 and psutil.pid_exists(pid)
 
 
 class Endpoints:
@@ -43,30 +75,57 @@ class Endpoints:
         self.events: str | None = None
 
     def resolve(self, deadline: float) -> str:
+        """The request endpoint. A daemon that holds the lock but has not advertised
+        its endpoint yet (it is loading), or was started and has not taken the lock yet,
+        is waited for until ``deadline``."""
         if self.explicit:
             return self.explicit
-        assert self.data_dir is not None
-        started = False
+        d = self.data_dir
+        assert d is not None
+        spawned = False
         while True:
-            info = read_lock_info(self.data_dir)
-            if info and isinstance(info.get("endpoint"), str) and is_locked(self.data_dir):
-                self.events = info.get("events")
-                return info["endpoint"]
-            if not is_locked(self.data_dir):
-                if not self.autostart:
-                    raise UnavailableError(
-                        f"no flowd is running for data dir {self.data_dir}: "
-                        + start_hint(self.data_dir))
-                if not started:
-                    spawn_daemon(self.data_dir)
-                    started = True
+            if is_locked(d):
+                info = read_lock_info(d) or {}
+                if isinstance(info.get("endpoint"), str) and _alive(info.get("pid")):
+                    self.events = info.get("events")
+                    return info["endpoint"]
+            elif self.autostart and not spawned:
+                spawn_daemon(d)
+                spawned = True
+            elif not spawned and starting_daemon(d) is None:
+                raise self.not_running()
             if time.monotonic() >= deadline:
-                raise UnavailableError(f"flowd for {self.data_dir} did not come up in time; "
-                                       f"see {self.data_dir / 'flowd.log'}")
+                raise self.not_ready(spawned)
             time.sleep(0.02)
+
+    def not_running(self) -> FlowdError:
+        d = self.data_dir
+        if d is not None and d.exists() and not d.is_dir():
+            return InvalidArgumentError(f"data dir {d} is not a directory")
+        return down_error(f"no flowd is running for data dir {d}", d)
+
+    def not_ready(self, spawned: bool) -> UnavailableError:
+        d = self.data_dir
+        if spawned:
+            return UnavailableError(f"the flowd started for data dir {d} did not come up in "
+                                    f"time; see {d / 'flowd.log' if d else 'its log'}")
+        return UnavailableError(f"the flowd for data dir {d} is starting but was not ready in "
+                                "time (still loading a big store?); retry, or see its log")
 
     def daemon_down(self) -> bool:
         return self.data_dir is not None and not self.explicit and not is_locked(self.data_dir)
+
+    def no_answer(self, endpoint: str | None, timeout: float) -> UnavailableError:
+        """No reply within the deadline: say why only as far as the lock can tell."""
+        if self.explicit:
+            return UnavailableError(f"nothing answered at {endpoint} within {timeout:g} s: "
+                                    "is a flowd listening there?")
+        if self.daemon_down():
+            return down_error(f"flowd for data dir {self.data_dir} stopped before it answered",
+                              self.data_dir)
+        return UnavailableError(f"flowd at {endpoint} holds data dir {self.data_dir} but did "
+                                f"not answer within {timeout:g} s (busy, stopped or stuck); "
+                                "see its log")
 
 
 def spawn_daemon(data_dir: Path) -> None:
@@ -96,6 +155,8 @@ class Connection:
         self._sock: zmq.Socket | None = None
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
+        #: the daemon's request limit, from hello on the current socket
+        self._limit: int | None = None
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
@@ -124,23 +185,33 @@ class Connection:
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
+        self._limit = None  # the next socket may reach a restarted daemon
 
     def request(self, op: str, args: dict[str, Any], write: bool,
                 timeout: float | None = None) -> tuple[Any, int | None]:
         """Send one request and wait for its reply; returns (result, revision)."""
         self._check_fork()
+        timeout = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + timeout
         with self._lock:
             key = (self.client_id, next(self._seq)) if write else None
             rid = next(self._ids)
             frame = protocol.build_request(rid, op, args, key)
-            if len(frame) > protocol.MAX_REQUEST_BYTES:
-                # the daemon would drop the connection without a reply: say so now
-                raise TooLargeError(f"{op}: request of {len(frame)} bytes exceeds "
-                                    f"{protocol.MAX_REQUEST_BYTES}")
-            return self._attempts(rid, frame, timeout if timeout is not None else self.timeout)
+            if len(frame) > protocol.MIN_REQUEST_LIMIT:
+                check_size(op, len(frame), self._daemon_limit(deadline, timeout))
+            return self._attempts(rid, frame, deadline, timeout)
 
-    def _attempts(self, rid: int, frame: bytes, timeout: float) -> tuple[Any, int | None]:
-        deadline = time.monotonic() + timeout
+    def _daemon_limit(self, deadline: float, timeout: float) -> int:
+        """The limit the daemon reported in hello, asked once per socket: a request
+        over it is refused here instead of being sent."""
+        if self._limit is None:
+            rid = next(self._ids)
+            result, _ = self._attempts(rid, protocol.hello_request(rid), deadline, timeout)
+            self._limit = limit_of(result)
+        return self._limit
+
+    def _attempts(self, rid: int, frame: bytes, deadline: float,
+                  timeout: float) -> tuple[Any, int | None]:
         attempts = self.retries + 1
         for attempt in range(attempts):
             sock = self._socket(deadline)
@@ -154,10 +225,8 @@ class Connection:
             self._drop_socket()
             if self.endpoints.daemon_down() or time.monotonic() >= deadline:
                 break
-        where = getattr(self, "_endpoint", self.endpoints.explicit)
-        raise UnavailableError(
-            f"flowd at {where} did not answer within {timeout:g} s; is it running? "
-            + start_hint(self.endpoints.data_dir))
+        raise self.endpoints.no_answer(getattr(self, "_endpoint", self.endpoints.explicit),
+                                       timeout)
 
     @staticmethod
     def _receive(sock: zmq.Socket, rid: int, until: float) -> dict[str, Any] | None:

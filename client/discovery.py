@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import portalocker
+import psutil
 
 LOCK_NAME = "flowd.lock"
 SOCKET_NAME = "flowd.sock"
@@ -59,3 +60,41 @@ def is_locked(data_dir: Path) -> bool:
             return True
         portalocker.unlock(f)
         return False
+
+
+def _data_dir_arg(cmdline: list[str]) -> str | None:
+    for i, arg in enumerate(cmdline):
+        if arg == "--data-dir" and i + 1 < len(cmdline):
+            return cmdline[i + 1]
+        if arg.startswith("--data-dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _is_flowd(cmdline: list[str]) -> bool:
+    """``flowd ...``, ``python /venv/bin/flowd ...`` or ``python -m flowd ...``."""
+    head = cmdline[:3]
+    return (any(os.path.basename(a) == "flowd" for a in head[:2])
+            or any(a == "-m" and b == "flowd" for a, b in zip(head, head[1:], strict=False)))
+
+
+def starting_daemon(data_dir: Path) -> int | None:
+    """The pid of a flowd started for ``data_dir`` (``--data-dir``) that has not taken
+    its lock yet: a client right after ``Popen(flowd)`` waits for it instead of saying
+    "not running". Scans the process table, so only the not-running path calls it."""
+    try:
+        want = Path(data_dir).resolve()
+    except OSError:
+        return None
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        arg = _data_dir_arg(cmdline) if _is_flowd(cmdline) else None
+        if arg is None:
+            continue
+        try:
+            where = Path(arg) if os.path.isabs(arg) else Path(proc.cwd()) / arg
+            if where.expanduser().resolve() == want:
+                return proc.info["pid"]
+        except (psutil.Error, OSError):
+            continue
+    return None

@@ -26,8 +26,12 @@ from .errors import (
 )
 
 PROTOCOL_VERSION = 1
-#: Largest request frame the daemon accepts (ZMQ_MAXMSGSIZE on its socket).
+#: Default of the largest request the daemon accepts (``--max-request-bytes``); a
+#: daemon reports its configured limit in ``hello`` and clients check against that.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: The smallest limit a daemon can be configured with: frames up to this size need
+#: no hello to know they fit.
+MIN_REQUEST_LIMIT = 1024
 #: Largest reply a client accepts (a page of get_all_flows stays well under it).
 MAX_REPLY_BYTES = 512 * 1024 * 1024
 #: Deepest nesting of a value inside a plan or flow (flows.json adds 4 levels).
@@ -265,6 +269,32 @@ def unpack(frame: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Any:
         raise ProtocolError(f"undecodable message: {type(exc).__name__}: {exc}") from None
 
 
+def socket_limit(max_request_bytes: int) -> int:
+    """ZMQ_MAXMSGSIZE for a daemon with this request limit: a bit above it, so that a
+    modestly oversized request still reaches :func:`parse_request` and gets a TOO_LARGE
+    reply, while a huge frame is dropped by ZeroMQ before it is buffered whole."""
+    return max_request_bytes + max(64 * 1024, max_request_bytes // 8)
+
+
+def peek_request_id(frame: bytes) -> int | None:
+    """The ``id`` of a request too large to decode, read from its first bytes only.
+
+    Requests put ``v`` and ``id`` before ``args`` (see :func:`build_request`), so
+    the reply to an oversized request can still be matched by the client.
+    """
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=256, max_str_len=16,
+                                max_bin_len=0, max_array_len=0, max_map_len=16, max_ext_len=0)
+    unpacker.feed(frame[:256])
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key, value = unpacker.unpack(), unpacker.unpack()
+            if key == "id":
+                return value if type(value) is int and 0 <= value <= INT_MAX else None
+    except Exception:  # anything but a well-formed small prefix: no id to answer
+        return None
+    return None
+
+
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
@@ -272,13 +302,20 @@ def pack(obj: Any) -> bytes:
 REQUEST_KEYS = frozenset({"v", "id", "op", "args", "key"})
 
 
-def parse_request(frame: bytes) -> tuple[Any, str, dict[str, Any], tuple[str, int] | None]:
+def parse_request(frame: bytes, max_bytes: int = MAX_REQUEST_BYTES,
+                  ) -> tuple[Any, str, dict[str, Any], tuple[str, int] | None]:
     """Decode and check a request; returns (id, op, args, idempotency key).
 
     Raises FlowdError with ``request_id`` set in ``data`` when the id could be read,
-    so that the error reply can still be matched by the client.
+    so that the error reply can still be matched by the client. ``max_bytes`` is
+    the daemon's configured limit; a bigger frame gets TOO_LARGE.
     """
-    msg = unpack(frame)
+    if len(frame) > max_bytes:
+        raise TooLargeError(f"request of {len(frame)} bytes exceeds the daemon's limit of "
+                            f"{max_bytes} bytes (--max-request-bytes)",
+                            {"request_id": peek_request_id(frame), "limit": max_bytes,
+                             "size": len(frame)})
+    msg = unpack(frame, max_bytes)
     if type(msg) is not dict:
         raise ProtocolError("a request must be a map")
     rid = msg.get("id")
@@ -323,6 +360,11 @@ def build_request(rid: int, op: str, args: dict[str, Any],
         return pack(msg)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidArgumentError(f"{op}: arguments cannot be sent: {exc}") from None
+
+
+def hello_request(rid: int) -> bytes:
+    """The hello a client sends on a new connection to learn the daemon's limits."""
+    return build_request(rid, "hello", {"version": PROTOCOL_VERSION, "client": "flowd_client"})
 
 
 def reply_ok(rid: Any, result: Any, rev: int | None = None) -> bytes:

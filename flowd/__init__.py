@@ -1,3 +1,5 @@
 """flowd: the daemon that owns the shared store of flows."""
 
-__version__ = "0.1.0"
+from flowd_client import __version__  # the one version of the distribution
+
+__all__ = ["__version__"]

@@ -1,8 +1,9 @@
 """``flowd``: configuration, logging, signals, systemd notify, then the loop.
 
-Exit codes: 0 after a clean stop (final snapshot written), 1 when the final
-snapshot failed (the journal still holds everything) or the data dir cannot
-be opened, 2 for a bad configuration, 3 when another daemon holds the data dir.
+Exit codes (:mod:`flowd_client.exitcodes`, shared with flowctl): OK after a
+clean stop (final snapshot written), FAILED when the final snapshot failed
+(the journal still holds everything) or the data dir cannot be opened, USAGE
+for a bad configuration, BUSY when another daemon holds the data dir.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import os
 import sys
 import tracemalloc
+
+from flowd_client.exitcodes import BUSY, FAILED, OK, USAGE
 
 from .config import ConfigError, load_config, reload_live
 from .logsetup import reopen_logs, setup_logging
@@ -54,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(argv)
     except ConfigError as exc:
         print(f"flowd: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     if config.check_config:
         print(json.dumps(config.describe(), indent=2))
-        return 0
+        return OK
     setup_logging(config.log_level, config.log_file)
     if config.tracemalloc:
         tracemalloc.start()
@@ -67,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         rt.open()
     except DataDirBusy as exc:
         print(f"flowd: {exc}", file=sys.stderr)
-        return 3
+        return BUSY
     except OSError as exc:
         print(f"flowd: cannot open the data dir {config.data_dir}: {exc}", file=sys.stderr)
-        return 1
+        return FAILED
     notifier = Notifier()
     server = Server(rt, notifier)
     server.on_reload = _reloader(config, argv)
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = rt.close()
         notifier.close()
     log.info("stopped")
-    return 0 if ok else 1
+    return OK if ok else FAILED
 
 
 def _heap_stats() -> dict:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowd_client import discovery
+from flowd_client import __version__, discovery, exitcodes, protocol
+from flowd_client.cli_output import OneLineParser
 
 from . import logsetup
 from .config_values import (
-    KiB,
     MiB,
     is_loopback,
     split_tcp,
@@ -130,9 +130,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("journal_max_bytes", to_size(1), 64 * MiB,
              "journal size that forces a snapshot; accepts K/M/G suffixes (binary)",
              "64M", "BYTES"),
-    _Setting("max_request_bytes", to_size(KiB), 16 * MiB,
-             "largest request frame accepted; bigger frames drop the connection "
-             "(at least 1K; K/M/G suffixes)", "16M", "BYTES"),
+    _Setting("max_request_bytes", to_size(protocol.MIN_REQUEST_LIMIT), 16 * MiB,
+             "largest request accepted; a bigger one gets a TOO_LARGE reply (far bigger "
+             "frames, over 1/8 or 64K above it, drop the connection); clients learn it "
+             "from hello (at least 1K; K/M/G suffixes)", "16M", "BYTES"),
     _Setting("history", to_count, 10000,
              "revisions kept in memory for the change feed (watchers further behind resync)",
              "10000", "N"),
@@ -161,13 +162,15 @@ as top-level keys, e.g.:
 Unknown keys are an error. Relative paths in the file are relative to the file.
 Boolean variables accept 1/0, true/false, yes/no; empty variables are ignored.
 SIGHUP re-reads the configuration: log_level is applied, the log file is reopened,
-and other changed settings are logged as needing a restart."""
+and other changed settings are logged as needing a restart.
+
+{exitcodes.epilog()}"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `flowd` command line; every option documents its variable and default.
     Defaults are suppressed so load_config can tell "given" from "not given"."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="flowd", description="Serve a shared store of flows over ZeroMQ.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS)
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(s.option, metavar=s.metavar, help=text)
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print it and exit")
+    parser.add_argument("--version", action="version", version=f"flowd {__version__}")
     return parser
 
 
@@ -252,6 +256,7 @@ def _build(layers: Mapping[str, tuple[Any, str, Path | None]], env: Mapping[str,
 
 def _validate(config: Config) -> None:
     """Rules that involve more than one setting or the file system."""
+    _check_data_dir(config)
     for name in ("endpoint", "events_endpoint"):
         value = getattr(config, name)
         if value is None or not value.startswith("tcp://"):
@@ -264,6 +269,18 @@ def _validate(config: Config) -> None:
     if config.endpoint is not None and config.endpoint == config.events_endpoint:
         raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
                           f"same as endpoint ({config.endpoint})")
+
+
+def _check_data_dir(config: Config) -> None:
+    """A data dir path through a regular file can never be opened: say so as a
+    configuration error (exit 2) before anything tries to create it."""
+    for path in (config.data_dir, *config.data_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is" if path == config.data_dir else f"is under {path}, which is"
+                raise ConfigError(f"invalid data_dir from {config.sources['data_dir']}: "
+                                  f"{config.data_dir} {what} not a directory")
+            return
 
 
 def _expand_user(value: str, env: Mapping[str, str]) -> Path:

@@ -104,31 +104,34 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def scan_segment(path: Path) -> tuple[int, int, str | None]:
-    """(records, torn tail bytes, corruption) of one segment; reads, never moves anything."""
+def scan_segment(path: Path) -> tuple[int, int, int, str | None]:
+    """(records, bytes they take, torn tail bytes, corruption) of one segment; reads,
+    never moves anything. The bytes are the daemon's count too (``stats`` journal
+    bytes): the zeroed space a segment reserves ahead of its writes is not in them."""
     data = path.read_bytes()
     got = journal_mod.parse_segment(data)
     if got.tail == "corrupt":
         where = "unreadable header" if got.head is None else (
             f"bad record at byte {got.end} of {len(data)}")
-        return len(got.records), 0, where
+        return len(got.records), got.end, 0, where
     torn = len(data.rstrip(b"\0")) - got.end if got.tail == "torn" else 0
-    return len(got.records), torn, None
+    return len(got.records), got.end, torn, None
 
 
 def check_journal(d: Path) -> Check:
     segs = sorted(p for p in d.iterdir() if journal_mod.SEGMENT_RE.match(p.name))
     if not segs:
         return Check("journal", "ok", "no segments: everything is in flows.json")
-    total, torn, bad, size = 0, [], [], 0
+    total, torn, bad, used, disk = 0, [], [], 0, 0
     for p in segs:
-        records, torn_bytes, corrupt = scan_segment(p)
-        total, size = total + records, size + p.stat().st_size
+        records, nbytes, torn_bytes, corrupt = scan_segment(p)
+        total, used, disk = total + records, used + nbytes, disk + p.stat().st_size
         if corrupt:
             bad.append(f"{p.name}: {corrupt}")
         elif torn_bytes:
             torn.append(f"{p.name}: torn tail of {torn_bytes} bytes")
-    msg = f"{len(segs)} segments, {total} records, {size} bytes"
+    ahead = f" ({disk} on disk with the space reserved ahead)" if disk != used else ""
+    msg = f"{len(segs)} segments, {total} records, {used} bytes{ahead}"
     if bad:
         return Check("journal", "fail", f"{msg}; corrupt: {'; '.join(bad)}",
                      "flowd replays the records before the damage and keeps that segment and "

@@ -16,7 +16,10 @@ Commands:
 The doctor checks live in :mod:`flowd.doctor`, the loading both share in
 :mod:`flowd.offline_load`.
 
-Exit codes: 0 ok, 1 failure (or a FAIL check), 2 usage.
+Exit codes: the shared table (:mod:`flowd_client.exitcodes`): 1 failure (or a
+FAIL check), 2 usage, 3 when a running daemon holds the dir. ``--prog NAME``
+names the messages' prefix, so that ``flowctl`` (which runs this) reports a
+failure as one line of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from flowd_client.discovery import is_locked
+from flowd_client.exitcodes import BUSY, FAILED, INTERRUPTED
 
 from .doctor import doctor
 from .offline_load import OfflineError, load_flows
@@ -37,6 +41,8 @@ from .storage.fsio import atomic_write
 from .storage.snapshot import View, encode
 
 _CORE_META = ("last_saved", "file_revision", "revision")
+#: the prefix of messages on stderr (``--prog``)
+PROG = ["flowd.offline"]
 _CORE_TOP = ("version", "meta", "current_flow_id", "flows")
 
 #: (pattern over a migration note, what the summary counts it as)
@@ -89,7 +95,8 @@ def _refuse_if_held(*paths: Path) -> None:
         d = p.resolve().parent
         if is_locked(d):
             raise OfflineError(f"a running flowd holds {d}; stop it first (flowd migrates its "
-                               "own flows.json on start and keeps the original as a backup)")
+                               "own flows.json on start and keeps the original as a backup)",
+                               BUSY)
 
 
 def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
@@ -121,7 +128,7 @@ def normalize(path: Path) -> int:
     """Print the 3.0 form of any flows file (notes on stderr): for ``flowctl import``."""
     got = load_flows(path, progress=False)
     if got.notes:
-        print(f"note: {path}: {got.notes[0]}", file=sys.stderr)
+        print(f"{PROG[0]}: note: {path}: {got.notes[0]}", file=sys.stderr)
         print("\n".join(summarize(got.notes)), file=sys.stderr)
     return _emit(view_of(got.doc, bump=False))
 
@@ -140,6 +147,7 @@ def _emit(view: View) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flowd.offline",
                                 description="offline tools over a flowd data dir")
+    p.add_argument("--prog", default="flowd.offline", help="prefix of the messages")
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("migrate", help="convert a legacy flows.json to schema 3.0")
     m.add_argument("src", type=Path)
@@ -165,16 +173,21 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; errors become one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
+    PROG[0] = args.prog
     try:
         return _run(args)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except (OfflineError, OSError) as exc:
-        print(f"flowd.offline: {exc}", file=sys.stderr)
-        return 1
+        return FAILED
+    except OfflineError as exc:
+        print(f"{args.prog}: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename and exc.strerror else str(exc)
+        print(f"{args.prog}: {text}", file=sys.stderr)
+        return FAILED
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

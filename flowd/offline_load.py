@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowd_client.exitcodes import FAILED
+
 from .storage.migrate import CorruptFileError
 
 #: files at least this big get a progress bar while they load
@@ -17,7 +19,11 @@ PROGRESS_MIN_BYTES = 8 << 20
 
 
 class OfflineError(Exception):
-    """A refusal or failure reported as one line, exit code 1."""
+    """A refusal or failure reported as one line, exit ``code`` (FAILED unless said)."""
+
+    def __init__(self, message: str, code: int = FAILED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def load_flows(path: Path, *, progress: bool = True) -> Any:

@@ -75,7 +75,8 @@ class Runtime:
         self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
                                                                   EVENTS_SOCKET_NAME)
         self.service = Service(self.store, self.journal, self.snap, history=settings.history,
-                               info={"events": self.events, "server": __version__})
+                               info={"events": self.events, "server": __version__},
+                               max_request_bytes=settings.max_request_bytes)
         self.recovery: Recovery | None = None
 
     # ------------------------------------------------------------ start

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from flowd_client.protocol import socket_limit
 
 from .notify import watchdog_interval
 from .runtime import Runtime
@@ -42,7 +43,8 @@ class Server:
         self.notifier = notifier
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.MAXMSGSIZE, rt.max_request_bytes)
+        # a bit above the limit: a modestly oversized request gets a TOO_LARGE reply
+        self.router.setsockopt(zmq.MAXMSGSIZE, socket_limit(rt.max_request_bytes))
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.setsockopt(zmq.RCVHWM, 100_000)

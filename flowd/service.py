@@ -54,8 +54,11 @@ class Service:
     """Owns the store's request path; the server loop feeds it frames."""
 
     def __init__(self, store: Store, journal: Any, snapshotter: Any, *,
-                 history: int = 10_000, info: dict[str, Any] | None = None) -> None:
+                 history: int = 10_000, info: dict[str, Any] | None = None,
+                 max_request_bytes: int = protocol.MAX_REQUEST_BYTES) -> None:
         self.store = store
+        #: the configured request limit: enforced here, reported by hello
+        self.max_request_bytes = max_request_bytes
         self.journal = journal
         self.snap = snapshotter
         self.history = History(history, store.revision)
@@ -76,7 +79,7 @@ class Service:
     def handle(self, client: bytes, frame: bytes) -> Out:
         """One request frame; returns the replies that can go out now."""
         try:
-            rid, op, args, key = protocol.parse_request(frame)
+            rid, op, args, key = protocol.parse_request(frame, self.max_request_bytes)
         except FlowdError as exc:
             return [(client, self._refuse(exc, exc.data.get("request_id")))]
         except Exception:  # a checker bug must cost one request, never the daemon
@@ -127,7 +130,7 @@ class Service:
                 f"{protocol.PROTOCOL_VERSION}", {"server": protocol.PROTOCOL_VERSION,
                                                  "client": args["version"]})
         return {"protocol": protocol.PROTOCOL_VERSION, "revision": self.store.revision,
-                "max_request_bytes": protocol.MAX_REQUEST_BYTES, **self.info}
+                "max_request_bytes": self.max_request_bytes, **self.info}
 
     def _write(self, client: bytes, rid: int, op: str, args: dict[str, Any],
                key: tuple[str, int] | None) -> Out:

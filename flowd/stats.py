@@ -62,6 +62,8 @@ class Stats:
             "errors": dict(self.errors),
             "retried_writes_answered": self.retries,
             "commits": self.commits,
+            "committed_records": self.committed_records,
+            "commit_seconds": round(self.commit_seconds, 6),
             "records_per_commit": round(self.committed_records / self.commits, 2)
             if self.commits else 0.0,
             "avg_commit_seconds": round(avg, 6),

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from itertools import repeat
-from secrets import token_hex
 from typing import Any
+
+from flowd_client.flowids import Deriver
 
 VERSION = "3.0"
 #: keys of a flow that the schema defines, in the order a normalized flow has them
@@ -154,6 +155,8 @@ class Migrator:
         #: entries of ``flows`` that are not objects, kept under ``flows_invalid``
         self.invalid: dict[str, Any] = {}
         self._dup_next: dict[str, int] = {}
+        #: ids for flows that have none, derived from their content
+        self.deriver = Deriver()
 
     def add_flow(self, item: object, key: str | None = None) -> None:
         """One flow: ``key`` is its key in a dict-form file, None in a list-form one."""
@@ -207,23 +210,30 @@ class Migrator:
             self.notes.add(f"flow entry {label} is {json_kind(item)}, not an object: "
                            f"kept under flows_invalid[{where!r}]")
             return None
-        aside: dict[str, Any] = {}
-        fid = self._pick_id(pos, key, item, aside)
-        new = {"id": fid, "name": self._field(fid, item, "name", aside),
-               "plans": self._field(fid, item, "plans", aside),
-               "created": self._field(fid, item, "created", aside),
-               "updated": self._field(fid, item, "updated", aside),
-               "revision": self._revision(fid, item, aside)}
+        fid, raw = self._pick_id(key, item), item.get("id", _MISSING)
+        where = f"flow #{pos}" if key is None else f"flow with key {key!r}"
+        who = where if fid is None else f"flow {fid}"
+        invalid = fid is None and key is None and raw not in (_MISSING, None, "")
+        aside: dict[str, Any] = {"id_invalid": raw} if invalid else {}
+        new = {"id": fid, "name": self._field(who, item, "name", aside),
+               "plans": self._field(who, item, "plans", aside),
+               "created": self._field(who, item, "created", aside),
+               "updated": self._field(who, item, "updated", aside),
+               "revision": self._revision(who, item, aside)}
         for k, v in item.items():
             if k not in _KNOWN:
                 new[k] = v
         for k, v in aside.items():
             stash(new, k, v)
+        if fid is None:  # from the content, now that it is final: the same file, the same id
+            new["id"] = fid = self.deriver.derive(new, lambda c: c not in self.flows)
+            self.notes.add(f"{where} had invalid id {_short(raw)}: assigned {fid}, old value kept "
+                           "as id_invalid" if invalid else f"{where} had no id: assigned {fid}")
         return new
 
-    def _pick_id(self, pos: int, key: str | None, item: dict[str, Any],
-                 aside: dict[str, Any]) -> str:
-        """The key (dict form) or the id field (list form); else fresh; then de-duplicated."""
+    def _pick_id(self, key: str | None, item: dict[str, Any]) -> str | None:
+        """The key (dict form) or the id field (list form), de-duplicated; None when the
+        flow has neither: its id is then derived from its content."""
         raw = item.get("id", _MISSING)
         if key is not None and type(key) is str and key:
             if raw is not _MISSING and raw != key:
@@ -235,22 +245,11 @@ class Migrator:
             if key is not None:
                 self.notes.add(f"flow with key {key!r}: its id field {raw} used as key")
         else:
-            fid = self._fresh_id()
-            where = f"flow #{pos}" if key is None else f"flow with key {key!r}"
-            if raw in (_MISSING, None, "") or key is not None:
-                self.notes.add(f"{where} had no id: assigned {fid}")
-            else:
-                aside["id_invalid"] = raw
-                self.notes.add(f"{where} had invalid id {_short(raw)}: assigned {fid}, "
-                               "old value kept as id_invalid")
+            return None
         if fid in self.flows:
             old, fid = fid, self._dup_id(fid)
             self.notes.add(f"duplicate id {old} renamed {fid}")
         return fid
-
-    def _fresh_id(self) -> str:
-        fid = "flow_" + token_hex(4)
-        return fid if fid not in self.flows else self._fresh_id()
 
     def _dup_id(self, fid: str) -> str:
         """``<id>_dup``, ``<id>_dup2``, ...: the first free one (nothing is freed meanwhile)."""
@@ -262,7 +261,7 @@ class Migrator:
                 self._dup_next[fid] = n
                 return cand
 
-    def _field(self, fid: str, item: dict[str, Any], field: str, aside: dict[str, Any]) -> Any:
+    def _field(self, who: str, item: dict[str, Any], field: str, aside: dict[str, Any]) -> Any:
         """``name``/``plans``/``created``/``updated``: kept if of the right type,
         else a default ("" / [] / now); a wrong-typed value is kept aside (a
         number or boolean name is coerced with str() instead)."""
@@ -272,23 +271,23 @@ class Migrator:
             return value
         default = self.now if make is None else make()
         if value is _MISSING or value is None:
-            self.notes.add(f"flow {fid} had no {field}: set to {shown}")
+            self.notes.add(f"{who} had no {field}: set to {shown}")
         elif field == "name" and isinstance(value, (int, float)):
-            self.notes.add(f"flow {fid}: name {_short(value)} ({json_kind(value)}) coerced to "
+            self.notes.add(f"{who}: name {_short(value)} ({json_kind(value)}) coerced to "
                            f"{str(value)!r}")
             return str(value)
         else:
             aside[f"{field}_invalid"] = value
-            self.notes.add(f"flow {fid}: {field} of type {json_kind(value, False)} kept as "
+            self.notes.add(f"{who}: {field} of type {json_kind(value, False)} kept as "
                            f"{field}_invalid, {field} set to {shown}")
         return default
 
-    def _revision(self, fid: str, item: dict[str, Any], aside: dict[str, Any]) -> int:
+    def _revision(self, who: str, item: dict[str, Any], aside: dict[str, Any]) -> int:
         rev = item.get("revision", 0)
         if type(rev) is int:
             return rev
         aside["revision_invalid"] = rev
-        self.notes.add(f"flow {fid}: revision {_short(rev)} is not an integer: kept as "
+        self.notes.add(f"{who}: revision {_short(rev)} is not an integer: kept as "
                        "revision_invalid, revision set to 0")
         return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from flowd_client import FlowClient, cli_transfer
 from flowd_client.cli_context import CliError
+from flowd_client.exitcodes import BUSY, FAILED, UNAVAILABLE, USAGE
 
 RUN_TIMEOUT = 60
 ID = re.compile(r"^flow_[0-9a-f]{8}$")
@@ -39,9 +40,9 @@ def jsonout(*args: str, data_dir: Path) -> object:
     return json.loads(ok(*args, "--json", data_dir=data_dir))
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 1) -> None:
-    assert proc.returncode == code
-    assert proc.stderr.startswith("flowctl: ") and "Traceback" not in proc.stderr
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = FAILED) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.startswith("flowctl: ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
 # ------------------------------------------------------------------ flow commands
@@ -86,10 +87,14 @@ def test_json_outputs_parse(daemon) -> None:
 
 
 def test_usage_errors_exit_2(daemon) -> None:
-    assert_one_line_error(flowctl("add", "x", "--plans", "{", data_dir=daemon.data_dir), 2)
-    assert_one_line_error(flowctl("add", "x", "--plans", "{}", data_dir=daemon.data_dir), 2)
-    assert flowctl("no-such-command", data_dir=daemon.data_dir).returncode == 2
-    assert flowctl().returncode == 2
+    for plans in ("{", "{}", "[1]", '[{"a": 1}, "x"]'):
+        assert_one_line_error(flowctl("add", "x", "--plans", plans, data_dir=daemon.data_dir),
+                              USAGE)
+    assert_one_line_error(flowctl("add", "x" * 5000, data_dir=daemon.data_dir), USAGE)
+    assert flowctl("no-such-command", data_dir=daemon.data_dir).returncode == USAGE
+    assert flowctl().returncode == USAGE
+    assert flowctl("--json", "add", "x", data_dir=daemon.data_dir).returncode == USAGE
+    assert jsonout("stats", data_dir=daemon.data_dir)["flows"] == 0  # nothing was added
 
 
 def test_watch_prints_each_change(daemon) -> None:
@@ -119,14 +124,15 @@ def test_ping_wait_against_a_down_daemon(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc = flowctl("ping", "--wait", "1", data_dir=tmp_path / "nothing-here", timeout=30)
     assert time.monotonic() - t0 < 10
-    assert_one_line_error(proc)
-    assert "not running" in proc.stderr or "no flowd" in proc.stderr
+    assert_one_line_error(proc, UNAVAILABLE)
+    assert "no flowd is running" in proc.stderr and "--autostart" in proc.stderr
+    assert "autostart=True" not in proc.stderr and "make run" not in proc.stderr
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "flowd_client.cli", "--endpoint",
                            f"ipc://{tmp_path}/none.sock", "--timeout", "0.5", "ping", "--wait",
                            "1"], capture_output=True, text=True, timeout=30)
     assert time.monotonic() - t0 < 10
-    assert_one_line_error(proc)
+    assert_one_line_error(proc, UNAVAILABLE)
 
 
 def test_ping_wait_sees_a_daemon_come_up(make_daemon, tmp_path: Path) -> None:
@@ -143,10 +149,10 @@ def test_status_up_and_down(daemon) -> None:
     assert "flows.json" in out and "behind the store" in out
     assert daemon.stop() == 0
     proc = flowctl("status", data_dir=d)
-    assert_one_line_error(proc)
+    assert_one_line_error(proc, UNAVAILABLE)
     assert "not running" in proc.stderr
     down = flowctl("status", "--json", data_dir=d)
-    assert down.returncode == 1 and json.loads(down.stdout)["running"] is False
+    assert down.returncode == UNAVAILABLE and json.loads(down.stdout)["running"] is False
 
 
 # ------------------------------------------------------------------ export, import
@@ -259,7 +265,8 @@ def test_migrate_refuses_a_running_daemons_dir(daemon) -> None:
     src = daemon.data_dir / "legacy.json"
     src.write_text(json.dumps({"flows": []}))
     proc = flowctl("migrate", str(src), data_dir=daemon.data_dir)
-    assert proc.returncode == 1 and "running flowd" in proc.stderr
+    assert_one_line_error(proc, BUSY)
+    assert "running flowd" in proc.stderr
 
 
 def test_doctor_healthy_and_corrupt(daemon, tmp_path: Path) -> None:

@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 import zmq
 from flowd_client import FlowClient
-from flowd_client.protocol import MAX_REQUEST_BYTES, PROTOCOL_VERSION, build_request
+from flowd_client.protocol import (
+    MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
+    build_request,
+    socket_limit,
+)
 from fuzz_frames import (
     SEED,
     all_fuzz_frames,
@@ -150,14 +155,19 @@ def test_odd_envelopes_and_oversize_frames(setup) -> None:
         assert raw.recv()["id"] == 1
         for size in (MAX_REQUEST_BYTES + 1, MAX_REQUEST_BYTES + 1000):
             raw.reopen()
-            raw.sock.send(b"\x00" * size)  # the daemon drops this connection
-            assert raw.recv(timeout=1.0) is None
-            assert daemon.proc.poll() is None and c.ping()["pong"] is True
+            raw.sock.send(b"\x00" * size)  # over the limit, under ZMQ_MAXMSGSIZE: an answer
+            reply = raw.recv()
+            assert reply["error"]["code"] == "TOO_LARGE" and reply["id"] is None
+        raw.reopen()
+        raw.sock.send(b"\x00" * (socket_limit(MAX_REQUEST_BYTES) + 1))  # ZeroMQ drops it
+        assert raw.recv(timeout=1.0) is None
+        assert daemon.proc.poll() is None and c.ping()["pong"] is True
         big = packb({"v": 1, "id": 3, "op": "add_flow",
                      "args": {"name": "big", "plans": [{"s": "y" * MAX_REQUEST_BYTES}]}})
         raw.reopen()
         raw.sock.send(big)
-        assert raw.recv(timeout=1.0) is None
+        reply = raw.recv()  # matched by its id, read from the frame's first bytes
+        assert reply["id"] == 3 and reply["error"]["code"] == "TOO_LARGE"
         raw.reopen()
         raw.sock.send(ping)  # a fresh connection is served
         assert raw.recv()["id"] == 1

@@ -8,6 +8,7 @@ bytes aside), never as some other exception or a half-loaded store.
 from __future__ import annotations
 
 import gc
+import hashlib
 import tracemalloc
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from flowd_client.flowids import candidate, content_bytes
 
 from flowd.storage import loader, migrate
 from flowd.storage.loader import LoadResult, load_file
@@ -28,9 +30,7 @@ BOTH = pytest.mark.parametrize("threshold", [WHOLE, STREAM], ids=["whole", "stre
 
 @pytest.fixture(autouse=True)
 def determinize(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both paths must agree: give them the same fresh ids and clock."""
-    counter = iter(range(1, 1 << 30))
-    monkeypatch.setattr(migrate, "token_hex", lambda n: f"{next(counter):0{2 * n}x}")
+    """Both paths must agree: give them the same clock (ids are derived from content)."""
     monkeypatch.setattr(migrate, "_now", lambda: "NOW")
 
 
@@ -57,8 +57,6 @@ def legacy_doc() -> dict[str, Any]:
 
 def load_both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[LoadResult, LoadResult]:
     whole = load_file(path, stream_threshold=WHOLE)
-    counter = iter(range(1, 1 << 30))
-    monkeypatch.setattr(migrate, "token_hex", lambda n: f"{next(counter):0{2 * n}x}")
     stream = load_file(path, stream_threshold=STREAM)
     return whole, stream
 
@@ -99,7 +97,8 @@ def test_clean_3_0_file_is_not_migrated(tmp_path: Path) -> None:
 def test_legacy_file_is_migrated(tmp_path: Path, threshold: int) -> None:
     got = load_file(write(tmp_path / "f.json", legacy_doc()), stream_threshold=threshold)
     assert got.migrated is True and got.source_version == "2.0"
-    assert list(got.doc["flows"]) == ["a", "flow_00000001", "a_dup", "a_dup2", "b"]
+    no_id = candidate(hashlib.sha256(content_bytes(got.doc["flows"][list(got.doc["flows"])[1]])), 0)
+    assert list(got.doc["flows"]) == ["a", no_id, "a_dup", "a_dup2", "b"]
     assert got.doc["current_flow_id"] == "b"
     assert got.doc["flows_invalid"] == {"#5": 17}
     assert got.doc["meta"] == {"file_revision": 4, "m": {"x": 0.5}, "revision": 3}

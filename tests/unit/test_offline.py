@@ -13,6 +13,7 @@ from pathlib import Path
 import portalocker
 import pytest
 from flowd_client.discovery import LOCK_NAME
+from flowd_client.exitcodes import BUSY
 
 from flowd import doctor, offline
 from flowd.storage.journal import frame
@@ -98,7 +99,7 @@ def test_migrate_refuses_a_dir_a_daemon_holds(data_dir: Path, capsys) -> None:
     src = _write(data_dir / "flows.json", LEGACY)
     with open(data_dir / LOCK_NAME, "a+b") as f:
         portalocker.lock(f, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        assert offline.main(["migrate", str(src)]) == 1
+        assert offline.main(["migrate", str(src)]) == BUSY
     assert "running flowd holds" in capsys.readouterr().err
     assert not list(data_dir.glob("*.backup-*"))
 
@@ -173,7 +174,8 @@ def _segment(path: Path, *frames: bytes) -> None:
 def test_doctor_journal_torn_tail_is_a_warning(data_dir: Path) -> None:
     seg = data_dir / "journal-00000001.log"
     _segment(seg, frame({"rev": 1}), frame({"rev": 2})[:-3])
-    assert doctor.scan_segment(seg)[:2] == (1, len(frame({"rev": 2})) - 3)
+    head_and_one = len(frame({"journal": 1, "seq": 1, "base": 1})) + len(frame({"rev": 1}))
+    assert doctor.scan_segment(seg)[:3] == (1, head_and_one, len(frame({"rev": 2})) - 3)
     assert _statuses(data_dir)["journal"] == "warn"
 
 
@@ -181,7 +183,7 @@ def test_doctor_journal_corruption_fails_and_moves_nothing(data_dir: Path) -> No
     seg = data_dir / "journal-00000001.log"
     _segment(seg, frame({"rev": 1}), b"\x07garbage\x00", frame({"rev": 2}))
     before = sorted(p.name for p in data_dir.iterdir())
-    records, torn, corrupt = doctor.scan_segment(seg)
+    records, _, torn, corrupt = doctor.scan_segment(seg)
     assert records == 1 and torn == 0 and "bad record" in corrupt
     checks = {c.name: c for c in doctor.doctor_checks(data_dir)}
     assert checks["journal"].status == "fail" and seg.name in checks["journal"].message

@@ -200,11 +200,17 @@ class Service:
             out.extend((c, protocol.reply_error(r, err)) for c, r in pw.followers)
         return out
 
-    def commit_internal(self, txn: Txn) -> None:
-        """Journal and apply a change flowd makes itself (a stray merge); OSError on failure."""
+    def commit_internal(self, txn: Txn, merge: dict[str, Any] | None = None) -> None:
+        """Journal and apply a change flowd makes itself; OSError on failure (nothing
+        applied). A stray merge (``merge``: its report) is a revision of its own even
+        when it changes no flow, so the feed and the journal both say it happened."""
         record = txn.record()
         if record is None:
-            return
+            if merge is None:
+                return
+            record = {"rev": txn.rev, "ts": txn.ts, "changes": [], "current": txn.current}
+        if merge is not None:
+            record["merge"] = merge
         self.journal.append([record], sync=True)
         self.store.apply_record(record)
         event = build_event(record, self.store)

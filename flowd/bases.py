@@ -341,6 +341,17 @@ class FileMemory:
                     out.setdefault(fid, []).append(v)
         return out
 
+    def older_versions(self, ids: Iterable[str], index: int) -> dict[str, list[Digest]]:
+        """Versions of each id in files before file ``index`` that differ from its own."""
+        wanted = set(ids)
+        out: dict[str, list[Digest]] = {}
+        for e in self.entries[1:index + 1]:
+            for fid in wanted.intersection(e.undo):
+                v = e.undo[fid]
+                if v is not None:
+                    out.setdefault(fid, []).append(v)
+        return out
+
     def ours_digest(self, ours: Mapping[str, dict]) -> Any:
         """Digest of a live flow: from flowd's newest file if unchanged since it."""
         own, own_rev = self.own, self.own_rev

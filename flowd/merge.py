@@ -29,7 +29,7 @@ from itertools import compress, repeat
 
 from .digests import Digest, digest, same
 
-__all__ = ["Base", "MergeResult", "Unknown", "three_way_merge"]
+__all__ = ["Base", "MergeResult", "Unknown", "suspects_of", "three_way_merge"]
 
 REVISION = "revision"
 _EMPTY: dict = {}  # stands in for "not in ours"; never mutated
@@ -86,7 +86,7 @@ class _Acc:
     result: MergeResult = field(default_factory=lambda: MergeResult([], None))
 
 
-def _suspects(ours: Mapping[str, dict], theirs: Mapping[str, dict]) -> list[str]:
+def suspects_of(ours: Mapping[str, dict], theirs: Mapping[str, dict]) -> list[str]:
     """Ids of theirs whose flow is not a sub-map of ours' (theirs order), in C.
 
     A flow the old tool merely re-serialised (``revision`` and unknown keys
@@ -243,7 +243,7 @@ def three_way_merge(base: Base | Unknown, ours: Mapping[str, dict], ours_current
     that is still present.
     """
     acc = _Acc()
-    suspects = _suspects(ours, theirs)
+    suspects = suspects_of(ours, theirs)
     new_ids = sum(1 for fid in suspects if fid not in ours)
     missing = [fid for fid in ours if fid not in theirs] if len(theirs) - new_ids < len(
         ours) else []

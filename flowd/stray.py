@@ -20,7 +20,7 @@ import orjson
 
 from .bases import FileMemory
 from .digests import digest, same
-from .merge import Base, MergeResult, Unknown, three_way_merge
+from .merge import Base, MergeResult, Unknown, suspects_of, three_way_merge
 from .service import Service
 from .snapshotter import Snapshotter
 from .storage import stray_files
@@ -88,7 +88,7 @@ class Strays:
         theirs = doc["flows"]
         for flow in theirs.values():
             flow.pop("revision", None)  # the loader's default: the tool never wrote one
-        picked = pick_base(self.memory, doc)
+        picked = pick_base(self.memory, doc, store.flows)
         result = three_way_merge(picked.base, store.flows, store.current_flow_id, theirs,
                                  doc.get("current_flow_id"),
                                  ours_digest=self.memory.ours_digest(store.flows),
@@ -223,14 +223,17 @@ def _number(doc: dict[str, Any]) -> int | None:
     return value if type(value) is int else None
 
 
-def pick_base(memory: FileMemory, doc: dict[str, Any]) -> Picked:
+def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any]) -> Picked:
     """The file the tool loaded, by the number it claims and then by content.
 
     A tool writes the number it loaded plus one. Candidates carry that number
     (:meth:`FileMemory.candidates`); one that shares no flow id with the tool's
     file is no base (a file from elsewhere with a number that happens to
     match). Of several, the one that explains the tool's file with the fewest
-    changes; a tie goes to the file flowd wrote itself, then the newer.
+    changes; a tie goes to the file flowd wrote itself, then the newer. A
+    tool's file that holds a version older than the base's (a flow as it was
+    in an earlier file) did not come from that base but through a tool's file
+    flowd never saw: its base is unknown.
     """
     theirs = doc["flows"]
     fr = _number(doc)
@@ -243,7 +246,25 @@ def pick_base(memory: FileMemory, doc: dict[str, Any]) -> Picked:
                         "an edit of")
     i, m = maps[0] if len(maps) == 1 else _fewest_changes(memory, maps, theirs)
     entry = memory.entries[i]
+    stale = _stale_copies(memory, i, m, ours, theirs)
+    if stale:
+        return _unknown(memory, theirs, f"it holds versions older than file {entry.number} "
+                        f"({', '.join(stale[:3])}): it was edited from a tool's file flowd "
+                        "never saw")
     return Picked(Base(m, entry.current), entry.number)
+
+
+def _stale_copies(memory: FileMemory, index: int, base: dict, ours: dict[str, Any],
+                  theirs: dict[str, Any]) -> list[str]:
+    """Ids the tool holds as an earlier file had them, unlike the base."""
+    ids = suspects_of(ours, theirs)
+    older = memory.older_versions(ids, index)
+    out = []
+    for fid in older:
+        t = digest(theirs[fid])
+        if not same(t, base.get(fid)) and any(same(t, v) for v in older[fid]):
+            out.append(fid)
+    return out
 
 
 def _fewest_changes(memory: FileMemory, maps: list[tuple[int, dict]],

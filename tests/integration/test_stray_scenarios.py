@@ -92,6 +92,8 @@ class Run:
 
     def __post_init__(self) -> None:
         self.tools: list[Tool] = []
+        #: checks of the merge reports, run after the store itself was compared
+        self.later: list[Callable[[], None]] = []
 
 
 def start(make_daemon: Any, tmp_path: Path) -> Run:
@@ -102,6 +104,10 @@ def start(make_daemon: Any, tmp_path: Path) -> Run:
     c.set_current(ids["A"])
     assert c.save(force=True) is True
     return Run(d, c, ids, data_dir)
+
+
+def _check(ok: bool, report: Any) -> None:
+    assert ok, report
 
 
 def base_state(run: Run) -> State:
@@ -130,7 +136,8 @@ def idle(run: Run) -> tuple[State, str | None]:
     t.do("rename", id=a, name="A-tool")
     t.do("save")
     report = run.merges(1)[-1]
-    assert (report["deleted"], report["added"], report["updated"]) == (1, 1, 1), report
+    run.later.append(lambda: _check((report["deleted"], report["added"], report["updated"])
+                                    == (1, 1, 1), report))
     want = base_state(run)
     del want[b]
     want[a] = ("A-tool", PLANS["A"])
@@ -163,10 +170,12 @@ def busy(run: Run) -> tuple[State, str | None]:
     t.do("delete", id=run.ids["B"])
     new = t.do("add", name="T")
     t.do("rename", id=run.ids["A"], name="A-tool")
-    time.sleep(0.3)  # let the writers and snapshots run while the tool holds its copy
+    t.do("set_plans", id=ws[0], plans=[{"tool": 1}])  # a flow the writers rename meanwhile
+    wait_for("writes and snapshots while the tool holds its copy",
+             lambda: len(names) == 5 and run.c.stats()["snapshot"]["count"] >= 4)
     t.do("save")
-    run.merges(1)
-    time.sleep(0.3)
+    report = run.merges(1)[-1]
+    run.later.append(lambda: _check(ws[0] in report["conflict_ids"], report))
     stop.set()
     writer.join(30)
     want = base_state(run)
@@ -186,7 +195,7 @@ def _tz(run: Run, tz: str) -> tuple[State, str | None]:
     t.do("rename", id=a, name="A-tool")
     t.do("save")
     report = run.merges(1)[-1]
-    assert report["conflicts"] == 0, report
+    run.later.append(lambda: _check(report["conflicts"] == 0, report))
     want = base_state(run)
     want[a], want[b], want[new] = ("A-tool", PLANS["A"]), ("B-daemon", PLANS["B"]), ("T", [])
     return want, new
@@ -207,8 +216,9 @@ def tz_ahead(run: Run) -> tuple[State, str | None]:
     t.do("rename", id=a, name="A-tool")
     t.do("save")
     report = run.merges(1)[-1]
-    assert report["conflict_ids"] == [a], report
-    assert merge_file(run, report)["conflicts"][a]["tool"]["name"] == "A-tool"
+    run.later.append(lambda: _check(report["conflict_ids"] == [a], report))
+    run.later.append(lambda: _check(
+        merge_file(run, report)["conflicts"][a]["tool"]["name"] == "A-tool", None))
     want = base_state(run)
     want[a], want[new] = ("A-daemon", PLANS["A"]), ("T", [])
     return want, new
@@ -219,6 +229,7 @@ def _restart(run: Run, kill: bool) -> tuple[State, str | None]:
     t = run.tool()
     t.do("load")
     assert run.c.delete_flow(a)  # acknowledged: must stay deleted
+    assert run.c.save(force=True)  # flowd's newer file is on disk: the tool's base is older
     if kill:
         run.d.kill()
     else:
@@ -228,7 +239,7 @@ def _restart(run: Run, kill: bool) -> tuple[State, str | None]:
     t.do("delete", id=b)
     t.do("save")
     report = run.merges(1)[-1]
-    assert report["deleted"] == 1 and report["base_known"], report
+    run.later.append(lambda: _check(report["deleted"] == 1 and report["base_known"], report))
     return {c: ("C", PLANS["C"])}, c
 
 
@@ -242,21 +253,30 @@ def sigkill(run: Run) -> tuple[State, str | None]:
 
 
 def fifty_files_old(run: Run) -> tuple[State, str | None]:
-    """The tool's copy is 50 flowd files old; flowd deleted C meanwhile."""
+    """The tool's copy is 50 flowd files old; flowd deleted C meanwhile and renamed B,
+    which the tool's old copy edits too (main dropped that edit without a word)."""
     a, b, c = run.ids["A"], run.ids["B"], run.ids["C"]
+    gone = run.c.add_flow("D")
+    run.c.set_current(a)
+    assert run.c.save(force=True)
     t = run.tool()
     t.do("load")
+    t.do("delete", id=gone)
     assert run.c.delete_flow(c)
     xs = []
     for i in range(50):
         xs.append(run.c.add_flow(f"X{i}"))
         assert run.c.save(force=True)
-    t.do("delete", id=b)
+    run.c.update_flow(b, name="B-daemon")
+    t.do("set_plans", id=b, plans=[{"tool": "old copy"}])  # the old code never bumps updated
     t.do("rename", id=a, name="A-tool")
     t.do("save")
     report = run.merges(1)[-1]
-    assert report["deleted"] == 1 and report["conflicts"] == 0, report
-    want = {a: ("A-tool", PLANS["A"]), **{x: (f"X{i}", []) for i, x in enumerate(xs)}}
+    run.later.append(lambda: _check(report["conflict_ids"] == [b] and report["updated"] == 1,
+                                    report))
+    run.later.append(lambda: _check(report["deleted"] == 1, report))
+    want = {a: ("A-tool", PLANS["A"]), b: ("B-daemon", PLANS["B"]),
+            **{x: (f"X{i}", []) for i, x in enumerate(xs)}}
     return want, xs[-1]
 
 
@@ -289,12 +309,19 @@ def future_updated(run: Run) -> tuple[State, str | None]:
     t2 = run.tool()
     t2.do("load")
     run.c.update_flow(f, name="F-daemon")
+    for i in range(4):  # flowd writes on: the copy t2 loaded is no longer among its newest
+        run.c.add_flow(f"later{i}")
+        assert run.c.save(force=True)
+    run.c.set_current(run.ids["A"])
     n2 = t2.do("add", name="T2")
     t2.do("save")
     report = run.merges(2)[-1]
-    assert report["conflicts"] == 0, report
+    run.later.append(lambda: _check(report["conflicts"] == 0, report))
     want = base_state(run)
     want[f], want[n2] = ("F-daemon", []), ("T2", [])
+    want.update({fid: (f.name, []) for fid, f in run.c.get_all_flows().items()
+                 if f.name.startswith("later")})
+    assert len(want) == 9
     return want, n2
 
 
@@ -308,8 +335,10 @@ def plans_no_bump(run: Run) -> tuple[State, str | None]:
     t.do("set_plans", id=b, plans=[{"tool": 2}])
     t.do("save")
     report = run.merges(1)[-1]
-    assert report["conflict_ids"] == [a] and report["updated"] == 1, report
-    assert merge_file(run, report)["conflicts"][a]["tool"]["plans"] == [{"tool": 1}]
+    run.later.append(lambda: _check(report["conflict_ids"] == [a] and report["updated"] == 1,
+                                    report))
+    run.later.append(lambda: _check(
+        merge_file(run, report)["conflicts"][a]["tool"]["plans"] == [{"tool": 1}], None))
     want = base_state(run)
     want[a], want[b] = ("A-daemon", PLANS["A"]), ("B", [{"tool": 2}])
     return want, a
@@ -326,9 +355,9 @@ def unknown_base(run: Run) -> tuple[State, str | None]:
     new = t.do("add", name="T")
     t.do("save")
     report = run.merges(1)[-1]
-    assert report["base"] is None and not report["base_known"], report
-    assert report["skipped_deletion_ids"] == [a], report
-    assert merge_file(run, report)["skipped_deletions"] == [a]
+    run.later.append(lambda: _check(report["base"] is None and not report["base_known"], report))
+    run.later.append(lambda: _check(report["skipped_deletion_ids"] == [a], report))
+    run.later.append(lambda: _check(merge_file(run, report)["skipped_deletions"] == [a], None))
     want = base_state(run)
     want[b], want[new] = ("B-tool", PLANS["B"]), ("T", [])
     return want, new
@@ -348,6 +377,8 @@ def test_old_tool_scenario(make_daemon, tmp_path: Path, monkeypatch: Any,
         got, got_current = final_state(run.c)
         assert got == want
         assert got_current == current
+        for check in run.later:
+            check()
         # and flowd's own file holds it again, so the next tool loads the merged state
         wait_for("flows.json rewritten by flowd", lambda: _file_is_flowds(run))
         doc = json.loads((run.data_dir / "flows.json").read_text(encoding="utf-8"))
@@ -461,7 +492,7 @@ def test_real_full_tmpfs_during_merge(make_daemon, tmp_path: Path) -> None:
             with open(filler, "wb") as f:  # leave one page: the tool's save still fits
                 f.write(b"\0" * (st.f_bavail * st.f_frsize - st.f_frsize))
             tool.do("save")
-            wait_for("the failed merge in the log", lambda: "could not merge" in d.read_log())
+            wait_for("the disk-full error in the log", lambda: "No space left" in d.read_log())
             assert c.stats()["stray_merges"] == []
             assert {fid: f.name for fid, f in c.get_all_flows().items()} == {a: "A-daemon",
                                                                            b: "B"}

@@ -82,7 +82,7 @@ class Runtime:
         self.service = Service(self.store, self.journal, self.snap, history=settings.history,
                                info={"events": self.events, "server": __version__})
         self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
-        self.service.extra_stats = self._stray_stats
+        self.service.stray_stats = self._stray_stats
         self.recovery: Recovery | None = None
         self.watch: DirWatch | None = None
         #: flows.json may have changed (an inotify event) while a snapshot ran

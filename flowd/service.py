@@ -61,6 +61,8 @@ class Service:
         self.events: list[dict[str, Any]] = []
         self.save_waiters: list[tuple[bytes, int, int]] = []
         self.extra_stats: Any = None
+        #: the stray side's rows (unresolved conflicts, memory of written files)
+        self.stray_stats: Any = None
 
     # ------------------------------------------------------------ requests
 
@@ -261,6 +263,8 @@ class Service:
                            "durability": self.journal.durability},
                "history_floor": self.history.floor, **self.stats.as_dict()}
         out["process"] = process_stats()
+        if self.stray_stats is not None:
+            out.update(self.stray_stats())
         if self.extra_stats is not None:
             out.update(self.extra_stats())
         return out

@@ -339,3 +339,33 @@ def test_tool_timestamps_with_utc_offsets_merge(tmp_path: Path) -> None:
     rt.check_stray(force=True)
     assert _names(rt)[new] == "new"
     assert rt.close()
+
+
+def test_doctor_lists_unresolved_conflicts_until_resolved(make_daemon, tmp_path: Path) -> None:
+    """A conflict stays in `flowctl doctor` (with its aside file) across a restart, until
+    the flow is changed again through flowd."""
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir).start()
+    with d.client(timeout=10) as c:
+        a = c.add_flow("A")
+        assert c.save(force=True)
+        tool = SeedTool(data_dir)
+        c.update_flow(a, name="A-daemon")
+        tool.rename(a, "A-tool")
+        tool.save()
+        report = wait_for("the merge", lambda: c.stats()["stray_merges"])[-1]
+    assert d.stop() == 0
+    d.start()
+
+    def doctor() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "flowd_client.cli", "--data-dir",
+                               str(data_dir), "doctor", "--json"], capture_output=True,
+                              text=True, timeout=60)
+        checks = json.loads(proc.stdout)["checks"]
+        return next(ch for ch in checks if ch["name"] == "stray writers")
+
+    found = doctor()
+    assert found["status"] == "warn" and found["details"] == [f"{a}: {report['aside']}"]
+    with d.client(timeout=10) as c:
+        c.update_flow(a, name="A-resolved")
+    assert doctor()["status"] == "ok"

@@ -219,6 +219,8 @@ def tz_ahead(run: Run) -> tuple[State, str | None]:
     run.later.append(lambda: _check(report["conflict_ids"] == [a], report))
     run.later.append(lambda: _check(
         merge_file(run, report)["conflicts"][a]["tool"]["name"] == "A-tool", None))
+    run.later.append(lambda: _check(run.c.stats()["stray_conflicts"] == [
+        {"flow_id": a, "file": report["aside"], "revision": report["revision"]}], None))
     want = base_state(run)
     want[a], want[new] = ("A-daemon", PLANS["A"]), ("T", [])
     return want, new

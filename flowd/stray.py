@@ -88,18 +88,20 @@ class Strays:
         theirs = doc["flows"]
         for flow in theirs.values():
             flow.pop("revision", None)  # the loader's default: the tool never wrote one
-        picked = pick_base(self.memory, doc, store.flows)
+        suspects = suspects_of(store.flows, theirs)
+        picked = pick_base(self.memory, doc, store.flows, suspects)
         result = three_way_merge(picked.base, store.flows, store.current_flow_id, theirs,
                                  doc.get("current_flow_id"),
                                  ours_digest=self.memory.ours_digest(store.flows),
-                                 new_id=store.begin().new_id)
+                                 new_id=store.begin().new_id, suspects=suspects)
         revision = store.revision + 1
         report = {**result.report, "revision": revision, "base": picked.number,
                   "base_known": isinstance(picked.base, Base), "evidence": evidence.name}
         aside = self._write_losers(result, report, store.flows)  # before the journal
         if fp is not None and fp not in self.remembered:
             self.memory.remember_absorbed(_number(doc) or 0, revision, doc.get("current_flow_id"),
-                                          self.memory.tool_file_delta(theirs, store.flows))
+                                          self.memory.tool_file_delta(theirs, store.flows,
+                                                                      suspects))
             self.remembered.add(fp)
         if aside is not None:
             report["aside"] = aside.name
@@ -223,7 +225,8 @@ def _number(doc: dict[str, Any]) -> int | None:
     return value if type(value) is int else None
 
 
-def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any]) -> Picked:
+def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any],
+              suspects: list[str]) -> Picked:
     """The file the tool loaded, by the number it claims and then by content.
 
     A tool writes the number it loaded plus one. Candidates carry that number
@@ -246,7 +249,7 @@ def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any]) -> 
                         "an edit of")
     i, m = maps[0] if len(maps) == 1 else _fewest_changes(memory, maps, theirs)
     entry = memory.entries[i]
-    stale = _stale_copies(memory, i, m, ours, theirs)
+    stale = _stale_copies(memory, i, m, suspects, theirs)
     if stale:
         return _unknown(memory, theirs, f"it holds versions older than file {entry.number} "
                         f"({', '.join(stale[:3])}): it was edited from a tool's file flowd "
@@ -254,11 +257,10 @@ def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any]) -> 
     return Picked(Base(m, entry.current), entry.number)
 
 
-def _stale_copies(memory: FileMemory, index: int, base: dict, ours: dict[str, Any],
+def _stale_copies(memory: FileMemory, index: int, base: dict, suspects: list[str],
                   theirs: dict[str, Any]) -> list[str]:
     """Ids the tool holds as an earlier file had them, unlike the base."""
-    ids = suspects_of(ours, theirs)
-    older = memory.older_versions(ids, index)
+    older = memory.older_versions(suspects, index)
     out = []
     for fid in older:
         t = digest(theirs[fid])

@@ -51,7 +51,9 @@ def test_every_file_comes_back_after_a_reload(tmp_path: Path) -> None:
     del tool["f1"]
     tool["f2"] = {**tool["f2"], "name": "tool"}
     store = dict(_files(8)[-1][1])
-    mem.remember_absorbed(9, 90, None, mem.tool_file_delta(tool, store))
+    from flowd.merge import suspects_of
+    delta = mem.tool_file_delta(tool, store, suspects_of(store, tool))
+    mem.remember_absorbed(9, 90, None, delta)
     want.append({fid: digest(f) for fid, f in tool.items()})
     _remember(mem, _files(9)[-1:])
     want.append({fid: digest(f) for fid, f in _files(9)[-1][1]})

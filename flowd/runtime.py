@@ -94,20 +94,18 @@ class Runtime:
         """Lock the data dir and load the store; raises DataDirBusy if another daemon has it."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()
-        base_rev = -1
         self.watch = DirWatch.open(self.data_dir)
         rec = recover(self.data_dir, self.store, self.journal)
         self.recovery = rec
         snap = self.snap
-        snap.files.known = written_fingerprint(self.data_dir)
+        known = written_fingerprint(self.data_dir)
         if rec.foreign:  # flowd's last file, so that the tool's counts as changed until merged
-            snap.files.known = fingerprint(os.stat(self.data_dir / WRITTEN))
-        snap.files.rotate_from = ({SNAPSHOT: SNAPSHOT, WRITTEN: WRITTEN}.get(rec.source)
-                                  if not rec.foreign else WRITTEN)
-        if rec.source == "flows.json":
-            base_rev = self.store.revision - rec.replayed
-        snap.installed_rev = max(base_rev, 0) if rec.source == "flows.json" else -1
-        snap.file_revision = rec.file_revision
+            known = fingerprint(os.stat(self.data_dir / WRITTEN))
+        on_disk = rec.source == SNAPSHOT
+        snap.start_from(known, WRITTEN if rec.foreign else {SNAPSHOT: SNAPSHOT,
+                                                            WRITTEN: WRITTEN}.get(rec.source),
+                        max(self.store.revision - rec.replayed, 0) if on_disk else -1,
+                        rec.file_revision)
         self._load_memory(rec)
         self._seed_feed(rec)
         self.service.stats.load = rec.summary()

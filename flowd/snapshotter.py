@@ -214,6 +214,14 @@ class Snapshotter:
         log.log(level, "snapshot: %d flows at revision %d, %d bytes in %.3f s",
                 len(view.items), view.revision, inst.bytes, inst.seconds)
 
+    def start_from(self, known: Fingerprint | None, rotate_from: str | None,
+                   installed_rev: int, file_revision: int) -> None:
+        """What recovery found on disk: the fingerprint of the file flowd last wrote,
+        which file becomes the previous generation, the revision flows.json holds
+        (-1: it is not flowd's file) and its number."""
+        self.files.known, self.files.rotate_from = known, rotate_from
+        self.installed_rev, self.file_revision = installed_rev, file_revision
+
     def accept_foreign(self, fp: Fingerprint) -> None:
         """flows.json is a file flowd did not write and has dealt with (merged, or kept
         aside as garbage): not a change any more, but rewrite it soon, and keep

@@ -63,7 +63,7 @@ class Strays:
     failures: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     #: tool files already in the memory of files (a retried merge must not add them twice)
-    remembered: set[Fingerprint] = field(default_factory=set)
+    remembered: dict[Fingerprint, None] = field(default_factory=dict)
 
     @property
     def failing(self) -> bool:
@@ -102,7 +102,9 @@ class Strays:
             self.memory.remember_absorbed(_number(doc) or 0, revision, doc.get("current_flow_id"),
                                           self.memory.tool_file_delta(theirs, store.flows,
                                                                       suspects))
-            self.remembered.add(fp)
+            self.remembered[fp] = None
+            while len(self.remembered) > MAX_TRACKED_CONFLICTS:
+                del self.remembered[next(iter(self.remembered))]
         if aside is not None:
             report["aside"] = aside.name
         self._commit(result, report)

@@ -435,3 +435,16 @@ def test_merge_properties(scenario) -> None:
             assert _matches(merged[new], theirs[fid])
     assert result.current_flow_id is None or result.current_flow_id in merged
     assert (result.current_flow_id is None) == (not merged)
+
+
+def test_digest_survives_the_old_tools_rewrite() -> None:
+    """json.dump(indent=2, ensure_ascii=False) of the five core keys, parsed again: the
+    same digest (core part) as flowd's copy with revision and extras."""
+    flow = {"id": "f1", "name": "프로젝트 A", "plans": [{"id": 1, "w": 0.1, "n": None,
+                                                     "deep": {"k": [1, 2.5e-7, "é"]}}],
+            "created": T0, "updated": T1, "revision": 42, "x_new": {"k": 1}}
+    text = json.dumps({k: flow[k] for k in CORE}, indent=2, ensure_ascii=False)
+    tool = json.loads(text)
+    assert same(digest(tool), digest(flow))
+    assert not same(digest({**tool, "plans": []}), digest(flow))
+    assert digest({**flow, "revision": 7}) == digest(flow)

@@ -41,6 +41,19 @@ def _write(rt: Runtime, op: str, **args: object) -> object:
     return result
 
 
+def _old_tool_saves(rt: Runtime, data_dir: Path, victims: list[str]) -> None:
+    """The seed's manager renames, deletes and adds; flowd renames one of the same."""
+    tool = SeedManager(str(data_dir / "flows.json"))
+    for fid in victims[:EDITS]:
+        tool.flows[fid].name += " (tool)"
+    for fid in victims[EDITS:2 * EDITS]:
+        del tool.flows[fid]
+    for i in range(EDITS):
+        tool.add_flow(f"tool {i}")
+    _write(rt, "update_flow", flow_id=victims[0], name="flowd's own")
+    tool.save(force=True)
+
+
 def stray_merge(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
     n = ds.size
     data_dir = work / f"stray-{n}"
@@ -58,16 +71,7 @@ def stray_merge(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
             assert rt.snap.write_now(rt.store).installed is not None
         res.put("memory_bytes", "flowd", n, sidecar.stat().st_size)
         res.put("memory_ram_estimate", "flowd", n, rt.memory.bytes)
-        tool = SeedManager(str(data_dir / "flows.json"))
-        victims = ids[-3 * EDITS:]
-        for fid in victims[:EDITS]:
-            tool.flows[fid].name += " (tool)"
-        for fid in victims[EDITS:2 * EDITS]:
-            del tool.flows[fid]
-        for i in range(EDITS):
-            tool.add_flow(f"tool {i}")
-        _write(rt, "update_flow", flow_id=victims[0], name="flowd's own")
-        tool.save(force=True)
+        _old_tool_saves(rt, data_dir, ids[-3 * EDITS:])
         data = (data_dir / "flows.json").read_bytes()
         gc.disable()  # as flowd's loader does
         t0 = time.perf_counter()

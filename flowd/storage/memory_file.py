@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,20 +57,24 @@ def _open_regular(path: Path, flags: int) -> int:
 def read(directory: Path) -> ReadResult:
     """Every whole frame of the sidecar; a damaged one is kept aside, never lost."""
     path = directory / NAME
-    out = ReadResult()
+    out = ReadResult(rewrite=True)
     try:
         fd = _open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
-        out.rewrite = True
+        return out
+    except OSError as exc:  # a link, a directory, a fifo: not ours to read
+        _set_aside(path, str(exc))
         return out
     try:
         size = os.fstat(fd).st_size
         if size > MAX_READ:
-            raise OSError(f"{path} is {size} bytes, more than flowd ever writes")
+            _set_aside(path, f"{size} bytes, more than flowd ever writes")
+            return out
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read()
     finally:
         os.close(fd)
+    out.rewrite = False
     out.bytes = len(data)
     pos = 0
     while pos < len(data):
@@ -87,6 +92,15 @@ def read(directory: Path) -> ReadResult:
                     NAME, len(data) - pos, aside.name, len(out.frames))
         out.rewrite = True
     return out
+
+
+def _set_aside(path: Path, why: str) -> None:
+    """Move an unusable sidecar out of the way by name (links are not followed)."""
+    dst = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
+    os.rename(path, dst)
+    log.error("%s is unusable (%s): moved to %s; the memory of written files starts over "
+              "(tools' files until the next snapshot merge without deletions)", NAME, why,
+              dst.name)
 
 
 def append(directory: Path, record: dict[str, Any]) -> int:

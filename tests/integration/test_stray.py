@@ -369,3 +369,29 @@ def test_doctor_lists_unresolved_conflicts_until_resolved(make_daemon, tmp_path:
     with d.client(timeout=10) as c:
         c.update_flow(a, name="A-resolved")
     assert doctor()["status"] == "ok"
+
+
+def test_second_tool_that_loaded_the_first_tools_file(tmp_path: Path) -> None:
+    """Tool B loaded tool A's file before flowd rewrote it: A's file is B's base, so B's
+    delete of a flow A added applies, and flowd's own change in between stays."""
+    data_dir = tmp_path / "data"
+    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    keep = _write(rt, "add_flow", name="keep")
+    mine = _write(rt, "add_flow", name="mine")
+    assert rt.snap.write_now(rt.store).installed is not None
+    tool_a = SeedTool(data_dir)
+    added = tool_a.add_flow("by A")
+    tool_a.save()
+    rt.check_stray()  # A merged; flowd has not rewritten flows.json yet
+    tool_b = SeedTool(data_dir)  # loads A's file
+    assert added in tool_b.flows
+    _write(rt, "update_flow", flow_id=mine, name="mine-daemon")
+    tool_b.delete_flow(added)
+    tool_b.rename(keep, "keep-B")
+    tool_b.save()
+    rt.check_stray()
+    report = rt.service.stats.strays[-1]
+    assert report["base_known"] and report["deleted"] == 1 and report["conflicts"] == 0
+    assert _names(rt) == {keep: "keep-B", mine: "mine-daemon"}
+    assert rt.close()

@@ -116,3 +116,17 @@ def test_oldest_files_are_forgotten_past_the_bounds(tmp_path: Path, monkeypatch)
     _remember(mem, _files(31)[-1:])
     assert mem.bytes <= 5_000 or len(mem.entries) == 1
     assert mem.map_at(len(mem.entries) - 1) == {fid: digest(f) for fid, f in _files(31)[-1][1]}
+
+
+def test_a_sidecar_that_is_not_a_regular_file_is_moved_aside(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"not flowd's")
+    os.symlink(target, tmp_path / memory_file.NAME)
+    mem = FileMemory(tmp_path)
+    mem.load()
+    assert mem.entries == [] and not mem.synced
+    assert target.read_bytes() == b"not flowd's"
+    assert list(tmp_path.glob(f"{memory_file.NAME}.corrupt-*"))
+    _remember(mem, _files(1))
+    assert (tmp_path / memory_file.NAME).is_file()
+    assert not (tmp_path / memory_file.NAME).is_symlink()

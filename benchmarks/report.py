@@ -237,7 +237,7 @@ def stray_section(res: Results, st: Settings) -> list[str]:
            "of written files: the sidecar after flowd's first file, and after 100 more files "
            "of 10 changed flows each.", ""]
     out += table(["flows", "merge s", "orjson.loads s", "merge ÷ parse", "memory, 1 file",
-                  "memory, 101 files", "memory RAM (est.)"],
+                  "memory, 101 files", "history RAM est. (beyond the newest map)"],
                  [[size_label(n), f_s(merge), f_s(parse), f_x(ratio(merge, parse)),
                    _mib(res.get("memory_bytes_1", "flowd", n)),
                    _mib(res.get("memory_bytes", "flowd", n)),

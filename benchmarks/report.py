@@ -223,6 +223,28 @@ def client_section(res: Results, st: Settings) -> list[str]:
                         "async ÷ plain", "mirror load s", "journal B/write"], rows)
 
 
+def stray_section(res: Results, st: Settings) -> list[str]:
+    """An old tool's rewrite of flows.json merged, and the memory of written files."""
+    n = st.big
+    merge, parse = res.get("stray_merge", "flowd", n), res.get("stray_parse", "orjson.loads", n)
+    if merge is None:
+        return []
+    out = ["## Old tools rewriting flows.json", "",
+           f"At {size_label(n)} flows: the seed's manager renames, deletes and adds 10 flows "
+           "each (one rename also made by flowd: a conflict) and saves; flowd keeps the file "
+           "aside, parses it, picks the base, merges, writes the conflict aside and journals "
+           "the merge (on the server loop). Baseline: orjson.loads of the same file. Memory "
+           "of written files: the sidecar after flowd's first file, and after 100 more files "
+           "of 10 changed flows each.", ""]
+    out += table(["flows", "merge s", "orjson.loads s", "merge ÷ parse", "memory, 1 file",
+                  "memory, 101 files", "history RAM est. (beyond the newest map)"],
+                 [[size_label(n), f_s(merge), f_s(parse), f_x(ratio(merge, parse)),
+                   _mib(res.get("memory_bytes_1", "flowd", n)),
+                   _mib(res.get("memory_bytes", "flowd", n)),
+                   _mib(res.get("memory_ram_estimate", "flowd", n))]])
+    return out
+
+
 def footer(res: Results, st: Settings) -> list[str]:
     out = []
     for title, lines in (("Skipped", res.skipped), ("Failed", res.failed),
@@ -241,5 +263,6 @@ def render(res: Results, st: Settings, targets: list[Target]) -> str:
               ""]
     parts += latency_table(res, "write", WRITE_ORDER, "flowd strict")
     parts += throughput_section(res, st) + lifecycle_section(res, st)
-    parts += snapwrite_section(res, st) + client_section(res, st) + footer(res, st)
+    parts += snapwrite_section(res, st) + stray_section(res, st) + client_section(res, st)
+    parts += footer(res, st)
     return "\n".join(parts)

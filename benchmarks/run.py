@@ -28,6 +28,7 @@ from . import (
     memory,
     peer_bench,
     report,
+    stray_bench,
     targets,
     throughput_bench,
 )
@@ -121,6 +122,9 @@ def once(st: Settings, work: Path, res: Results, datasets: Datasets, redis_bin: 
     if st.wants("restart"):
         guard(f"restart after SIGKILL with a full journal @{st.big}",
               lambda: flowd_lifecycle.restart_full_journal(big, st, work, res))
+    if st.wants("stray"):
+        guard(f"old tool's rewrite merged, memory of written files @{st.big}",
+              lambda: stray_bench.stray_merge(big, st, work, res))
     if st.wants("snapwrites"):
         guard(f"add_flow while snapshots run @{st.big}",
               lambda: flowd_lifecycle.writes_during_snapshots(big, st, work, res))

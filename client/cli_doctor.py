@@ -55,7 +55,24 @@ def online_checks(ctx: Ctx) -> list[dict[str, Any]]:
                                   "revisions behind the store")
     out.append({"name": "health", "status": status, "message": msg, "details": [],
                 "hint": "check disk space and the daemon's log" if problems else ""})
+    out.append(stray_check(stats))
     return out
+
+
+def stray_check(stats: dict[str, Any]) -> dict[str, Any]:
+    """Old tools' rewrites of flows.json whose conflicts nobody resolved yet."""
+    open_ = stats.get("stray_conflicts") or []
+    if not open_:
+        merges = len(stats.get("stray_merges") or [])
+        return {"name": "stray writers", "status": "ok", "hint": "", "details": [],
+                "message": f"no unresolved conflicts ({merges} recent merges)"}
+    return {"name": "stray writers", "status": "warn",
+            "message": f"{len(open_)} unresolved conflict(s) from old tools rewriting "
+                       "flows.json: flowd kept its own version of each",
+            "hint": "compare each flow with the tool's version in its aside file "
+                    "(`python -m json.tool FILE`), apply what should stay with flowctl, then "
+                    "remove the file",
+            "details": [f"{c.get('flow_id')}: {c.get('file')}" for c in open_]}
 
 
 def cmd_doctor(ctx: Ctx) -> int:

@@ -22,8 +22,11 @@ def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
         if op == "set_current":
             flow = store.flows.get(fid)
         changes.append({"op": op, "flow_id": fid, "flow": flow})
-    return {"revision": record["rev"], "ts": record["ts"],
-            "current_flow_id": record["current"], "changes": changes}
+    event = {"revision": record["rev"], "ts": record["ts"],
+             "current_flow_id": record["current"], "changes": changes}
+    if "merge" in record:  # a stray merge: what it did, next to the flow changes
+        event["merge"] = record["merge"]
+    return event
 
 
 class History:

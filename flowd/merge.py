@@ -1,208 +1,218 @@
-"""Three-way merge of a stray writer's flows.json into the daemon's live store.
+"""Three-way merge of a stray writer's flows.json ("theirs") into the live store ("ours").
 
-An old tool built on the pre-daemon code may ignore the daemon's lock and
-rewrite ``flows.json`` wholesale. Its file ("theirs") is merged against the
-last snapshot the daemon wrote ("base") and the daemon's live store ("ours"),
-so that neither side's changes are lost.
+The base is what the tool loaded, as flowd remembers it: a digest per flow
+(:mod:`flowd.digests`) and the current flow, never a timestamp. Per flow:
 
-The old tool writes only ``id, name, plans, created, updated`` and may drop
-anything else (``revision``, keys of newer tools). A key that theirs lacks is
-therefore never read as a change, and such keys are carried over from our side
-when theirs' version is taken in. ``revision`` is never compared and never
-emitted: the daemon assigns it when it applies the changes.
+* changed only by the tool -> the tool's version;
+* changed only by flowd since the base -> flowd's;
+* changed by both -> flowd's acknowledged version stays live; the tool's
+  version (or its deletion) is a conflict, kept aside by the caller;
+* in the base and gone from theirs, unchanged by flowd -> deleted;
+* new in theirs -> added, under a fresh id if ours holds a different flow
+  with that id.
 
-This module is pure (no I/O, nothing from the rest of flowd) so that it can be
-tested exhaustively and run on the server loop without blocking on anything.
-It is linear in the number of flows, and for flows that nobody touched it does
-only C-level work (identity checks, dict-view comparisons), so 100k flows with
-few differences merge in a few tens of milliseconds.
+With no base (:class:`Unknown`), the tool's additions and edits come in and no
+deletion does; see :func:`_unknown_flow` for how an edit is told from a stale
+copy without one. Nothing here reads ``updated`` or ``created``.
+
+Pure (no I/O, nothing from the rest of flowd). One C-level pass pairs every
+flow of theirs with ours and drops those the tool holds exactly as ours does
+(the usual case for almost all of them); only the rest are digested.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from itertools import compress, filterfalse, repeat
+from itertools import compress, repeat
 
-__all__ = ["MergeResult", "three_way_merge"]
+from .digests import Digest, digest, same
 
-CORE_KEYS: tuple[str, ...] = ("id", "name", "plans", "created", "updated")
-_REVISION = "revision"
-_MISSING = object()
-_EMPTY: dict = {}  # stands in for "not in base"; never mutated
-# Reports are logged and shown to people; cap the id lists so that a merge of
-# a badly diverged file cannot produce a megabyte log line.
+__all__ = ["Base", "MergeResult", "Unknown", "suspects_of", "three_way_merge"]
+
+REVISION = "revision"
+_EMPTY: dict = {}  # stands in for "not in ours"; never mutated
+#: reports are logged and shown to people: id lists are capped (the aside file has all)
 REPORT_ID_LIMIT = 20
 
 OP_ADD = "merge_add"
 OP_UPDATE = "merge_update"
 OP_DELETE = "merge_delete"
 
+Change = tuple[str, str, "dict | None"]
+
+
+@dataclass
+class Base:
+    """The file the tool loaded: a digest per flow id, and its current flow."""
+
+    digests: Mapping[str, Digest]
+    current: str | None
+
+
+@dataclass
+class Unknown:
+    """No base: the versions of an id flowd remembers from any file (stale copies)."""
+
+    known: Callable[[str], Collection[Digest]]
+
 
 @dataclass
 class MergeResult:
-    """What the caller applies to the live store, and what it keeps aside.
+    """What the caller applies (``changes``, in order) and what it keeps aside.
 
-    ``changes`` are ``(op, flow_id, flow_or_None)`` in apply order; flows in
-    them never carry ``revision``. ``losers`` hold shallow copies of the
-    versions that lost a both-sides conflict, safe to serialise later.
+    Flows in ``changes`` never carry ``revision``. ``conflicts`` maps an id to
+    the tool's version that was not applied (None: the tool deleted a flow
+    flowd changed); ``replaced`` holds ours' versions that an edit replaced
+    where the base was unknown; ``skipped_deletions`` the ids the tool's file
+    lacks that flowd kept for want of a base.
     """
 
-    changes: list[tuple[str, str, dict | None]]
+    changes: list[Change]
     current_flow_id: str | None
-    losers: dict[str, dict]
-    report: dict
+    conflicts: dict[str, dict | None] = field(default_factory=dict)
+    replaced: dict[str, dict] = field(default_factory=dict)
+    skipped_deletions: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
 
 @dataclass
 class _Acc:
-    """Accumulates the merge so each rule can stay a small function."""
-
-    deletes: list[tuple[str, str, dict | None]] = field(default_factory=list)
-    updates: list[tuple[str, str, dict | None]] = field(default_factory=list)
-    adds: list[tuple[str, str, dict | None]] = field(default_factory=list)
-    losers: dict[str, dict] = field(default_factory=dict)
-    conflict_ids: list[str] = field(default_factory=list)
-    kept_ours_ids: list[str] = field(default_factory=list)
+    deletes: list[Change] = field(default_factory=list)
+    updates: list[Change] = field(default_factory=list)
+    adds: list[Change] = field(default_factory=list)
+    result: MergeResult = field(default_factory=lambda: MergeResult([], None))
 
 
-def theirs_differs(ref: Mapping, theirs: Mapping) -> bool:
-    """True if ``theirs`` changes ``ref`` in a key that theirs carries.
+def suspects_of(ours: Mapping[str, dict], theirs: Mapping[str, dict]) -> list[str]:
+    """Ids of theirs whose flow is not a sub-map of ours' (theirs order), in C.
 
-    A key absent from theirs is never a change, core keys included: the old
-    tool drops keys it does not know, and a missing core key is refilled from
-    our side when theirs is taken in, so counting it as a change could only
-    produce a no-op update, a spurious conflict, or resurrect a flow we
-    deleted. ``revision`` is ignored (the daemon owns it).
+    A flow the old tool merely re-serialised (``revision`` and unknown keys
+    dropped) is a sub-map of ours' and needs no digest: whatever the base, the
+    merge keeps ours for it.
     """
-    if theirs.items() <= ref.items():
-        return False
-    for key, value in theirs.items():
-        if key != _REVISION and ref.get(key, _MISSING) != value:
-            return True
-    return False
+    same_order = len(theirs) == len(ours) and list(theirs) == list(ours)
+    paired = iter(ours.values()) if same_order else map(ours.get, theirs, repeat(_EMPTY))
+    kept = map(operator.le, map(dict.items, theirs.values()), map(dict.items, paired))
+    return list(compress(theirs, map(operator.not_, kept)))
 
 
-def _suspects(base: Mapping[str, dict], theirs: Mapping[str, dict]) -> list[str]:
-    """Ids in theirs whose flow is not a sub-map of base's flow, in theirs order.
-
-    This is the only pass over every flow, so it runs entirely in C: no
-    bytecode per flow. A flow the old tool merely re-serialised (dropping
-    ``revision`` and unknown keys) is a sub-map and is skipped. When the ids
-    come in the same order (the usual rewrite), flows are paired directly
-    instead of by hash lookup, which is measurably cheaper at 100k flows.
-    """
-    if len(theirs) == len(base) and list(theirs) == list(base):
-        base_flows = iter(base.values())
-    else:
-        base_flows = map(base.get, theirs, repeat(_EMPTY))
-    same = map(operator.le, map(dict.items, theirs.values()), map(dict.items, base_flows))
-    return list(compress(theirs, map(operator.not_, same)))
-
-
-def _ours_unchanged(ours: Mapping | None, base: Mapping) -> bool:
-    """Identity first: the store never mutates a flow dict in place."""
-    return ours is base or ours == base
-
-
-def _valid_updated(flow: Mapping) -> str | None:
-    """The flow's ``updated`` if it is an ISO-8601 string, else None (it loses)."""
-    value = flow.get("updated")
-    if not isinstance(value, str):
-        return None
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return value
-
-
-def _theirs_wins(ours: Mapping, theirs: Mapping) -> bool:
-    """Newer ``updated`` wins; ties and double-invalid go to ours (no churn)."""
-    theirs_ts = _valid_updated(theirs)
-    if theirs_ts is None:
-        return False
-    ours_ts = _valid_updated(ours)
-    return ours_ts is None or theirs_ts > ours_ts
-
-
-def _taken_in(theirs: Mapping, keep_from: Mapping | None) -> dict:
-    """Theirs' flow plus the keys of ``keep_from`` that the old tool dropped.
-
-    A shallow copy: theirs is the caller's parsed file and the daemon must be
-    free to add ``revision`` without touching it.
-    """
+def _taken_in(theirs: Mapping, keep_from: Mapping | None, fid: str | None = None) -> dict:
+    """Theirs' flow plus the keys of ``keep_from`` that the old tool dropped (a copy)."""
     flow = dict(theirs)
-    flow.pop(_REVISION, None)
+    flow.pop(REVISION, None)
     if keep_from is not None:
         for key, value in keep_from.items():
-            if key not in flow and key != _REVISION:
+            if key not in flow and key != REVISION:
                 flow[key] = value
+    if fid is not None:
+        flow["id"] = fid
     return flow
 
 
-def _conflict(acc: _Acc, fid: str, ours: Mapping, theirs: Mapping) -> None:
-    """Both sides changed (or both added) ``fid`` differently: newer wins."""
-    acc.conflict_ids.append(fid)
-    if _theirs_wins(ours, theirs):
-        acc.updates.append((OP_UPDATE, fid, _taken_in(theirs, ours)))
-        acc.losers[fid] = dict(ours)
+def _add(acc: _Acc, fid: str, flow: dict, ours: Mapping, theirs: Mapping,
+         new_id: Callable[[], str]) -> None:
+    """New in theirs: added, under a fresh id when ours has a different flow there."""
+    if fid in ours:
+        fresh = new_id()
+        while fresh in ours or fresh in theirs:
+            fresh = new_id()
+        acc.result.renamed[fid] = fresh
+        acc.adds.append((OP_ADD, fresh, _taken_in(flow, None, fresh)))
     else:
-        acc.losers[fid] = dict(theirs)
+        acc.adds.append((OP_ADD, fid, _taken_in(flow, None)))
 
 
-def _merge_deleted(acc: _Acc, base: Mapping[str, dict], ours: Mapping[str, dict],
-                   theirs: Mapping[str, dict]) -> None:
-    """Flows in base that theirs deleted: delete ours unless ours changed it."""
-    for fid in filterfalse(theirs.__contains__, base):
-        base_flow = base[fid]
-        ours_flow = ours.get(fid)
-        if ours_flow is None:
-            continue  # deleted on both sides
-        if _ours_unchanged(ours_flow, base_flow):
-            acc.deletes.append((OP_DELETE, fid, None))
-        else:
-            acc.kept_ours_ids.append(fid)
-
-
-def _merge_changed(acc: _Acc, fid: str, base_flow: dict, ours_flow: dict | None,
-                   theirs_flow: dict) -> None:
-    """A flow in base and theirs: apply theirs' change if it made one."""
-    if not theirs_differs(base_flow, theirs_flow):
+def _known_flow(acc: _Acc, fid: str, base: Base, ours: Mapping, theirs: Mapping,
+                ours_digest: Callable[[str], Digest | None],
+                new_id: Callable[[], str]) -> None:
+    """One suspect of theirs against a known base."""
+    flow = theirs[fid]
+    b = base.digests.get(fid)
+    t = digest(flow)
+    if same(t, b):
+        return  # the tool did not touch it: ours, whatever flowd did since
+    if b is None:
+        _add(acc, fid, flow, ours, theirs, new_id)
         return
-    if ours_flow is None:
-        # Ours deleted it, theirs edited it: the edit wins, nothing is lost.
-        acc.adds.append((OP_ADD, fid, _taken_in(theirs_flow, base_flow)))
-    elif _ours_unchanged(ours_flow, base_flow):
-        acc.updates.append((OP_UPDATE, fid, _taken_in(theirs_flow, ours_flow)))
-    elif theirs_differs(ours_flow, theirs_flow):
-        _conflict(acc, fid, ours_flow, theirs_flow)
-    # else: both sides made the same change; ours already has it.
+    mine = ours.get(fid)
+    if mine is not None and same(ours_digest(fid), b):
+        acc.updates.append((OP_UPDATE, fid, _taken_in(flow, mine)))
+    else:  # flowd changed or deleted it too: flowd's stays
+        acc.result.conflicts[fid] = _taken_in(flow, None)
 
 
-def _merge_added(acc: _Acc, fid: str, ours_flow: dict | None, theirs_flow: dict) -> None:
-    """A flow only theirs' file and maybe ours have: a new flow, or a clash."""
-    if ours_flow is None:
-        acc.adds.append((OP_ADD, fid, _taken_in(theirs_flow, None)))
-    elif theirs_differs(ours_flow, theirs_flow):
-        _conflict(acc, fid, ours_flow, theirs_flow)
+def _known_missing(acc: _Acc, fid: str, base: Base,
+                   ours_digest: Callable[[str], Digest | None]) -> None:
+    """A flow of ours that theirs lacks, against a known base."""
+    b = base.digests.get(fid)
+    if b is None:
+        return  # flowd added it after the tool loaded
+    if same(ours_digest(fid), b):
+        acc.deletes.append((OP_DELETE, fid, None))
+    else:
+        acc.result.conflicts[fid] = None  # deleted by the tool, changed by flowd
 
 
-def _pick_current(acc: _Acc, base_current: str | None, ours: Mapping[str, dict],
+def _horizon(ours: Mapping[str, dict], theirs: Mapping[str, dict], suspects: set[str]) -> int:
+    """The newest flowd revision the tool's file provably holds: the highest
+    ``revision`` among flows it has exactly as ours has them. The tool loaded a
+    file at least that new, so an ours flow not changed after it was in it."""
+    best = -1
+    for fid in theirs:
+        if fid not in suspects:
+            rev = ours[fid].get(REVISION)
+            if type(rev) is int and rev > best:
+                best = rev
+    return best
+
+
+def _unknown_flow(acc: _Acc, fid: str, unknown: Unknown, horizon: int, ours: Mapping,
+                  theirs: Mapping, new_id: Callable[[], str]) -> None:
+    """One suspect of theirs without a base: a stale copy of a version flowd had is
+    no edit; an edit of a flow flowd changed after the horizon is a conflict."""
+    flow = theirs[fid]
+    t = digest(flow)
+    versions = unknown.known(fid)
+    if any(same(t, v) for v in versions):
+        return  # a version flowd had: flowd changed or deleted it since
+    mine = ours.get(fid)
+    if mine is None:
+        if versions:
+            acc.result.conflicts[fid] = _taken_in(flow, None)  # flowd deleted it
+        else:
+            _add(acc, fid, flow, ours, theirs, new_id)
+        return
+    rev = mine.get(REVISION)
+    if type(rev) is int and rev <= horizon:
+        acc.updates.append((OP_UPDATE, fid, _taken_in(flow, mine)))
+        acc.result.replaced[fid] = mine
+    else:
+        acc.result.conflicts[fid] = _taken_in(flow, None)
+
+
+def _unknown_missing(acc: _Acc, fid: str, horizon: int, ours: Mapping) -> None:
+    rev = ours[fid].get(REVISION)
+    if type(rev) is int and rev <= horizon:
+        acc.result.skipped_deletions.append(fid)  # it was in what the tool loaded
+
+
+def _pick_current(acc: _Acc, base: Base | None, ours: Mapping[str, dict],
                   ours_current: str | None, theirs_current: str | None) -> str | None:
-    """Theirs' new choice if it survives, else ours, else the first flow left."""
+    """The tool's choice if it changed it and that flow exists, else flowd's."""
     deleted = {fid for _, fid, _ in acc.deletes}
     added = [fid for _, fid, _ in acc.adds]
-    added_set = set(added)
+    renamed = acc.result.renamed
+    if theirs_current in renamed:
+        theirs_current = renamed[theirs_current]
 
     def exists(fid: str | None) -> bool:
-        if fid is None:
-            return False
-        return (fid in ours and fid not in deleted) or fid in added_set
+        return fid is not None and ((fid in ours and fid not in deleted) or fid in added)
 
-    if theirs_current != base_current and exists(theirs_current):
+    changed = theirs_current != base.current if base is not None else theirs_current in added
+    if changed and exists(theirs_current):
         return theirs_current
     if exists(ours_current):
         return ours_current
@@ -212,45 +222,48 @@ def _pick_current(acc: _Acc, base_current: str | None, ours: Mapping[str, dict],
     return added[0] if added else None
 
 
-def _report(acc: _Acc) -> dict:
-    """Counts for logs and ``stats``; id lists are capped (see REPORT_ID_LIMIT)."""
-    return {
-        "added": len(acc.adds),
-        "updated": len(acc.updates),
-        "deleted": len(acc.deletes),
-        "conflicts": len(acc.conflict_ids),
-        "kept_ours": len(acc.kept_ours_ids),
-        "conflict_ids": acc.conflict_ids[:REPORT_ID_LIMIT],
-        "kept_ours_ids": acc.kept_ours_ids[:REPORT_ID_LIMIT],
-    }
+def _report(res: MergeResult, acc: _Acc) -> dict:
+    cap = REPORT_ID_LIMIT
+    return {"added": len(acc.adds), "updated": len(acc.updates), "deleted": len(acc.deletes),
+            "conflicts": len(res.conflicts), "skipped_deletions": len(res.skipped_deletions),
+            "conflict_ids": list(res.conflicts)[:cap],
+            "skipped_deletion_ids": res.skipped_deletions[:cap],
+            "renamed": dict(list(res.renamed.items())[:cap])}
 
 
-def three_way_merge(base: Mapping[str, dict], base_current: str | None,
-                    ours: Mapping[str, dict], ours_current: str | None,
-                    theirs: Mapping[str, dict], theirs_current: str | None) -> MergeResult:
-    """Merge a stray writer's flows (theirs) into the live store (ours).
+def three_way_merge(base: Base | Unknown, ours: Mapping[str, dict], ours_current: str | None,
+                    theirs: Mapping[str, dict], theirs_current: str | None, *,
+                    ours_digest: Callable[[str], Digest | None],
+                    new_id: Callable[[], str],
+                    suspects: list[str] | None = None) -> MergeResult:
+    """Merge theirs into ours; nothing passed in is mutated.
 
-    ``base`` is the last snapshot the daemon wrote. Every flow must be a
-    ``dict`` (the loader validates the stray file first); anything else raises
-    TypeError. Nothing passed in is mutated. Changes come deletions first
-    (base order), then updates and then adds (theirs order), so applying them
-    in order never re-adds an id that is still present or updates one that is
-    gone.
+    ``ours_digest(fid)`` is the digest of ours' flow (the caller may cache
+    them); ``new_id()`` a fresh id candidate. Changes come deletions first,
+    then updates, then adds, so applying them in order never re-adds an id
+    that is still present. ``suspects``: :func:`suspects_of` if the caller has it.
     """
     acc = _Acc()
-    suspects = _suspects(base, theirs)
-    new_ids = {fid for fid in suspects if fid not in base}
-    if len(theirs) - len(new_ids) < len(base):  # theirs lacks some base ids
-        _merge_deleted(acc, base, ours, theirs)
-    for fid in suspects:
-        if fid in new_ids:
-            _merge_added(acc, fid, ours.get(fid), theirs[fid])
-        else:
-            _merge_changed(acc, fid, base[fid], ours.get(fid), theirs[fid])
-    current = _pick_current(acc, base_current, ours, ours_current, theirs_current)
-    return MergeResult(
-        changes=acc.deletes + acc.updates + acc.adds,
-        current_flow_id=current,
-        losers=acc.losers,
-        report=_report(acc),
-    )
+    if suspects is None:
+        suspects = suspects_of(ours, theirs)
+    new_ids = sum(1 for fid in suspects if fid not in ours)
+    missing = [fid for fid in ours if fid not in theirs] if len(theirs) - new_ids < len(
+        ours) else []
+    if isinstance(base, Base):
+        for fid in missing:
+            _known_missing(acc, fid, base, ours_digest)
+        for fid in suspects:
+            _known_flow(acc, fid, base, ours, theirs, ours_digest, new_id)
+        known_base: Base | None = base
+    else:
+        horizon = _horizon(ours, theirs, set(suspects))
+        for fid in missing:
+            _unknown_missing(acc, fid, horizon, ours)
+        for fid in suspects:
+            _unknown_flow(acc, fid, base, horizon, ours, theirs, new_id)
+        known_base = None
+    res = acc.result
+    res.changes = acc.deletes + acc.updates + acc.adds
+    res.current_flow_id = _pick_current(acc, known_base, ours, ours_current, theirs_current)
+    res.report = _report(res, acc)
+    return res

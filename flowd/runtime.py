@@ -18,15 +18,17 @@ from typing import Any
 from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 
 from . import __version__
+from .bases import FileMemory
 from .feed import build_event
 from .service import Service
 from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
 from .storage.recovery import Recovery, recover, written_fingerprint
-from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles
+from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View, fingerprint
+from .storage.watch import DirWatch
 from .store import Store
-from .stray import absorb_stray_file, merge_into, pick_base
+from .stray import Strays
 
 log = logging.getLogger("flowd")
 
@@ -69,15 +71,23 @@ class Runtime:
         self.store = Store()
         self.journal = Journal(self.data_dir, settings.durability)
         files = SnapshotFiles(self.data_dir)
+        self.memory = FileMemory(self.data_dir)
         self.snap = Snapshotter(files, self.journal, interval=settings.snapshot_interval,
-                                max_journal_bytes=settings.journal_max_bytes)
+                                max_journal_bytes=settings.journal_max_bytes,
+                                take_number=self.memory.take_number,
+                                remember=self._remember_written)
         self.endpoint = settings.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
         self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
                                                                   EVENTS_SOCKET_NAME)
         self.service = Service(self.store, self.journal, self.snap, history=settings.history,
                                info={"events": self.events, "server": __version__},
                                max_request_bytes=settings.max_request_bytes)
+        self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
+        self.service.stray_stats = self._stray_stats
         self.recovery: Recovery | None = None
+        self.watch: DirWatch | None = None
+        #: flows.json may have changed (an inotify event) while a snapshot ran
+        self._stray_suspected = False
 
     # ------------------------------------------------------------ start
 
@@ -85,33 +95,49 @@ class Runtime:
         """Lock the data dir and load the store; raises DataDirBusy if another daemon has it."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()
-        base_rev = -1
+        self.watch = DirWatch.open(self.data_dir)
         rec = recover(self.data_dir, self.store, self.journal)
         self.recovery = rec
         snap = self.snap
-        snap.files.known = written_fingerprint(self.data_dir)
-        snap.files.rotate_from = ({SNAPSHOT: SNAPSHOT, WRITTEN: WRITTEN}.get(rec.source)
-                                  if rec.stray is None else WRITTEN)
-        if rec.source == "flows.json":
-            base_rev = self.store.revision - rec.replayed
-        snap.installed_rev = max(base_rev, 0) if rec.source == "flows.json" else -1
-        snap.file_revision = rec.file_revision
-        if rec.source != "empty":
-            snap.set_base(rec.base_flows, rec.base_current, rec.file_revision,
-                          self.store.revision - rec.replayed, rec.last_saved)
+        known = written_fingerprint(self.data_dir)
+        if rec.foreign:  # flowd's last file, so that the tool's counts as changed until merged
+            known = fingerprint(os.stat(self.data_dir / WRITTEN))
+        on_disk = rec.source == SNAPSHOT
+        snap.start_from(known, WRITTEN if rec.foreign else {SNAPSHOT: SNAPSHOT,
+                                                            WRITTEN: WRITTEN}.get(rec.source),
+                        max(self.store.revision - rec.replayed, 0) if on_disk else -1,
+                        rec.file_revision)
+        self._load_memory(rec)
         self._seed_feed(rec)
         self.service.stats.load = rec.summary()
         log.info("loaded %d flows at revision %d in %.3f s (%s, %d journal records replayed)",
                  len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
-        if rec.stray is not None:
-            base_flows, base_current = pick_base(snap, self.store, rec.stray.theirs)
-            merge_into(self.service, snap, self.data_dir, rec.stray.theirs,
-                       base_flows, base_current, rec.stray.evidence)
-        if rec.needs_snapshot or not snap.files.path.exists() or rec.stray is not None:
+        if rec.foreign:
+            self.strays.absorb()
+        if rec.needs_snapshot or not snap.files.path.exists() or rec.foreign:
             self._snapshot_now()
         elif rec.replayed:
             snap.note_change(time.monotonic())
         return rec
+
+    def _load_memory(self, rec: Recovery) -> None:
+        """The memory of written files, and the file just loaded in it (see adopt_loaded)."""
+        self.memory.load()
+        self.memory.note_number(rec.file_revision)
+        if rec.source != "empty":
+            self.memory.adopt_loaded(rec.file_revision, rec.base_revision, rec.base_current,
+                                     rec.base_flows)
+        rec.base_flows = {}
+        self.strays.load_conflicts()
+
+    def _remember_written(self, view: View) -> None:
+        self.memory.remember_written(view.file_revision, view.revision, view.current_flow_id,
+                                     view.items)
+
+    def _stray_stats(self) -> dict[str, Any]:
+        return {"stray_conflicts": self.strays.open_conflicts(),
+                "file_memory": self.memory.stats(),
+                "stray_watch": "inotify" if self.watch is not None else "stat every second"}
 
     def _seed_feed(self, rec: Recovery) -> None:
         """Replayed records back the change feed and the retry-key window after a restart."""
@@ -138,23 +164,33 @@ class Runtime:
             log.warning("flows.json was rewritten by another program during a snapshot")
             self.check_stray(force=True)
             return []
+        if self._stray_suspected:
+            self.check_stray()
         if out.installed is None:
             return self.service.answer_savers(None)
         return self.service.answer_savers(out.view.revision)
 
     def check_stray(self, force: bool = False) -> None:
+        """Merge flows.json if someone else rewrote it (never while a snapshot runs:
+        then the check comes again when it is collected)."""
         if self.snap.busy:
+            self._stray_suspected = True
             return
+        self._stray_suspected = False
         if force or self.snap.files.changed_behind_our_back():
-            try:
-                absorb_stray_file(self.service, self.snap, self.data_dir)
-            except OSError as exc:
-                log.error("could not absorb the stray flows.json yet: %s", exc)
+            self.strays.absorb()
+
+    def on_dir_event(self) -> None:
+        """The data dir's inotify fd is readable (the server loop polls it)."""
+        if self.watch is not None and self.watch.flows_json_touched():
+            self.check_stray()
 
     def maybe_snapshot(self, now: float) -> None:
         wanted = self.service.save_waiters and not self.snap.busy
         if wanted or self.snap.due(now):
             self.check_stray()
+            if self.strays.failing:
+                return  # the tool's file is not merged yet: never write over it
             self.snap.start(self.store)
 
     def sync_journal(self) -> None:
@@ -181,5 +217,7 @@ class Runtime:
             if not ok:
                 log.error("final snapshot failed; the journal still holds every change")
         self.journal.close()
+        if self.watch is not None:
+            self.watch.close()
         self.lock.release()
         return ok

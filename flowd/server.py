@@ -95,6 +95,9 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.wake_r.fileno(), zmq.POLLIN)
+        watch = self.rt.watch.fileno() if self.rt.watch is not None else None
+        if watch is not None:  # flows.json rewritten by an old tool: merge it at once
+            poller.register(watch, zmq.POLLIN)
         self.rt.snap.on_done = self.wake
         if self.notifier is not None:
             self.notifier.ready()
@@ -117,6 +120,8 @@ class Server:
                 deadline = snap.next_deadline(time.monotonic())
                 if deadline is not None and deadline < next_tick:
                     next_tick = deadline
+            if watch in ready:
+                self.rt.on_dir_event()
             if service.events:
                 self._publish()
             if service.save_waiters:

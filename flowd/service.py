@@ -73,6 +73,8 @@ class Service:
         self.events: list[dict[str, Any]] = []
         self.save_waiters: list[tuple[bytes, int, int]] = []
         self.extra_stats: Any = None
+        #: the stray side's rows (unresolved conflicts, memory of written files)
+        self.stray_stats: Any = None
 
     # ------------------------------------------------------------ requests
 
@@ -244,11 +246,17 @@ class Service:
             out.extend((c, protocol.reply_error(r, err)) for c, r in pw.followers)
         return out
 
-    def commit_internal(self, txn: Txn) -> None:
-        """Journal and apply a change flowd makes itself (a stray merge); OSError on failure."""
+    def commit_internal(self, txn: Txn, merge: dict[str, Any] | None = None) -> None:
+        """Journal and apply a change flowd makes itself; OSError on failure (nothing
+        applied). A stray merge (``merge``: its report) is a revision of its own even
+        when it changes no flow, so the feed and the journal both say it happened."""
         record = txn.record()
         if record is None:
-            return
+            if merge is None:
+                return
+            record = {"rev": txn.rev, "ts": txn.ts, "changes": [], "current": txn.current}
+        if merge is not None:
+            record["merge"] = merge
         self.journal.append([record], sync=True)
         self.store.apply_record(record)
         event = build_event(record, self.store)
@@ -299,6 +307,8 @@ class Service:
                            "durability": self.journal.durability},
                "history_floor": self.history.floor, **self.stats.as_dict()}
         out["process"] = process_stats()
+        if self.stray_stats is not None:
+            out.update(self.stray_stats())
         if self.extra_stats is not None:
             out.update(self.extra_stats())
         return out

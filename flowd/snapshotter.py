@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .storage.journal import Journal
-from .storage.snapshot import Installed, SnapshotFiles, StrayWriterDetected, View
+from .storage.snapshot import (
+    WRITTEN,
+    Fingerprint,
+    Installed,
+    SnapshotFiles,
+    StrayWriterDetected,
+    View,
+)
 from .store import Store
 
 log = logging.getLogger("flowd.snapshot")
@@ -37,22 +44,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-MAX_GENERATIONS = 10_000
-KEEP_FLOWS = 3
-
-
-@dataclass
-class Generation:
-    """A flows.json flowd wrote: its store revision, current flow, (if recent) flows,
-    and when its view was taken (no flow in it was updated later)."""
-
-    revision: int
-    current: str | None
-    flows: dict[str, Any] | None
-    captured: str
-    #: a stray tool's file flowd merged: it holds ``flows``' ids only, not the whole store
-    partial: bool = False
 
 
 @dataclass
@@ -109,15 +100,15 @@ class Snapshotter:
     journal: Journal
     interval: float = 1.0
     max_journal_bytes: int = 64 << 20
+    #: the number (meta.file_revision) of the last file installed
     file_revision: int = 0
     #: revision of the snapshot now in flows.json / in flows.json.prev
     installed_rev: int = 0
     prev_rev: int = -1
-    base_flows: dict[str, Any] = field(default_factory=dict)
-    base_current: str | None = None
-    #: file_revision -> the files flowd wrote (or loaded), oldest first: the bases of
-    #: stray merges (see flowd.stray.pick_base); only the newest keep their flows
-    generations: dict[int, Generation] = field(default_factory=dict)
+    #: hands out file numbers (flowd.bases: after every number seen, never twice)
+    take_number: Callable[[], int] | None = None
+    #: told of every installed file, in the snapshot thread (flowd.bases remembers it)
+    remember: Callable[[View], None] | None = None
     dirty_since: float | None = None
     retry_at: float = 0.0
     stats: SnapshotStats = field(default_factory=SnapshotStats)
@@ -150,8 +141,9 @@ class Snapshotter:
     def view(self, store: Store) -> View:
         with gc_paused():
             items = list(store.flows.items())
-        return View(items, store.current_flow_id, store.revision,
-                    self.file_revision + 1, store.meta_extra, store.extra)
+        number = self.take_number() if self.take_number else self.file_revision + 1
+        return View(items, store.current_flow_id, store.revision, number,
+                    store.meta_extra, store.extra)
 
     def start(self, store: Store) -> None:
         """Capture a consistent view (O(n) pointer copy) and write it in the background."""
@@ -174,6 +166,11 @@ class Snapshotter:
             out.stray = True
         except OSError as exc:
             out.error = exc
+        if out.installed is not None and self.remember is not None:
+            try:
+                self.remember(view)
+            except Exception:  # the file is installed; its memory is best effort
+                log.exception("could not remember flows.json %d", view.file_revision)
         self._outcome = out
         if self.on_done is not None:
             self.on_done()
@@ -210,10 +207,6 @@ class Snapshotter:
         if inst.rotated:
             self.prev_rev = self.installed_rev
         self.installed_rev = view.revision
-        with gc_paused():
-            flows = dict(view.items)
-        self.set_base(flows, view.current_flow_id, view.file_revision, view.revision,
-                      view.captured)
         self.stats.observe(inst.seconds, inst.bytes)
         self.journal.drop_through(self.prev_rev)
         # every second under steady writes: INFO only when it is slow enough to matter
@@ -221,20 +214,26 @@ class Snapshotter:
         log.log(level, "snapshot: %d flows at revision %d, %d bytes in %.3f s",
                 len(view.items), view.revision, inst.bytes, inst.seconds)
 
-    def set_base(self, flows: dict[str, Any], current: str | None, file_revision: int,
-                 revision: int, captured: str) -> None:
-        """Remember the file flowd just wrote (or loaded) as the base of stray merges."""
-        self.base_flows, self.base_current = flows, current
-        gens = self.generations
-        gens.pop(file_revision, None)
-        gens[file_revision] = Generation(revision, current, flows, captured)
-        for number in list(gens)[:-KEEP_FLOWS]:
-            if gens[number].partial:
-                del gens[number]  # its ids are what it means: no use without them
-            else:
-                gens[number].flows = None
-        while len(gens) > MAX_GENERATIONS:
-            del gens[next(iter(gens))]
+    def start_from(self, known: Fingerprint | None, rotate_from: str | None,
+                   installed_rev: int, file_revision: int) -> None:
+        """What recovery found on disk: the fingerprint of the file flowd last wrote,
+        which file becomes the previous generation, the revision flows.json holds
+        (-1: it is not flowd's file) and its number."""
+        self.files.known, self.files.rotate_from = known, rotate_from
+        self.installed_rev, self.file_revision = installed_rev, file_revision
+
+    def accept_foreign(self, fp: Fingerprint) -> None:
+        """flows.json is a file flowd did not write and has dealt with (merged, or kept
+        aside as garbage): not a change any more, but rewrite it soon, and keep
+        flowd's own last file as the previous generation, not that one."""
+        self.files.known = fp
+        self.files.rotate_from = WRITTEN
+        self.note_change(0.0)
+
+    def file_lost(self) -> None:
+        """flows.json was removed: write it again soon."""
+        self.files.known = None
+        self.note_change(0.0)
 
     def write_now(self, store: Store) -> Outcome:
         """Synchronous snapshot (start-up after migration or recovery, shutdown)."""

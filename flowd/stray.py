@@ -1,180 +1,292 @@
 """Absorbing a stray writer: an old tool rewrote flows.json behind flowd's back.
 
 Its file is kept aside, merged three ways (:mod:`flowd.merge`) against the
-file the tool loaded, as far as flowd can tell it from the tool's
-``meta.file_revision`` (:func:`pick_base`), and the merge is one journaled
-change with its own revision. Losing versions of both-sides conflicts go to an
-aside file.
+file it loaded as flowd remembers it (:mod:`flowd.bases`: by number and
+content, never by clock), and the merge is one journaled change with its own
+revision. Evidence before effect: the tool's file and every version the merge
+does not apply are on disk, fsynced, before the merge is journaled; if that
+fails nothing is merged, flowd says so once and retries.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .merge import theirs_differs, three_way_merge
+from .bases import FileMemory
+from .digests import digest, same
+from .merge import Base, MergeResult, Unknown, suspects_of, three_way_merge
 from .service import Service
-from .snapshotter import Generation, Snapshotter
-from .storage.evidence import keep_aside, write_aside
+from .snapshotter import Snapshotter
+from .storage import stray_files
 from .storage.loader import load_file
 from .storage.migrate import CorruptFileError
-from .storage.snapshot import WRITTEN, fingerprint
-from .store import Store
+from .storage.snapshot import Fingerprint, fingerprint
 
 log = logging.getLogger("flowd.stray")
 
-
-def absorb_stray_file(service: Service, snap: Snapshotter, data_dir: Path) -> None:
-    """flows.json changed behind our back: keep it aside, merge it in, rewrite it."""
-    path = snap.files.path
-    try:
-        st = os.stat(path)
-        got = load_file(path)
-    except FileNotFoundError:
-        log.warning("flows.json was removed behind flowd's back; writing it again")
-        snap.files.known = None
-        snap.note_change(0.0)
-        return
-    except CorruptFileError as exc:
-        aside = keep_aside(path, "stray-corrupt")
-        log.error("!!! flows.json was overwritten with an unreadable file (%s); kept as %s; "
-                  "flowd writes its own state back", exc, aside.name)
-        snap.files.known = fingerprint(st)
-        snap.files.rotate_from = WRITTEN
-        snap.note_change(0.0)
-        return
-    evidence = keep_aside(path, "stray")
-    base_flows, base_current = pick_base(snap, service.store, got.doc)
-    merge_into(service, snap, data_dir, got.doc, base_flows, base_current, evidence)
-    snap.files.known = fingerprint(st)
-    snap.files.rotate_from = WRITTEN  # flows.json.prev: flowd's last file, not the tool's
+#: unresolved conflicts flowd keeps track of (for stats and doctor)
+MAX_TRACKED_CONFLICTS = 1000
 
 
-def _file_revision(doc: dict[str, Any]) -> int | None:
+@dataclass
+class Conflict:
+    """A flow whose tool version was kept aside at ``revision``; open until the flow
+    changes again (someone resolved it) or its aside file is removed."""
+
+    flow_id: str
+    file: str
+    revision: int
+    flowd_deleted: bool
+
+
+@dataclass
+class Picked:
+    base: Base | Unknown
+    number: int | None
+    why: str = ""
+
+
+@dataclass
+class Strays:
+    service: Service
+    snap: Snapshotter
+    memory: FileMemory
+    data_dir: Path
+    #: tool files kept aside but not merged yet (a failed attempt): fingerprint -> evidence
+    pending: dict[Fingerprint, Path] = field(default_factory=dict)
+    failures: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    #: tool files already in the memory of files (a retried merge must not add them twice)
+    remembered: dict[Fingerprint, None] = field(default_factory=dict)
+
+    @property
+    def failing(self) -> bool:
+        return self.failures > 0
+
+    # ------------------------------------------------------------ entry points
+
+    def absorb(self) -> None:
+        """flows.json changed behind our back: keep it, merge it, have it rewritten."""
+        try:
+            got = self._take_file()
+            if got is None:
+                return
+            fp, evidence, doc = got
+            self.merge(doc, evidence, fp)
+        except OSError as exc:
+            self._failed(exc)
+
+    def merge(self, doc: dict[str, Any], evidence: Path, fp: Fingerprint | None) -> None:
+        """Merge a tool's document (kept aside as ``evidence``) as one journaled change."""
+        store = self.service.store
+        theirs = doc["flows"]
+        for flow in theirs.values():
+            flow.pop("revision", None)  # the loader's default: the tool never wrote one
+        suspects = suspects_of(store.flows, theirs)
+        picked = pick_base(self.memory, doc, store.flows, suspects)
+        result = three_way_merge(picked.base, store.flows, store.current_flow_id, theirs,
+                                 doc.get("current_flow_id"),
+                                 ours_digest=self.memory.ours_digest(store.flows),
+                                 new_id=store.begin().new_id, suspects=suspects)
+        revision = store.revision + 1
+        report = {**result.report, "revision": revision, "base": picked.number,
+                  "base_known": isinstance(picked.base, Base), "evidence": evidence.name}
+        aside = self._write_losers(result, report, store.flows)  # before the journal
+        if fp is not None and fp not in self.remembered:
+            self.memory.remember_absorbed(_number(doc) or 0, revision, doc.get("current_flow_id"),
+                                          self.memory.tool_file_delta(theirs, store.flows,
+                                                                      suspects))
+            self.remembered[fp] = None
+            while len(self.remembered) > MAX_TRACKED_CONFLICTS:
+                del self.remembered[next(iter(self.remembered))]
+        if aside is not None:
+            report["aside"] = aside.name
+        self._commit(result, report)
+        self._done(fp, report, result, aside, picked)
+
+    # ------------------------------------------------------------ steps
+
+    def _take_file(self) -> tuple[Fingerprint, Path, dict[str, Any]] | None:
+        """The tool's file, kept aside first: what is merged is what is kept."""
+        path = self.snap.files.path
+        try:
+            fp = fingerprint(os.stat(path))
+        except FileNotFoundError:
+            log.warning("flows.json was removed behind flowd's back; writing it again")
+            self.snap.file_lost()
+            return None
+        if fp == self.snap.files.known:
+            return None  # flowd's own file after all
+        evidence = self.pending.get(fp)
+        if evidence is None:
+            fp, held = stray_files.hold(self.data_dir, path)
+            try:
+                got = load_file(held)
+            except CorruptFileError as exc:
+                aside = stray_files.keep(held, "stray-corrupt")
+                log.error("!!! flows.json was overwritten with an unreadable file (%s); kept as "
+                          "%s; flowd writes its own state back", exc, aside.name)
+                self.snap.accept_foreign(fp)
+                return None
+            evidence = stray_files.keep(held, "stray")
+            self.pending[fp] = evidence
+        else:
+            got = load_file(evidence)
+        return fp, evidence, got.doc
+
+    def _write_losers(self, result: MergeResult, report: dict[str, Any],
+                      ours: dict[str, Any]) -> Path | None:
+        """Every version the merge does not apply, fsynced, before anything is journaled."""
+        if not (result.conflicts or result.skipped_deletions or result.replaced):
+            return None
+        doc = {"merge": report,
+               "conflicts": {fid: {"tool": tool, "flowd": ours.get(fid)}
+                             for fid, tool in result.conflicts.items()},
+               "skipped_deletions": result.skipped_deletions,
+               "replaced": result.replaced}
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+        return stray_files.write_merge(self.data_dir, data)
+
+    def _commit(self, result: MergeResult, report: dict[str, Any]) -> None:
+        store = self.service.store
+        assert not self.service.pending, "stray merge while writes are staged"
+        txn = store.begin()
+        for op, fid, flow in result.changes:
+            if flow is None:
+                txn.delete(op, fid)
+            else:
+                txn.put(op, {**flow, "revision": txn.rev})
+        if result.current_flow_id != txn.current:
+            txn.current = result.current_flow_id
+            if result.current_flow_id is not None:
+                txn.changes.append(["set_current", result.current_flow_id, None])
+        self.service.commit_internal(txn, merge=report)
+
+    def _done(self, fp: Fingerprint | None, report: dict[str, Any], result: MergeResult,
+              aside: Path | None, picked: Picked) -> None:
+        if fp is not None:
+            self.pending.pop(fp, None)
+            self.snap.accept_foreign(fp)
+        if self.failures:
+            log.info("the stray flows.json is merged now, after %d failed attempts",
+                     self.failures)
+        self.failures = 0
+        self.service.stats.strays.append(report)
+        if aside is not None:
+            self._track(result, aside.name, report["revision"])
+        counts = {k: report[k] for k in ("added", "updated", "deleted", "conflicts",
+                                         "skipped_deletions")}
+        log.warning("stray flows.json merged into revision %d (base %s%s): %s; conflicts %s; "
+                    "skipped deletions %s; tool's file kept as %s%s", report["revision"],
+                    picked.number, "" if report["base_known"] else f", unknown: {picked.why}",
+                    counts, report["conflict_ids"], report["skipped_deletion_ids"],
+                    report["evidence"], f", versions not applied in {aside.name}" if aside
+                    else "")
+
+    def _failed(self, exc: OSError) -> None:
+        self.failures += 1
+        level = logging.ERROR if self.failures == 1 else logging.DEBUG
+        log.log(level, "could not merge the stray flows.json (%s): nothing merged; flowd "
+                "retries every second and does not overwrite it meanwhile", exc)
+
+    # ------------------------------------------------------------ conflicts
+
+    def _track(self, result: MergeResult, name: str, revision: int) -> None:
+        store = self.service.store
+        for fid in result.conflicts:
+            self.conflicts.append(Conflict(fid, name, revision, fid not in store.flows))
+        del self.conflicts[:-MAX_TRACKED_CONFLICTS]
+
+    def load_conflicts(self) -> None:
+        """At start: the conflicts recorded in the aside files still there."""
+        for name, revision, fid, flowd_deleted in stray_files.read_conflicts(self.data_dir):
+            self.conflicts.append(Conflict(fid, name, revision, flowd_deleted))
+        del self.conflicts[:-MAX_TRACKED_CONFLICTS]
+
+    def open_conflicts(self) -> list[dict[str, Any]]:
+        """Conflicts nobody resolved yet: the flow is as the merge left it, file still there."""
+        flows, out = self.service.store.flows, []
+        names = {p.name for p in stray_files.merge_files(self.data_dir)}
+        for c in self.conflicts:
+            live = flows.get(c.flow_id)
+            untouched = live is None if c.flowd_deleted else (
+                live is not None and live.get("revision", 0) < c.revision)
+            if untouched and c.file in names:
+                out.append({"flow_id": c.flow_id, "file": c.file, "revision": c.revision})
+        return out
+
+
+def _number(doc: dict[str, Any]) -> int | None:
     value = (doc.get("meta") or {}).get("file_revision")
     return value if type(value) is int else None
 
 
-def pick_base(snap: Snapshotter, store: Store,
-              theirs: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """What the stray tool loaded before its edits, as far as flowd can tell: the base.
+def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any],
+              suspects: list[str]) -> Picked:
+    """The file the tool loaded, by the number it claims and then by content.
 
-    An old tool writes the ``file_revision`` it loaded plus one; flowd knows the
-    revision, time and (if recent) flows of each file it wrote or merged. The
-    base holds the live flows not changed since that file (they are in it as
-    they are now), plus theirs' copies that are no edit: equal to the copy in
-    that file, or not updated since it was written, so that a flow flowd changed
-    or deleted since is never reverted or brought back by a stale copy. Flows
-    changed on both sides meet as conflicts (newer ``updated`` wins), and flows
-    added since are never read as deleted by the tool.
-
-    Tool saves that flowd did not see (two between two checks) hide files: the
-    claimed file may be a tool's that overwrote flowd's latest, or a number
-    flowd never saw. Then the tool's file descends from one of the two newest
-    files flowd knows below its number: the older counts for "not changed
-    since", the copies of both for "no edit".
+    A tool writes the number it loaded plus one. Candidates carry that number
+    (:meth:`FileMemory.candidates`); one that shares no flow id with the tool's
+    file is no base (a file from elsewhere with a number that happens to
+    match). Of several, the one that explains the tool's file with the fewest
+    changes; a tie goes to the file flowd wrote itself, then the newer. A
+    tool's file that holds a version older than the base's (a flow as it was
+    in an earlier file) did not come from that base but through a tool's file
+    flowd never saw: its base is unknown.
     """
-    fr = _file_revision(theirs)
-    numbers = [n for n in snap.generations if fr is not None and n < fr]
-    if fr is None or not numbers:
-        log.warning("the stray flows.json was not edited from a file flowd wrote "
-                    "(file_revision %s): merging without deletions", fr)
-        return {}, theirs.get("current_flow_id")
-    gens = snap.generations
-    claimed = gens[numbers[-1]]
-    if numbers[-1] == fr - 1 and numbers[-1] != next(reversed(gens)):
-        refs = [claimed]  # an older file of flowd's: no unseen tool file can hide it
-    else:
-        refs = [gens[n] for n in numbers[-2:]]
-        log.info("stray file %d may descend from a tool file flowd did not see: merging "
-                 "against flowd's files %s", fr, numbers[-2:])
-    base = _base_of(store, theirs, refs)
-    current = claimed.current if numbers[-1] == fr - 1 else theirs.get("current_flow_id")
-    return base, current
-
-
-def _base_of(store: Store, theirs: dict[str, Any], refs: list[Generation]) -> dict[str, Any]:
-    """Live flows unchanged since the oldest of ``refs``, plus theirs' copies that are
-    no edit (equal to a copy in ``refs``, or not updated since the oldest was written)."""
-    ref = refs[0]
-    only = ref.flows if ref.partial else None
-    base = {fid: flow for fid, flow in store.flows.items()
-            if flow.get("revision", 0) <= ref.revision and (only is None or fid in only)}
-    copies = [g.flows for g in refs if g.flows is not None]
-    for fid, flow in theirs["flows"].items():
-        if _copy_of(fid, flow, copies) or (
-                fid not in base and _not_updated_since(flow, ref.captured)):
-            base[fid] = flow
-    return base
-
-
-def _copy_of(fid: str, flow: dict[str, Any], copies: list[dict[str, Any]]) -> bool:
-    return any(fid in copy and not theirs_differs(copy[fid], flow) for copy in copies)
-
-
-def _not_updated_since(flow: dict[str, Any], captured: str) -> bool:
-    updated = flow.get("updated")
-    try:
-        return (isinstance(updated, str) and bool(captured)
-                and datetime.fromisoformat(updated) <= datetime.fromisoformat(captured))
-    except (ValueError, TypeError):  # not ISO, or one has a UTC offset and one not
-        return False
-
-
-def _remember_stray_file(snap: Snapshotter, theirs: dict[str, Any], revision: int) -> None:
-    """The tool's file is now merged at ``revision``: another tool may load it next."""
-    fr = _file_revision(theirs)
+    theirs = doc["flows"]
+    fr = _number(doc)
     if fr is None:
-        return
-    saved = (theirs.get("meta") or {}).get("last_saved")
-    snap.generations[fr] = Generation(revision, theirs.get("current_flow_id"), theirs["flows"],
-                                      saved if isinstance(saved, str) else "", partial=True)
+        return _unknown(memory, theirs, "the file has no meta.file_revision")
+    maps = [(i, memory.map_at(i)) for i in memory.candidates(fr)]
+    maps = [(i, m) for i, m in maps if not m or any(fid in m for fid in theirs)]
+    if not maps:
+        return _unknown(memory, theirs, f"flowd remembers no file {fr - 1} that it could be "
+                        "an edit of")
+    i, m = maps[0] if len(maps) == 1 else _fewest_changes(memory, maps, theirs)
+    entry = memory.entries[i]
+    stale = _stale_copies(memory, i, m, suspects, theirs)
+    if stale:
+        return _unknown(memory, theirs, f"it holds versions older than file {entry.number} "
+                        f"({', '.join(stale[:3])}): it was edited from a tool's file flowd "
+                        "never saw")
+    return Picked(Base(m, entry.current), entry.number)
 
 
-def _forget_numbers_from(snap: Snapshotter, fr: int | None) -> None:
-    """The tool's file took number ``fr``: flowd's own files numbered ``fr`` or more are
-    no longer known bases (a tool that loaded "number fr" may have loaded the tool's
-    file), and flowd's next file is numbered after it."""
-    if fr is None:
-        return
-    for number in [n for n in snap.generations if n >= fr]:
-        del snap.generations[number]
-    snap.file_revision = max(snap.file_revision, fr)
+def _stale_copies(memory: FileMemory, index: int, base: dict, suspects: list[str],
+                  theirs: dict[str, Any]) -> list[str]:
+    """Ids the tool holds as an earlier file had them, unlike the base."""
+    older = memory.older_versions(suspects, index)
+    out = []
+    for fid in older:
+        t = digest(theirs[fid])
+        if not same(t, base.get(fid)) and any(same(t, v) for v in older[fid]):
+            out.append(fid)
+    return out
 
 
-def merge_into(service: Service, snap: Snapshotter, data_dir: Path, theirs: dict[str, Any],
-               base_flows: dict[str, Any], base_current: str | None,
-               evidence: Path | None) -> dict[str, Any]:
-    """Three-way merge of ``theirs`` into the live store as one journaled change."""
-    store = service.store
-    result = three_way_merge(base_flows, base_current, store.flows, store.current_flow_id,
-                             theirs["flows"], theirs.get("current_flow_id"))
-    # the loop commits before its timers run: nothing may be staged over a merge
-    assert not service.pending, "stray merge while writes are staged"
-    txn = store.begin()
-    for op, fid, flow in result.changes:
-        if flow is None:
-            txn.delete(op, fid)
-        else:
-            txn.put(op, {**flow, "revision": txn.rev})
-    if result.current_flow_id != txn.current:
-        txn.current = result.current_flow_id
-        if result.current_flow_id is not None:
-            txn.changes.append(["set_current", result.current_flow_id, None])
-    service.commit_internal(txn)
-    report = {**result.report, "revision": store.revision,
-              "evidence": evidence.name if evidence else None}
-    if result.losers:
-        data = orjson.dumps({"losers": result.losers}, option=orjson.OPT_INDENT_2)
-        report["losers_file"] = write_aside(data_dir, "flows.json", "merge", data).name
-    service.stats.strays.append(report)
-    _forget_numbers_from(snap, _file_revision(theirs))
-    _remember_stray_file(snap, theirs, store.revision)
-    log.warning("stray writer merged into revision %d: %s", store.revision, report)
-    snap.note_change(0.0)
-    return report
+def _fewest_changes(memory: FileMemory, maps: list[tuple[int, dict]],
+                    theirs: dict[str, Any]) -> tuple[int, dict]:
+    """Candidates differ only where their maps differ: count the tool's changes there."""
+    first = maps[0][1]
+    where: set[str] = set()
+    for _, m in maps[1:]:
+        where.update(fid for fid, _ in first.items() ^ m.items())
+    mine = {fid: digest(theirs[fid]) if fid in theirs else None for fid in where}
+
+    def rank(item: tuple[int, dict]) -> tuple[int, bool, int]:
+        i, m = item
+        changes = sum(1 for fid in where if not same(mine[fid], m.get(fid)))
+        return (changes, not memory.entries[i].own, -i)
+    return min(maps, key=rank)
+
+
+def _unknown(memory: FileMemory, theirs: dict[str, Any], why: str) -> Picked:
+    versions = memory.versions_of(theirs)
+    return Picked(Unknown(lambda fid: versions.get(fid, ())), None, why)

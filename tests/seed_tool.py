@@ -17,6 +17,12 @@ The seed has no "update" method; a tool that edits a flow sets its fields and
 Run as a program for a loop of edits in another process::
 
     python tests/seed_tool.py DATA_DIR loop PREFIX COUNT [MAX_SLEEP]
+
+or driven one JSON command per line on stdin (``session``: each answer is one
+JSON line on stdout), so that a test can hold a loaded tool in another process
+(with its own ``TZ``) while the daemon restarts::
+
+    python tests/seed_tool.py DATA_DIR session
 """
 
 from __future__ import annotations
@@ -145,7 +151,47 @@ def loop(data_dir: str, prefix: str, count: int, max_sleep: float) -> None:
         time.sleep(rng.uniform(0, max_sleep))
 
 
+def _command(tool: SeedTool | None, data_dir: str, cmd: dict[str, Any]) -> tuple[
+        SeedTool | None, Any]:
+    op = cmd["op"]
+    if op == "load":
+        tool = SeedTool(data_dir)
+        return tool, {"ids": list(tool.flows), "file_revision": tool.meta.get("file_revision")}
+    assert tool is not None, "load first"
+    if op == "add":
+        return tool, tool.add_flow(cmd["name"], cmd.get("plans"))
+    if op == "delete":
+        return tool, tool.delete_flow(cmd["id"])
+    if op == "rename":
+        return tool, tool.rename(cmd["id"], cmd["name"])
+    if op == "set_plans":  # as the seed's callers do it: plans replaced, updated untouched
+        tool.flows[cmd["id"]].plans = cmd["plans"]
+        return tool, None
+    if op == "set_updated":
+        tool.flows[cmd["id"]].updated = cmd["value"]
+        return tool, None
+    if op == "set_current":
+        return tool, tool.set_current(cmd["id"])
+    if op == "file_revision":  # a file from elsewhere: a number flowd never wrote
+        tool.meta["file_revision"] = cmd["value"]
+        return tool, None
+    if op == "save":
+        tool.save()
+        return tool, {"current": tool.current_flow_id, "now": now()}
+    raise ValueError(f"unknown op {op}")
+
+
+def session(data_dir: str) -> None:
+    tool = None
+    for line in sys.stdin:
+        tool, result = _command(tool, data_dir, json.loads(line))
+        print(json.dumps({"result": result}), flush=True)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[1] == "session":
+        session(argv[0])
+        return 0
     if len(argv) >= 4 and argv[1] == "loop":
         loop(argv[0], argv[2], int(argv[3]), float(argv[4]) if len(argv) > 4 else 0.05)
         return 0

@@ -63,6 +63,20 @@ def keep_aside(path: Path, tag: str, *, move: bool = False) -> Path:
     raise FileExistsError(f"no free evidence name for {path}")
 
 
+def move_aside(src: Path, like: Path, tag: str) -> Path:
+    """Give ``src`` (a hard link flowd holds) an evidence name of ``like``'s, then drop
+    the holding name: the bytes stay, under ``<like>.<tag>-<time>``."""
+    for dst in _candidates(like, tag):
+        try:
+            IO.link(src, dst)
+        except FileExistsError:
+            continue
+        os.unlink(src)
+        fsync_dir(like.parent)
+        return dst
+    raise FileExistsError(f"no free evidence name for {like}")
+
+
 def write_aside(directory: Path, name: str, tag: str, data: bytes) -> Path:
     """Write new evidence (e.g. the losing side of a merge) under a fresh name."""
     for dst in _candidates(directory / name, tag):

@@ -5,7 +5,8 @@ Order of trust: flows.json; if it is unreadable, the copy flowd last wrote
 (``flows.json.prev``); each plus the journal records after its revision.
 Whatever cannot be read is kept aside, never deleted. A flows.json that is
 not the file flowd last wrote (an old tool rewrote it while flowd was down)
-comes back as ``stray`` for the server to merge three ways.
+is flagged ``foreign``: the store comes from the file flowd last wrote, and the
+runtime then merges the tool's file like one it notices while running.
 """
 
 from __future__ import annotations
@@ -29,16 +30,6 @@ log = logging.getLogger("flowd.recovery")
 
 
 @dataclass
-class Stray:
-    """A foreign flows.json found at start: theirs, and the base it was edited from."""
-
-    theirs: dict[str, Any]
-    base_flows: dict[str, dict[str, Any]]
-    base_current: str | None
-    evidence: Path | None
-
-
-@dataclass
 class Recovery:
     source: str = "empty"
     seconds: float = 0.0
@@ -49,10 +40,12 @@ class Recovery:
     corrupt: list[str] = field(default_factory=list)
     kept_aside: list[Path] = field(default_factory=list)
     needs_snapshot: bool = False
-    stray: Stray | None = None
-    #: the loaded snapshot's flows before replay: the base of a later stray merge
+    #: flows.json is not the file flowd last wrote: an old tool rewrote it meanwhile
+    foreign: bool = False
+    #: the loaded snapshot's flows before replay (it must be in the memory of files)
     base_flows: dict[str, Any] = field(default_factory=dict)
     base_current: str | None = None
+    base_revision: int = 0
     #: records replayed from the journal, for the change feed
     records: list[dict[str, Any]] = field(default_factory=list)
     #: (key, first result, revision) of every journal record the store holds
@@ -164,16 +157,16 @@ def _own_newer_snapshot(got: LoadResult, written: LoadResult) -> bool:
 
 def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> None:
     got = _load_snapshot(data_dir, rec)
-    theirs = None
     if got is not None and rec.source == SNAPSHOT and _is_foreign(data_dir, got):
         base = _try_load(data_dir / WRITTEN, rec)
         if base is not None and _own_newer_snapshot(got, base):
             rec.needs_snapshot = True  # link it as written again
         elif base is not None:
-            theirs, got = got, base
+            got, rec.foreign = base, True
             rec.source = WRITTEN
     if got is not None:
         rec.file_revision = _meta_int(got, "file_revision")
+        rec.base_revision = _meta_int(got, "revision")
         saved = got.doc["meta"].get("last_saved")
         rec.last_saved = saved if isinstance(saved, str) else ""
         rec.migrated, rec.notes = got.migrated, got.notes
@@ -185,10 +178,6 @@ def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> N
                         got.source_version, aside.name)
         store.load(got.doc)
     rec.base_flows, rec.base_current = dict(store.flows), store.current_flow_id
-    if theirs is not None:
-        evidence = keep_aside(data_dir / SNAPSHOT, "stray")
-        rec.kept_aside.append(evidence)
-        rec.stray = Stray(theirs.doc, rec.base_flows, store.current_flow_id, evidence)
     scan = journal.scan()
     rec.torn_bytes, rec.kept_aside = scan.torn_bytes, rec.kept_aside + scan.kept_aside
     rec.corrupt.extend(scan.corrupt)

@@ -45,3 +45,26 @@ def test_retry_keys_are_bounded_by_count_and_by_what_replies_pin() -> None:
     assert len(by_weight.replies) == 2 and by_weight.weight == 82
     by_weight.put(("c", 4), True, "small")  # replacing a key gives its weight back
     assert by_weight.weight == 42
+
+
+def test_a_merge_event_carries_its_report_next_to_the_flow_changes() -> None:
+    """Watchers and the mirror read ``changes`` as for any write; the merge report rides
+    along, also when the merge changed no flow (a revision of its own all the same)."""
+    from flowd_client.model import changes_of
+
+    from flowd.feed import build_event
+    from flowd.store import Store
+
+    store = Store()
+    flow = {"id": "f1", "name": "n", "plans": [], "created": "c", "updated": "u",
+            "revision": 1}
+    report = {"added": 1, "conflict_ids": [], "skipped_deletion_ids": ["f9"]}
+    record = {"rev": 1, "ts": "t", "changes": [["merge_add", "f1", flow]], "current": "f1",
+              "merge": report}
+    store.apply_record(record)
+    event = build_event(record, store)
+    assert event["merge"] == report
+    assert [(c.op, c.flow_id) for c in changes_of(event)] == [("merge_add", "f1")]
+    empty = {"rev": 2, "ts": "t", "changes": [], "current": "f1", "merge": report}
+    store.apply_record(empty)
+    assert changes_of(build_event(empty, store)) == [] and store.revision == 2

@@ -1,0 +1,389 @@
+"""flowd's memory of every flows.json it wrote or absorbed: the bases of stray merges.
+
+An old tool writes back the ``meta.file_revision`` it loaded plus one. To merge
+its file three ways flowd must know what that loaded file held, by number and
+content: for each file it remembers the number, the store revision, the
+current flow and a digest per flow (:mod:`flowd.digests`). Kept: at least the
+last :data:`RETAIN_FILES` files or :data:`RETAIN_SECONDS` of them, whichever
+is more, within :data:`MAX_BYTES`; persisted in ``.flows.json.memory``
+(:mod:`flowd.storage.memory_file`) so it survives SIGTERM and SIGKILL.
+
+Cost is proportional to change, not to files x flows: the newest map is held
+whole, and each file keeps only how it differs from the one before (``undo``:
+the previous file's digests at the ids that differ). On disk the same chain
+runs forward: the oldest file's whole map, then each file's differences.
+
+The snapshot thread calls :meth:`FileMemory.remember_written`; everything else
+runs on the server loop, never while a snapshot runs (the loop checks for
+stray files only between snapshots), so the two never overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import compress, repeat
+from pathlib import Path
+from typing import Any
+
+from .digests import Digest, digest
+from .storage import memory_file
+
+log = logging.getLogger("flowd.memory")
+
+RETAIN_FILES = 1000
+RETAIN_SECONDS = 7 * 86400.0
+#: bound on the memory (estimated bytes of RAM; the sidecar is smaller)
+MAX_BYTES = 64 << 20
+ENTRY_BYTES, ITEM_BYTES = 200, 100
+
+Delta = dict[str, Digest | None]
+_REV = operator.itemgetter("revision")
+
+
+@dataclass
+class Remembered:
+    """One file: ``undo`` turns the map of this file into the map of the one before."""
+
+    number: int
+    revision: int
+    current: str | None
+    own: bool
+    #: wall time it was remembered: for retention only, never for a merge decision
+    seen: float
+    undo: Delta
+
+
+def _apply(m: dict[str, Digest], delta: Mapping[str, Digest | None]) -> None:
+    for fid, value in delta.items():
+        if value is None:
+            m.pop(fid, None)
+        else:
+            m[fid] = value
+
+
+def _digest_value(raw: Any) -> Digest | None:
+    if raw is None or type(raw) is int:
+        return raw
+    if type(raw) is list and len(raw) == 2 and all(type(x) is int for x in raw):
+        return (raw[0], raw[1])
+    raise ValueError(f"bad digest {raw!r}")
+
+
+def _parse(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
+    """One sidecar record, checked (the file is input like any other)."""
+    n, r, c, o, t, d = (frame.get(k) for k in ("n", "r", "c", "o", "t", "d"))
+    if (type(n) is not int or type(r) is not int or not (c is None or type(c) is str)
+            or type(o) is not bool or type(t) not in (int, float) or type(d) is not dict):
+        raise ValueError("bad record")
+    redo = {str(fid): _digest_value(v) for fid, v in d.items()}
+    return Remembered(n, r, c, o, float(t), {}), redo
+
+
+class FileMemory:
+    """The remembered files, oldest first, and the maps needed to rebuild any of them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.entries: list[Remembered] = []
+        #: digests of the newest file flowd wrote, and its store revision
+        self.own: dict[str, Digest] = {}
+        self.own_rev = -1
+        #: the differences of the tool files absorbed after it, in order
+        self.overlays: list[Delta] = []
+        self.max_number = 0
+        self.items = 0
+        #: False: the sidecar must be rewritten whole before the next append
+        self.synced = False
+        self.disk_bytes = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------ numbers
+
+    def note_number(self, number: int) -> None:
+        self.max_number = max(self.max_number, number)
+
+    def take_number(self) -> int:
+        """flowd's next file number: after every number seen, never handed out twice."""
+        self.max_number += 1
+        return self.max_number
+
+    @property
+    def bytes(self) -> int:
+        return ENTRY_BYTES * len(self.entries) + ITEM_BYTES * self.items
+
+    # ------------------------------------------------------------ start
+
+    def load(self) -> None:
+        """Rebuild from the sidecar (a damaged tail is kept aside by the reader)."""
+        got = memory_file.read(self.dir)
+        self.synced, self.disk_bytes = not got.rewrite, got.bytes
+        m: dict[str, Digest] = {}
+        redos: list[Delta] = []
+        for frame in got.frames:
+            try:
+                entry, redo = _parse(frame)
+            except (ValueError, TypeError) as exc:
+                log.warning("%s: unreadable record (%s): keeping the %d files before it",
+                            memory_file.NAME, exc, len(self.entries))
+                self.synced = False
+                break
+            entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
+            _apply(m, redo)
+            self._append(entry)
+            redos.append(redo)
+        self._settle_own(m, redos)
+
+    def _settle_own(self, m: dict[str, Digest], redos: list[Delta]) -> None:
+        """``own`` is the map of the newest file flowd wrote; later tool files overlay it."""
+        last_own = max((i for i, e in enumerate(self.entries) if e.own), default=None)
+        if last_own is None:
+            self.own, self.own_rev, self.overlays = m, -1, []
+            return
+        for e in reversed(self.entries[last_own + 1:]):
+            _apply(m, e.undo)
+        self.own, self.own_rev = m, self.entries[last_own].revision
+        self.overlays = redos[last_own + 1:]
+
+    def adopt_loaded(self, number: int, revision: int, current: str | None,
+                     flows: Mapping[str, dict]) -> None:
+        """The file flowd loaded at start must be remembered: the sidecar may be behind
+        it (SIGKILL between installing flows.json and appending) or absent."""
+        self.note_number(number)
+        newest = next((e for e in reversed(self.entries) if e.own), None)
+        if newest is not None and (newest.number, newest.revision) == (number, revision):
+            return
+        log.info("remembering flows.json %d (revision %d) from its content", number, revision)
+        self._remember_own(number, revision, current, {f: digest(x) for f, x in flows.items()},
+                           [fid for fid in self.own if fid not in flows], time.time())
+
+    # ------------------------------------------------------------ remembering
+
+    def remember_written(self, number: int, revision: int, current: str | None,
+                         items: list[tuple[str, dict]]) -> None:
+        """A file flowd just installed (snapshot thread). Only flows changed since the
+        last file flowd wrote (higher ``revision``) are digested."""
+        own, own_rev = self.own, self.own_rev
+        changed: dict[str, Digest] = {}
+        for fid, flow in items:
+            if flow.get("revision", 0) > own_rev or fid not in own:
+                changed[fid] = digest(flow)
+        new_ids = sum(1 for fid in changed if fid not in own)
+        gone: list[str] = []
+        if len(own) + new_ids > len(items):
+            present = dict(items)
+            gone = [fid for fid in own if fid not in present]
+        self._remember_own(number, revision, current, changed, gone, time.time())
+
+    def _remember_own(self, number: int, revision: int, current: str | None,
+                      changed: Mapping[str, Digest], gone: Iterable[str], now: float) -> None:
+        own = self.own
+        own_delta: Delta = {fid: v for fid, v in changed.items() if own.get(fid) != v}
+        own_delta.update(dict.fromkeys(gone))
+        ids = set(own_delta)
+        for overlay in self.overlays:  # where the newest file was a tool's
+            ids.update(overlay)
+        prev = self._latest_getter()
+        redo: Delta = {}
+        undo: Delta = {}
+        for fid in ids:
+            new = own_delta[fid] if fid in own_delta else own.get(fid)
+            old = prev(fid)
+            if new != old:
+                redo[fid], undo[fid] = new, old
+        _apply(own, own_delta)
+        self.own_rev, self.overlays = revision, []
+        self.note_number(number)
+        self._append(Remembered(number, revision, current, True, now,
+                                undo if self.entries else {}))
+        self._persist(self.entries[-1], redo, now)
+
+    def tool_file_delta(self, theirs: Mapping[str, dict], ours: Mapping[str, dict],
+                        suspects: Iterable[str]) -> Delta:
+        """How a tool's file differs from the newest remembered file (its record).
+
+        ``suspects`` are the ids where theirs is not a sub-map of ours; every other
+        flow of theirs is ours' minus what the tool dropped, so its digest is the
+        core of ours', which is the newest file's unless ours changed since or the
+        newest file was a tool's. Only those few are digested; the rest is C-level
+        set work, so 100k untouched flows cost no bytecode each.
+        """
+        own, own_rev, prev = self.own, self.own_rev, self._latest_getter()
+        again = set(suspects)
+        again.update(compress(own, map(isinstance, own.values(), repeat(tuple))))
+        again.update(compress(ours, map(operator.gt, map(_REV, ours.values()),
+                                        repeat(own_rev))))
+        for overlay in self.overlays:
+            again.update(overlay)
+        redo: Delta = {}
+        for fid in again:
+            flow = theirs.get(fid)
+            if flow is not None:
+                tv = digest(flow)
+                if prev(fid) != tv:
+                    redo[fid] = tv
+        for fid in set(self._latest_ids()) - theirs.keys():
+            redo[fid] = None
+        return redo
+
+    def remember_absorbed(self, number: int, revision: int, current: str | None,
+                          redo: Delta) -> None:
+        """A tool's file flowd merged: the next tool may have loaded it."""
+        prev = self._latest_getter()
+        undo = {fid: prev(fid) for fid in redo} if self.entries else {}
+        self.overlays.append(redo)
+        self.note_number(number)
+        now = time.time()
+        self._append(Remembered(number, revision, current, False, now, undo))
+        self._persist(self.entries[-1], redo, now)
+
+    def _append(self, entry: Remembered) -> None:
+        self.entries.append(entry)
+        self.items += len(entry.undo)
+
+    # ------------------------------------------------------------ persistence
+
+    def _persist(self, entry: Remembered, redo: Delta, now: float) -> None:
+        """Append the new file's record, or rewrite the sidecar when it must be."""
+        trimmed = self._trim(now)
+        try:
+            if self.synced and not trimmed:
+                self.disk_bytes += memory_file.append(self.dir, _record(entry, redo))
+            else:
+                self.disk_bytes = memory_file.rewrite(self.dir, self._records())
+                self.synced = True
+            self.last_error = None
+        except OSError as exc:
+            self.synced = False
+            if self.last_error is None:
+                log.error("could not write %s (%s): the memory of written files is kept in "
+                          "memory and written again with the next snapshot",
+                          memory_file.NAME, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def _trim(self, now: float) -> bool:
+        """Forget the oldest files past retention (in batches), or past the byte bound."""
+        entries, drop = self.entries, 0
+        while (len(entries) - drop > RETAIN_FILES
+               and entries[drop].seen < now - RETAIN_SECONDS):
+            drop += 1
+        over = self.bytes > MAX_BYTES
+        if not over and drop < max(1, len(entries) // 10):
+            return False
+        budget = self.bytes
+        while over and len(entries) - drop > 1 and budget > MAX_BYTES * 0.9:
+            budget -= ENTRY_BYTES + ITEM_BYTES * len(entries[drop].undo)
+            drop += 1
+        if drop == 0:
+            return False
+        if over:
+            log.warning("memory of written files over %d bytes: forgetting the %d oldest "
+                        "files (tools that loaded them merge without deletions)",
+                        MAX_BYTES, drop)
+        for e in entries[:drop + 1]:
+            self.items -= len(e.undo)
+        del entries[:drop]
+        entries[0].undo = {}
+        return True
+
+    def _records(self) -> list[dict[str, Any]]:
+        """The whole chain forward: the oldest file's map, then each file's changes."""
+        m = self._latest_map()
+        out = []
+        for i in range(len(self.entries) - 1, -1, -1):
+            e = self.entries[i]
+            out.append(_record(e, dict(m) if i == 0 else {fid: m.get(fid) for fid in e.undo}))
+            _apply(m, e.undo)
+        out.reverse()
+        return out
+
+    # ------------------------------------------------------------ lookups
+
+    def _latest_getter(self) -> Any:
+        if not self.overlays:
+            return self.own.get
+        merged = dict(self.own)
+        for overlay in self.overlays:
+            _apply(merged, overlay)
+        return merged.get
+
+    def _latest_ids(self) -> Iterable[str]:
+        return self._latest_map() if self.overlays else self.own
+
+    def _latest_map(self) -> dict[str, Digest]:
+        m = dict(self.own)
+        for overlay in self.overlays:
+            _apply(m, overlay)
+        return m
+
+    def map_at(self, index: int) -> dict[str, Digest]:
+        """The digests of remembered file ``index``: the newest map, undone back to it."""
+        m = self._latest_map()
+        for e in reversed(self.entries[index + 1:]):
+            _apply(m, e.undo)
+        return m
+
+    def candidates(self, claimed: int) -> list[int]:
+        """Files a tool that writes ``claimed`` may have loaded: those numbered one
+        less, and tool files numbered the same (a tool that saves twice without
+        reloading writes the same number again)."""
+        return [i for i, e in enumerate(self.entries)
+                if e.number == claimed - 1 or (not e.own and e.number == claimed)]
+
+    def versions_of(self, ids: Iterable[str]) -> dict[str, list[Digest]]:
+        """Every remembered version of each id (for merges without a base)."""
+        wanted = set(ids)
+        latest = self._latest_getter()
+        out: dict[str, list[Digest]] = {}
+        for fid in wanted:
+            v = latest(fid)
+            if v is not None:
+                out[fid] = [v]
+        for e in self.entries:
+            for fid in wanted.intersection(e.undo):
+                v = e.undo[fid]
+                if v is not None:
+                    out.setdefault(fid, []).append(v)
+        return out
+
+    def older_versions(self, ids: Iterable[str], index: int) -> dict[str, list[Digest]]:
+        """Versions of each id in files before file ``index`` that differ from its own."""
+        wanted = set(ids)
+        out: dict[str, list[Digest]] = {}
+        for e in self.entries[1:index + 1]:
+            for fid in wanted.intersection(e.undo):
+                v = e.undo[fid]
+                if v is not None:
+                    out.setdefault(fid, []).append(v)
+        return out
+
+    def ours_digest(self, ours: Mapping[str, dict]) -> Any:
+        """Digest of a live flow: from flowd's newest file if unchanged since it."""
+        own, own_rev = self.own, self.own_rev
+
+        def get(fid: str) -> Digest | None:
+            mine = ours.get(fid)
+            if mine is None:
+                return None
+            if mine.get("revision", 0) <= own_rev:
+                v = own.get(fid)
+                if v is not None:
+                    return v
+            return digest(mine)
+        return get
+
+    def stats(self) -> dict[str, Any]:
+        entries = self.entries
+        return {"files": len(entries), "bytes_estimate": self.bytes,
+                "sidecar_bytes": self.disk_bytes,
+                "oldest_file": entries[0].number if entries else None,
+                "newest_file": entries[-1].number if entries else None,
+                "last_error": self.last_error}
+
+
+def _record(e: Remembered, redo: Delta) -> dict[str, Any]:
+    return {"n": e.number, "r": e.revision, "c": e.current, "o": e.own, "t": e.seen,
+            "d": {fid: list(v) if type(v) is tuple else v for fid, v in redo.items()}}

@@ -1,0 +1,132 @@
+"""flowd.bases: the memory of written files, rebuilt exactly from its sidecar.
+
+Every remembered file's digests must come back equal after a reload (SIGTERM
+or SIGKILL: the sidecar is appended with fdatasync, a torn tail is dropped),
+and the memory must cost what changed between files, not files x flows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flowd import bases
+from flowd.bases import FileMemory
+from flowd.digests import digest
+from flowd.storage import memory_file
+
+
+def _flow(fid: str, name: str, rev: int, **extra: object) -> dict:
+    return {"id": fid, "name": name, "plans": [], "created": "c", "updated": "u",
+            "revision": rev, **extra}
+
+
+def _files(n: int) -> list[tuple[int, list[tuple[str, dict]]]]:
+    """n successive store states: each renames one flow, adds one, deletes one."""
+    flows = {f"f{i}": _flow(f"f{i}", f"n{i}", 0) for i in range(20)}
+    out = []
+    for k in range(1, n + 1):
+        rev = k * 10
+        flows[f"f{k}"] = _flow(f"f{k}", f"renamed{k}", rev, x_extra=k)
+        flows[f"new{k}"] = _flow(f"new{k}", "new", rev)
+        flows.pop(f"f{k + 10}", None)
+        out.append((rev, list(flows.items())))
+    return out
+
+
+def _remember(mem: FileMemory, states: list) -> list[dict]:
+    want = []
+    for rev, items in states:
+        mem.remember_written(mem.take_number(), rev, None, items)
+        want.append({fid: digest(f) for fid, f in items})
+    return want
+
+
+def test_every_file_comes_back_after_a_reload(tmp_path: Path) -> None:
+    mem = FileMemory(tmp_path)
+    mem.load()
+    want = _remember(mem, _files(8))
+    tool = {fid: {k: v for k, v in f.items() if k not in ("revision", "x_extra")}
+            for fid, f in _files(8)[-1][1]}
+    del tool["f1"]
+    tool["f2"] = {**tool["f2"], "name": "tool"}
+    store = dict(_files(8)[-1][1])
+    from flowd.merge import suspects_of
+    delta = mem.tool_file_delta(tool, store, suspects_of(store, tool))
+    mem.remember_absorbed(9, 90, None, delta)
+    want.append({fid: digest(f) for fid, f in tool.items()})
+    _remember(mem, _files(9)[-1:])
+    want.append({fid: digest(f) for fid, f in _files(9)[-1][1]})
+    for i, m in enumerate(want):
+        assert mem.map_at(i) == m, i
+    again = FileMemory(tmp_path)
+    again.load()
+    assert [e.number for e in again.entries] == [e.number for e in mem.entries]
+    assert [e.own for e in again.entries] == [True] * 8 + [False, True]
+    for i, m in enumerate(want):
+        assert again.map_at(i) == m, i
+    assert again.candidates(10) == [8]  # the tool's 9, and flowd's 9 (index 8 is the tool's)
+    assert again.candidates(11) == [9]
+
+
+def test_torn_tail_is_dropped_and_kept_aside(tmp_path: Path) -> None:
+    mem = FileMemory(tmp_path)
+    mem.load()
+    want = _remember(mem, _files(3))
+    path = tmp_path / memory_file.NAME
+    with open(path, "ab") as f:
+        f.write(b"\x05\x00\x00\x00garbage")
+    again = FileMemory(tmp_path)
+    again.load()
+    assert [again.map_at(i) for i in range(3)] == want
+    assert list(tmp_path.glob(f"{memory_file.NAME}.corrupt-*"))
+    _remember(again, _files(4)[-1:])  # rewritten whole, then appended to again
+    third = FileMemory(tmp_path)
+    third.load()
+    assert len(third.entries) == 4 and third.synced
+
+
+def test_memory_costs_the_changes_not_the_files(tmp_path: Path, monkeypatch) -> None:
+    """1000 files of a 2000-flow store, one change each: ~one map, not 1000."""
+    flows = {f"f{i}": _flow(f"f{i}", "n", 0) for i in range(2000)}
+    mem = FileMemory(tmp_path)
+    mem.load()
+    for k in range(1, 1001):
+        flows[f"f{k}"] = _flow(f"f{k}", f"r{k}", k)
+        mem.remember_written(mem.take_number(), k, None, list(flows.items()))
+    size = os.path.getsize(tmp_path / memory_file.NAME)
+    assert mem.items < 2 * 1000 + 10
+    assert size < 2000 * 40 + 1000 * 80, size
+
+
+def test_oldest_files_are_forgotten_past_the_bounds(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(bases, "RETAIN_FILES", 10)
+    monkeypatch.setattr(bases, "RETAIN_SECONDS", 0.0)
+    mem = FileMemory(tmp_path)
+    mem.load()
+    want = _remember(mem, _files(30))
+    assert 10 <= len(mem.entries) < 30
+    kept = len(mem.entries)
+    for i in range(kept):
+        assert mem.map_at(i) == want[30 - kept + i]
+    again = FileMemory(tmp_path)
+    again.load()
+    assert [again.map_at(i) for i in range(kept)] == want[30 - kept:]
+    monkeypatch.setattr(bases, "MAX_BYTES", 5_000)
+    _remember(mem, _files(31)[-1:])
+    assert mem.bytes <= 5_000 or len(mem.entries) == 1
+    assert mem.map_at(len(mem.entries) - 1) == {fid: digest(f) for fid, f in _files(31)[-1][1]}
+
+
+def test_a_sidecar_that_is_not_a_regular_file_is_moved_aside(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"not flowd's")
+    os.symlink(target, tmp_path / memory_file.NAME)
+    mem = FileMemory(tmp_path)
+    mem.load()
+    assert mem.entries == [] and not mem.synced
+    assert target.read_bytes() == b"not flowd's"
+    assert list(tmp_path.glob(f"{memory_file.NAME}.corrupt-*"))
+    _remember(mem, _files(1))
+    assert (tmp_path / memory_file.NAME).is_file()
+    assert not (tmp_path / memory_file.NAME).is_symlink()

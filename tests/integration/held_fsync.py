@@ -2,11 +2,12 @@
 
     python held_fsync.py FIFO_DIR flowd-args...
 
-Patches the daemon's ``fsio.IO.fdatasync`` seam (nothing else): each call
-writes one byte to ``FIFO_DIR/entered`` and then blocks reading one byte from
-``FIFO_DIR/grant``: ``b"."`` lets the fsync run, ``b"!"`` makes it fail with
-EIO. So a test can hold a group commit at its fsync, look at what the daemon
-sent meanwhile, then let it finish or fail.
+Patches the daemon's ``fsio.IO.fdatasync`` seam (nothing else): each call on
+a journal segment writes one byte to ``FIFO_DIR/entered`` and then blocks
+reading one byte from ``FIFO_DIR/grant``: ``b"."`` lets the fsync run, ``b"!"``
+makes it fail with EIO. So a test can hold a group commit at its fsync, look at
+what the daemon sent meanwhile, then let it finish or fail. Other files'
+fdatasyncs (the snapshot thread's) run as usual.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ def main() -> int:
     real = IO.fdatasync
 
     def held(fd: int) -> None:
+        if not os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith("journal-"):
+            return real(fd)
         os.write(entered, b"e")
         verdict = os.read(grant, 1)
         if verdict == b"!":
             raise OSError(errno.EIO, "injected by held_fsync")
-        real(fd)
+        return real(fd)
 
     IO.fdatasync = held  # type: ignore[method-assign]
     return flowd_main(sys.argv[2:])

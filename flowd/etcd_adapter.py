@@ -18,6 +18,7 @@ failure is one of flowd's errors (see etcd_errors.py), naming the endpoint.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -25,10 +26,14 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-import grpc
-from etcd3 import etcdrpc
-from etcd3.etcdrpc import kv_pb2
-from flowd_client.errors import FlowdError, InvalidArgumentError, UnavailableError
+# Every failure reaches flowd as one error naming the member; grpc's C core would
+# also print its own lines to stderr on each failed connect or handshake.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402
+from etcd3 import etcdrpc  # noqa: E402
+from etcd3.etcdrpc import kv_pb2  # noqa: E402
+from flowd_client.errors import FlowdError, InvalidArgumentError, UnavailableError  # noqa: E402
 
 from .etcd_endpoints import grpc_target, read_tls_file
 from .etcd_errors import client_error, error_for_status, safe_to_retry

@@ -73,6 +73,10 @@ _RULES: tuple[_Rule, ...] = (
           "unreachable", "is unreachable"),
     _Rule("UNAVAILABLE", ("request timed out",), UnavailableError,
           "timeout", "timed out committing the request", not_applied=False),
+    _Rule("UNAVAILABLE", ("leader changed",), UnavailableError,
+          "leader_changed", "changed leader while serving the request", not_applied=False),
+    _Rule("UNAVAILABLE", ("server stopped",), UnavailableError,
+          "stopped", "stopped while serving the request", not_applied=False),
     _Rule("UNAVAILABLE", ("",), UnavailableError,
           "connection_lost", "lost the connection or stopped", not_applied=False),
     _Rule("DEADLINE_EXCEEDED", ("",), UnavailableError,
@@ -120,12 +124,6 @@ def safe_to_retry(error: FlowdError) -> bool:
     """A write that failed with ``error`` may be sent again, to any member:
     etcd certainly did not apply it, and trying elsewhere may succeed."""
     return isinstance(error, UnavailableError) and error.data.get("maybe_applied") is False
-
-
-def with_compacted_revision(error: FlowdError, compacted: int) -> FlowdError:
-    """Add the revision below which history is gone (flowd's CompactedError key)."""
-    error.data["compacted_revision"] = compacted
-    return error
 
 
 def compacted_watch(endpoint: str, asked: int, compacted: int) -> CompactedError:

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,6 +223,30 @@ class EtcdCluster:
     def stop(self) -> None:
         for m in self.members:
             m.stop()
+
+    def client(self, i: int = 0) -> Any:
+        """A python3-etcd3 client on member i, for what the adapter does not do (compaction)."""
+        import etcd3  # only the tests that need it import it
+
+        m = self.members[i]
+        tls = ({"ca_cert": str(self.tls.ca), "cert_cert": str(self.tls.client_cert),
+                "cert_key": str(self.tls.client_key)} if self.tls else {})
+        return etcd3.client("127.0.0.1", m.client_port, timeout=30, **tls)
+
+    def compact(self, revision: int) -> None:
+        """Drop history before ``revision`` (physically, on every member)."""
+        with self.client(next(i for i, m in enumerate(self.members) if m.running())) as c:
+            c.compact(revision, physical=True)
+
+    def defragment(self) -> None:
+        for i, m in enumerate(self.members):
+            if m.running():
+                with self.client(i) as c:
+                    c.defragment()
+
+    def db_size(self, i: int = 0) -> int:
+        """Bytes of member i's database file (etcd's own gauge)."""
+        return int(_metric(self.members[i], "etcd_mvcc_db_total_size_in_bytes") or 0)
 
     def leader(self) -> int:
         """Index of the member that is the raft leader now."""

@@ -12,10 +12,11 @@ from flowd_client.errors import InvalidArgumentError, UnavailableError
 from flowd.etcd_adapter import EtcdAdapter
 from flowd.etcd_types import Put
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
-                                reason="openssl is not on PATH: it makes the test certificates")
+needs_openssl = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is not on PATH: it makes the test certificates")
 
 
+@needs_openssl
 def test_tls_with_a_client_certificate(etcd_cluster, tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "tls")
     cluster = etcd_cluster(1, tls=tls)

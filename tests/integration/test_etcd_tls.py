@@ -12,8 +12,8 @@ from flowd_client.errors import InvalidArgumentError, UnavailableError
 from flowd.etcd_adapter import EtcdAdapter
 from flowd.etcd_types import Put
 
-needs_openssl = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="openssl is not on PATH: it makes the test certificates")
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="openssl is not on PATH: it makes the test certificates")
 
 
 @needs_openssl

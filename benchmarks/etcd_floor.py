@@ -112,12 +112,14 @@ def measure_writes(cfg: Settings, base: Path, size: int) -> dict[str, Any]:
     cluster = _cluster(base, size)
     try:
         eps = cluster.endpoints
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"latency_via": "leader" if cluster.leader() == 0 else "follower"}
         for name, factory in (("etcd3", cas_worker), ("adapter", adapter_worker)):
-            op, close = factory(eps, 300)
+            op, close = factory(eps[:1], 300)  # both clients through the same member
+
+            def timed(r: int, op: Callable[[int], object] = op) -> Sample:
+                return time_ops(op, cfg.write_ops, start=r * 1_000_000)
             try:
-                out[f"latency_{name}"] = _fmt(repeat(cfg.runs, lambda r, op=op: time_ops(
-                    op, cfg.write_ops, start=r * 1_000_000)))
+                out[f"latency_{name}"] = _fmt(repeat(cfg.runs, timed))
             finally:
                 close()
         for procs in (1, cfg.procs):
@@ -147,7 +149,7 @@ def _settled_size(cluster: Any, c: Any) -> int:
 
 def _flows(n: int, seed: int) -> list[tuple[bytes, bytes]]:
     """Flows as the other benchmarks make them (3-5 plans, a third Korean names)."""
-    rng, taken, out = random.Random(seed), {}, []
+    rng, taken, out = random.Random(seed), dict[str, Any](), []
     for i in range(n):
         fid = new_id(rng, taken)
         taken[fid] = 1
@@ -199,7 +201,7 @@ def measure_range_reads(cfg: Settings, cluster: Any, c: Any, flows: int) -> dict
     from flowd.etcd_adapter import EtcdAdapter
     out: dict[str, Any] = {}
     with EtcdAdapter(cluster.endpoints, timeout=120) as a:
-        for page in (1000, 10000):
+        for page in (1000, 10000, flows):
             def read(_r: int, page: int = page) -> float:
                 t = time.perf_counter()
                 got = a.range_prefix(PREFIX, page_size=page)
@@ -208,13 +210,15 @@ def measure_range_reads(cfg: Settings, cluster: Any, c: Any, flows: int) -> dict
             out[f"range_read_adapter_page{page}_s"] = round(
                 statistics.median(read(r) for r in range(cfg.runs)), 3)
 
-    def one_request(_r: int) -> float:
-        t = time.perf_counter()
-        got = list(c.get_prefix(PREFIX, sort_order="ascend", sort_target="create"))
-        assert len(got) == flows
-        return time.perf_counter() - t
-    out["range_read_etcd3_one_sorted_request_s"] = round(
-        statistics.median(one_request(r) for r in range(cfg.runs)), 3)
+    for order in (None, "ascend"):
+        def one_request(_r: int, order: str | None = order) -> float:
+            t = time.perf_counter()
+            got = list(c.get_prefix(PREFIX, sort_order=order, sort_target="create"))
+            assert len(got) == flows
+            return time.perf_counter() - t
+        name = "sorted_by_create" if order else "unsorted"
+        out[f"range_read_etcd3_one_request_{name}_s"] = round(
+            statistics.median(one_request(r) for r in range(cfg.runs)), 3)
     out["txn_range_compare_whole_prefix_ms"] = round(_range_compare_ms(cluster, flows), 2)
     return out
 

@@ -137,7 +137,7 @@ def compacted_watch(endpoint: str, asked: int, compacted: int) -> CompactedError
 
 def client_error(endpoint: str, exc: Exception) -> FlowdError:
     """An error raised on our side before anything was sent (bad key type, int overflow)."""
-    if isinstance(exc, (TypeError, ValueError, OverflowError)):
+    if isinstance(exc, (TypeError, ValueError, OverflowError, KeyError)):
         return InvalidArgumentError(
             f"etcd request for {endpoint} is malformed: {exc}",
             {"endpoint": endpoint, "reason": "invalid_argument", "maybe_applied": False})

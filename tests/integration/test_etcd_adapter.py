@@ -16,7 +16,7 @@ from flowd_client.errors import (
 )
 
 from flowd.etcd_adapter import EtcdAdapter
-from flowd.etcd_types import Compare, Delete, Get, Put, prefix_end
+from flowd.etcd_types import Compare, Delete, Get, Put, WatchBatch, prefix_end
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_a_watch_from_a_revision_sees_every_change_with_its_revisions(
     r3 = etcd.txn([], [Delete(p + b"a")]).revision
     etcd.txn([], [Put(p[:-1] + b"-other/x", b"1")])  # outside the prefix
     w = etcd.watch_prefix(p, r1)
-    seen = []
+    seen: list[WatchBatch] = []
     while sum(len(b.events) for b in seen) < 4:
         seen.append(next(w))
     events = [e for b in seen for e in b.events]

@@ -143,7 +143,8 @@ def test_tls_files_must_exist_and_be_small(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="empty or over"):
         read_tls_file(str(tmp_path / "empty.crt"), "CA certificate")
     (tmp_path / "ok.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
-    assert read_tls_file(str(tmp_path / "ok.crt"), "CA certificate").startswith(b"-----")
+    assert read_tls_file(str(tmp_path / "ok.crt"), "CA certificate") == b"-----BEGIN " \
+        b"CERTIFICATE-----\n"
 
 
 @pytest.mark.parametrize(("prefix", "end"), [

@@ -35,8 +35,8 @@ from etcd3 import etcdrpc  # noqa: E402
 from etcd3.etcdrpc import kv_pb2  # noqa: E402
 from flowd_client.errors import FlowdError, InvalidArgumentError, UnavailableError  # noqa: E402
 
-from .etcd_endpoints import grpc_target, read_tls_file
-from .etcd_errors import client_error, error_for_status, safe_to_retry
+from .etcd_endpoints import check_options, read_tls_file
+from .etcd_errors import client_error, error_for_status, gave_up, safe_to_retry
 from .etcd_types import (
     Compare,
     Delete,
@@ -63,6 +63,8 @@ REQUIRE_LEADER = (("hasleader", "true"),)
 #: limit-1 read of a 100k-key prefix took 57 ms here), so pages are large:
 #: 100k flows read in 4.2 s by pages of 1000, 2.0 s by 10,000, 1.7 s at once
 DEFAULT_PAGE_SIZE = 10_000
+#: a member unreachable this long gets a new channel (see _Endpoint.unreachable)
+RECONNECT_AFTER = 1.0
 _CHANNEL_OPTIONS = (
     # as etcd's Go client: etcd bounds requests itself and refuses with a clear error;
     # a watch response may carry up to 1000 revisions, each up to max-request-bytes
@@ -72,9 +74,10 @@ _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
-    # reconnect within a second of a member coming back (grpc's default grows to 120 s)
+    # retry a lost member within a second (grpc's default backoff grows to 120 s);
+    # not grpc.min_reconnect_backoff_ms: grpc also takes it as each connect
+    # attempt's timeout, and short ones fail on a loaded machine
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 )
 _COMPARE_OPS = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL,
@@ -89,13 +92,29 @@ class _Endpoint:
     """One member's URL, channel and stubs."""
 
     def __init__(self, url: str, target: str, creds: grpc.ChannelCredentials | None) -> None:
-        self.url = url
+        self.url, self._target, self._creds = url, target, creds
+        self.unreachable_since: float | None = None
+        self._connect()
+
+    def _connect(self) -> None:
         options = list(_CHANNEL_OPTIONS)
-        self.channel = (grpc.secure_channel(target, creds, options) if creds
-                        else grpc.insecure_channel(target, options))
+        self.channel = (grpc.secure_channel(self._target, self._creds, options) if self._creds
+                        else grpc.insecure_channel(self._target, options))
         self.kv = etcdrpc.KVStub(self.channel)
         self.lease = etcdrpc.LeaseStub(self.channel)
         self.watch = etcdrpc.WatchStub(self.channel)
+        self.connected_at = time.monotonic()
+
+    def unreachable(self) -> None:
+        """Start afresh on a member unreachable for a while: grpc can hold a channel
+        in backoff, or (grpcio 1.70, 1.75 here) wedge it, for many seconds after the
+        member is back, where a new channel connects at once. The old channel is
+        not closed: calls still on it finish, and it goes with its last reference."""
+        now = time.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        elif now - max(self.unreachable_since, self.connected_at) >= RECONNECT_AFTER:
+            self._connect()
 
 
 def _kv(kv: Any) -> KeyValue:
@@ -141,23 +160,15 @@ class EtcdAdapter:
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0,
                  cacert: str | None = None, cert: str | None = None,
                  key: str | None = None) -> None:
-        if not endpoints:
-            raise InvalidArgumentError("no etcd endpoint given")
-        if (cert is None) != (key is None):
-            raise InvalidArgumentError("an etcd client certificate needs its key, and a key its "
-                                       "certificate")
-        if not timeout > 0:
-            raise InvalidArgumentError(f"etcd timeout must be positive, not {timeout!r}")
+        targets = check_options(endpoints, timeout, cert, key, tls=bool(cacert or cert))
         self.timeout = float(timeout)
-        tls = cacert is not None or cert is not None
-        targets = [grpc_target(url, tls) for url in endpoints]
         creds = None
-        if any(secure for _, secure in targets):
+        if any(secure for _, _, secure in targets):
             creds = grpc.ssl_channel_credentials(
                 read_tls_file(cacert, "CA certificate"), read_tls_file(key, "client key"),
                 read_tls_file(cert, "client certificate"))
         self._endpoints = [_Endpoint(url, target, creds if secure else None)
-                           for url, (target, secure) in zip(endpoints, targets, strict=True)]
+                           for url, target, secure in targets]
         self._current = 0
         self._lock = threading.Lock()
         self._watches: weakref.WeakSet[EtcdWatch] = weakref.WeakSet()
@@ -184,8 +195,10 @@ class EtcdAdapter:
     def _pick(self) -> _Endpoint:
         return self._endpoints[self._current]
 
-    def _failed(self, ep: _Endpoint) -> None:
+    def _failed(self, ep: _Endpoint, err: FlowdError) -> None:
         """Send later calls elsewhere: the next member in the list."""
+        if err.data.get("reason") == "unreachable":
+            ep.unreachable()
         with self._lock:
             i = self._endpoints.index(ep)
             if self._current == i:
@@ -198,7 +211,9 @@ class EtcdAdapter:
         while True:
             ep = self._pick()
             try:
-                return rpc(ep, max(0.001, deadline - time.monotonic()))
+                result = rpc(ep, max(0.001, deadline - time.monotonic()))
+                ep.unreachable_since = None
+                return result
             except grpc.RpcError as exc:
                 err = error_for_status(exc.code().name, exc.details() or "", ep.url)
             except FlowdError:
@@ -207,25 +222,17 @@ class EtcdAdapter:
                 raise client_error(ep.url, exc) from exc
             if not isinstance(err, UnavailableError):
                 raise err
-            self._failed(ep)
+            self._failed(ep, err)
             tried += 1
             seen[ep.url] = err
             if write and not safe_to_retry(err):
                 raise err
             left = deadline - time.monotonic()
             if left <= 0 or (tried % len(self._endpoints) == 0 and left <= pause):
-                raise self._gave_up(seen, err)
+                raise gave_up(self.timeout, seen, err)
             if tried % len(self._endpoints) == 0:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
-
-    def _gave_up(self, seen: dict[str, FlowdError], last: FlowdError) -> FlowdError:
-        if len(seen) < 2:
-            return last
-        reasons = "; ".join(f"{url} {e.data.get('reason')}" for url, e in seen.items())
-        return UnavailableError(
-            f"no etcd member answered within {self.timeout} s ({reasons}); last: {last.message}",
-            {**last.data, "endpoints": {u: e.data.get("reason") for u, e in seen.items()}})
 
     def txn(self, compares: Iterable[Compare], success: Iterable[TxnOp],
             failure: Iterable[TxnOp] = ()) -> TxnResult:
@@ -297,6 +304,7 @@ class EtcdAdapter:
         """
         if start_revision < 0:
             raise InvalidArgumentError(f"start_revision must be >= 0, not {start_revision}")
+
         def open_stream(start: int) -> _GrpcWatchStream:
             create = etcdrpc.WatchCreateRequest(key=prefix, range_end=prefix_end(prefix),
                                                 start_revision=start,
@@ -311,40 +319,37 @@ class EtcdAdapter:
 
     # -- leases ----------------------------------------------------------------
 
+    def _lease(self, method: str, request: Any) -> Any:
+        return self._call(lambda ep, t: getattr(ep.lease, method)(
+            request, timeout=t, metadata=REQUIRE_LEADER), write=False)
+
     def grant_lease(self, ttl: int) -> Lease:
         """A new lease of ``ttl`` seconds; keys put with it go when it expires.
 
         Retried freely: a grant whose answer was lost leaves a lease nobody
         uses, which expires by itself.
         """
-        request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
-        resp = self._call(lambda ep, t: ep.lease.LeaseGrant(request, timeout=t,
-                                                            metadata=REQUIRE_LEADER), write=False)
+        resp = self._lease("LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0))
         return Lease(resp.ID, resp.TTL)
 
     def revoke_lease(self, lease_id: int) -> None:
         """End a lease now and delete its keys; a lease already gone is no error."""
-        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            self._call(lambda ep, t: ep.lease.LeaseRevoke(request, timeout=t,
-                                                          metadata=REQUIRE_LEADER), write=False)
+            self._lease("LeaseRevoke", etcdrpc.LeaseRevokeRequest(ID=lease_id))
         except InvalidArgumentError as exc:
             if exc.data.get("reason") != "lease_not_found":
                 raise
 
     def lease_ttl(self, lease_id: int) -> int:
         """Seconds the lease has left; -1 if it expired or never was."""
-        request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)
-        resp = self._call(lambda ep, t: ep.lease.LeaseTimeToLive(request, timeout=t,
-                                                                 metadata=REQUIRE_LEADER),
-                          write=False)
-        return int(resp.TTL)
+        return int(self._lease("LeaseTimeToLive", etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)).TTL)
 
     def refresh_lease(self, lease_id: int) -> int:
         """Restart the lease's TTL once; returns it (0 if the lease is gone)."""
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+
         def rpc(ep: _Endpoint, t: float) -> int:
-            stream = ep.lease.LeaseKeepAlive(iter([etcdrpc.LeaseKeepAliveRequest(ID=lease_id)]),
-                                             timeout=t, metadata=REQUIRE_LEADER)
+            stream = ep.lease.LeaseKeepAlive(iter([request]), timeout=t, metadata=REQUIRE_LEADER)
             try:
                 return int(next(iter(stream)).TTL)
             finally:
@@ -390,7 +395,7 @@ class _GrpcWatchStream:
         if code:
             err = error_for_status(code, text, self.endpoint)
             if isinstance(err, UnavailableError):
-                self._adapter._failed(self._ep)
+                self._adapter._failed(self._ep, err)
             raise err
         return StreamMessage(resp.header.revision, tuple(_event(e) for e in resp.events),
                              resp.created, resp.compact_revision)

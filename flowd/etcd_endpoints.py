@@ -6,6 +6,7 @@ line at start-up, tested without a cluster.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from flowd_client.errors import InvalidArgumentError
@@ -44,3 +45,16 @@ def grpc_target(url: str, tls: bool) -> tuple[str, bool]:
         raise InvalidArgumentError(f"etcd TLS files are given but endpoint {url!r} is http://")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{host}:{port}", parts.scheme == "https"
+
+
+def check_options(endpoints: Sequence[str], timeout: float, cert: str | None, key: str | None,
+                  *, tls: bool) -> list[tuple[str, str, bool]]:
+    """(url, grpc target, speaks TLS) per endpoint, or InvalidArgumentError saying what is wrong."""
+    if not endpoints:
+        raise InvalidArgumentError("no etcd endpoint given")
+    if (cert is None) != (key is None):
+        raise InvalidArgumentError("an etcd client certificate needs its key, and a key its "
+                                   "certificate")
+    if not timeout > 0:
+        raise InvalidArgumentError(f"etcd timeout must be positive, not {timeout!r}")
+    return [(url, *grpc_target(url, tls)) for url in endpoints]

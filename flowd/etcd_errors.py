@@ -126,6 +126,16 @@ def safe_to_retry(error: FlowdError) -> bool:
     return isinstance(error, UnavailableError) and error.data.get("maybe_applied") is False
 
 
+def gave_up(timeout: float, seen: dict[str, FlowdError], last: FlowdError) -> FlowdError:
+    """The error of a call that tried members until its deadline: each one's reason."""
+    if len(seen) < 2:
+        return last
+    reasons = "; ".join(f"{url} {e.data.get('reason')}" for url, e in seen.items())
+    return UnavailableError(
+        f"no etcd member answered within {timeout} s ({reasons}); last: {last.message}",
+        {**last.data, "endpoints": {u: e.data.get("reason") for u, e in seen.items()}})
+
+
 def compacted_watch(endpoint: str, asked: int, compacted: int) -> CompactedError:
     """A watch from ``asked`` refused because history before ``compacted`` is gone."""
     return CompactedError(

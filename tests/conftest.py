@@ -13,6 +13,8 @@ import pytest
 from flowd_client import FlowClient
 from flowd_client.discovery import is_locked, read_lock_info
 
+pytest_plugins = ["etcd_cluster"]  # real etcd clusters: fixtures etcd_cluster, etcd_single
+
 START_TIMEOUT = 20.0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 
 from . import protocol
-from .discovery import default_data_dir, is_locked, read_lock_info
+from .discovery import check_daemon_owner, default_data_dir, is_locked, read_lock_info
 from .errors import ProtocolError, TooLargeError, UnavailableError, error_from_wire
 
 
@@ -50,6 +50,7 @@ class Endpoints:
         while True:
             info = read_lock_info(self.data_dir)
             if info and isinstance(info.get("endpoint"), str) and is_locked(self.data_dir):
+                check_daemon_owner(self.data_dir, info)
                 self.events = info.get("events")
                 return info["endpoint"]
             if not is_locked(self.data_dir):

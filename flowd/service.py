@@ -20,7 +20,8 @@ from flowd_client.errors import FlowdError, InternalError, UnavailableError
 
 from . import ops
 from .feed import History, RetryKeys, build_event
-from .logsetup import RateLimitedLogger
+from .limits import Limits
+from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
 from .stats import Stats
 from .store import Store, Txn
@@ -45,20 +46,27 @@ class Service:
     """Owns the store's request path; the server loop feeds it frames."""
 
     def __init__(self, store: Store, journal: Any, snapshotter: Any, *,
-                 history: int = 10_000, info: dict[str, Any] | None = None) -> None:
+                 history: int = 10_000, info: dict[str, Any] | None = None,
+                 limits: Limits | None = None) -> None:
         self.store = store
         self.journal = journal
         self.snap = snapshotter
-        self.history = History(history, store.revision)
-        self.keys = RetryKeys()
-        self.pager = Pager()
+        self.limits = limits = limits or Limits()
+        self.history = History(history, store.revision, limits.history_bytes,
+                               limits.reply_page_bytes)
+        self.keys = RetryKeys(max_bytes=limits.retry_keys_bytes)
+        self.pager = Pager(limits.reply_page_bytes)
         self.stats = Stats()
+        self.refusals = RefusalReport(log)
         self.info = info or {}
         self.group: Txn | None = None
         self.pending: list[PendingWrite] = []
         self.pending_keys: dict[tuple[str, int], PendingWrite] = {}
         self.group_clients: set[bytes] = set()
-        self.events: list[dict[str, Any]] = []
+        #: packed events for the change feed (History.add packs each once)
+        self.events: list[bytes] = []
+        #: the server's own figures (queues, file descriptors) for stats
+        self.server_stats: Any = None
         self.save_waiters: list[tuple[bytes, int, int]] = []
         self.extra_stats: Any = None
 
@@ -174,8 +182,7 @@ class Service:
             for record in records:
                 self.store.apply_record(record)
                 event = build_event(record, self.store)
-                self.history.add(event)
-                self.events.append(event)
+                self.events.append(self.history.add(event))
             self.snap.note_change(time.monotonic())
         out: Out = []
         rev = self.store.revision
@@ -190,8 +197,7 @@ class Service:
     def _group_failed(self, pending: list[PendingWrite], exc: OSError) -> Out:
         self.stats.journal_failures += 1
         self.stats.last_journal_error = f"{type(exc).__name__}: {exc}"
-        log.error("journal append failed (%s): %d writes refused, nothing applied",
-                  exc, len(pending))
+        self.refusals.refused(len(pending), exc)
         err = UnavailableError(f"the daemon could not make the write durable ({exc}); "
                                "nothing was applied, retry later")
         out: Out = []
@@ -208,11 +214,10 @@ class Service:
         self.journal.append([record], sync=True)
         self.store.apply_record(record)
         event = build_event(record, self.store)
-        self.history.add(event)
-        self.events.append(event)
+        self.events.append(self.history.add(event))
         self.snap.note_change(0.0)
 
-    def take_events(self) -> list[dict[str, Any]]:
+    def take_events(self) -> list[bytes]:
         events, self.events = self.events, []
         return events
 
@@ -254,9 +259,27 @@ class Service:
                            "segments": len(self.journal.segments),
                            "durability": self.journal.durability},
                "history_floor": self.history.floor, **self.stats.as_dict()}
+        out["limits"] = self.limit_stats()
         out["process"] = process_stats()
         if self.extra_stats is not None:
             out.update(self.extra_stats())
+        return out
+
+
+    def limit_stats(self) -> dict[str, Any]:
+        """Every memory bound with what it holds now (README, Limits)."""
+        h, k, lim = self.history, self.keys, self.limits
+        out: dict[str, Any] = {
+            "history": {"events": len(h.events), "bytes": h.bytes, "max_events": h.size,
+                        "max_bytes": h.max_bytes},
+            "retry_keys": {"keys": len(k.replies), "bytes": k.bytes, "max_keys": k.size,
+                           "max_bytes": k.max_bytes},
+            "reply_page_bytes": lim.reply_page_bytes,
+            "peer_queue_bytes": lim.peer_queue_bytes,
+            "subscriber_queue_bytes": lim.subscriber_queue_bytes,
+            "writes_refused": self.refusals.total}
+        if self.server_stats is not None:
+            out.update(self.server_stats())
         return out
 
 

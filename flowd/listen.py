@@ -179,9 +179,10 @@ class Listeners:
         assert ep.path is not None
         what = "removed"
         if st is not None:
-            if stat.S_ISSOCK(st.st_mode) and _listening(ep.path):
+            mine = stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid()
+            if mine and _listening(ep.path):
                 who = self.holder(ep.url)
-                if who.startswith("flowd"):  # never fight another daemon for a path
+                if who.startswith("flowd"):  # never fight another daemon of ours for a path
                     return f"{ep.path} is now served by {who}; not taking it back"
             what = f"replaced by {describe(ep.path)}"
             what += f" (moved aside as {keep_aside(ep.path, 'foreign', move=True).name})"

@@ -25,7 +25,7 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
-    def start(self, *extra: str, wait: bool = True) -> Daemon:
+    def start(self, *extra: str, wait: bool = True, preexec_fn=None) -> Daemon:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "flowd", "--data-dir", str(self.data_dir),
                  "--snapshot-interval", "0.2", *self.args, *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
         if wait:
             self.wait_ready()
         return self

@@ -346,6 +346,10 @@ class Journal:
                 os.unlink(seg.path)
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # read-only: it stays, covered by the snapshot anyway
+                failing_log.error("drop", "journal: could not remove %s: %s", seg.path.name,
+                                  exc.strerror)
+                continue
             self.segments.remove(seg)
             dropped += 1
         if dropped:

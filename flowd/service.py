@@ -251,6 +251,7 @@ class Service:
     def collect_stats(self) -> dict[str, Any]:
         s = self.store
         out = {"flows": len(s), "revision": s.revision, "current_flow_id": s.current_flow_id,
+               "data_dir": self.info.get("data_dir"),
                "file_revision": self.snap.file_revision,
                "snapshot_revision": self.snap.installed_rev,
                "snapshot_lag_revisions": s.revision - self.snap.installed_rev,

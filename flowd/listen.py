@@ -153,9 +153,9 @@ class Listeners:
             ep.sock.bind(ep.url)
         if ep.path is None:
             return
-        if self.gid is not None:
-            os.chown(ep.path, -1, self.gid, follow_symlinks=False)
         st = os.lstat(ep.path)
+        if self.gid is not None and st.st_gid != self.gid:  # (under systemd it is already)
+            os.chown(ep.path, -1, self.gid, follow_symlinks=False)
         ep.ident = (st.st_dev, st.st_ino)
 
     # ------------------------------------------------------------ while running

@@ -55,7 +55,8 @@ class Settings:
 def runtime_dir(data_dir: Path) -> Path:
     """The private dir for sockets whose path under ``data_dir`` is too long."""
     digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    env = os.environ  # systemd's RuntimeDirectory= first: a service's /tmp is private
+    base = env.get("RUNTIME_DIRECTORY") or env.get("XDG_RUNTIME_DIR") or "/tmp"
     return Path(base) / f"flowd-{os.geteuid()}-{digest}"
 
 

@@ -97,8 +97,8 @@ class DataDirLock:
             st = os.fstat(fd)
             if st.st_nlink != 1:  # a hard link to a file elsewhere: never truncate that
                 raise planted(self.path, f"has {st.st_nlink} hard links")
-            if self.gid is not None:
-                os.fchown(fd, -1, self.gid)
+            if self.gid is not None and st.st_gid != self.gid:  # no chown call if not needed:
+                os.fchown(fd, -1, self.gid)  # the system unit's seccomp filter refuses it
             os.fchmod(fd, 0o600 if self.gid is None else 0o640)
         except BaseException:
             os.close(fd)

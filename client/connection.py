@@ -21,7 +21,13 @@ from typing import Any
 import zmq
 
 from . import protocol
-from .discovery import check_daemon_owner, default_data_dir, is_locked, read_lock_info
+from .discovery import (
+    check_daemon_owner,
+    default_data_dir,
+    is_locked,
+    open_no_follow,
+    read_lock_info,
+)
 from .errors import ProtocolError, TooLargeError, UnavailableError, error_from_wire
 
 
@@ -73,7 +79,7 @@ class Endpoints:
 def spawn_daemon(data_dir: Path) -> None:
     """Start a detached ``flowd`` for ``data_dir``; if several tools race, the lock picks one."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(data_dir / "flowd.log", "ab") as log:
+    with open(data_dir / "flowd.log", "ab", opener=open_no_follow) as log:
         subprocess.Popen(
             [sys.executable, "-m", "flowd", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,

@@ -52,6 +52,11 @@ def _open_file(path: Path) -> int:
     return fd
 
 
+def open_no_follow(path: str, flags: int) -> int:
+    """An ``opener`` for open(): never through a link someone put in the data dir."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
 def read_lock_info(data_dir: Path) -> dict[str, Any] | None:
     """The lock file's JSON, or None if absent, empty, being rewritten or not a file."""
     try:

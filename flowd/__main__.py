@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.log_level, config.log_file)
     except OSError as exc:
         return fail(exc, f"cannot open the log file {config.log_file}")
+    logging.raiseExceptions = False  # a full disk under --log-file: no traceback per line
     if config.tracemalloc:
         tracemalloc.start()
     os.umask(0o077)

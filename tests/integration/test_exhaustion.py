@@ -164,3 +164,30 @@ def test_big_updates_and_watchers_that_never_read_are_bounded(daemon, data_dir: 
         _updates(c, fid, 50)
         assert rss(daemon.proc.pid) - before < bound + SLACK
         assert c.get_flow_by_id(fid).plans[0]["i"] == 49
+
+
+def test_big_replies_and_events_reach_every_kind_of_client(daemon, data_dir: Path) -> None:
+    """A message over one queue slot goes out behind padding messages: the sync, async
+    and cached clients and watchers must take the message, not a padding."""
+    import asyncio
+
+    from flowd_client import AsyncFlowClient
+
+    plans = [{"blob": "b" * (MiB - 64)}, {"blob": "c" * (MiB - 64)}, {"blob": "d" * (MiB // 2)}]
+    with daemon.client(timeout=20) as c, daemon.client(timeout=20, cache=True) as cached:
+        watch = c.watch(timeout=10)
+        fid = c.add_flow("big", plans)
+        assert c.get_flow_by_id(fid).plans == plans
+        change = next(watch)
+        assert change.flow_id == fid and change.flow.plans == plans
+        deadline = time.monotonic() + 20
+        while cached.get_flow_by_id(fid) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert cached.get_flow_by_id(fid).plans == plans
+
+    async def read() -> list:
+        async with AsyncFlowClient(data_dir, timeout=20) as a:
+            return (await a.get_flow_by_id(fid)).plans
+
+    assert asyncio.run(read()) == plans

@@ -129,12 +129,16 @@ class Server:
 
     # ------------------------------------------------------------ loop
 
-    def run(self) -> None:
+    def _poller(self) -> zmq.Poller:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.wake_r.fileno(), zmq.POLLIN)
         for mon in self.monitors:
             poller.register(mon, zmq.POLLIN)
+        return poller
+
+    def run(self) -> None:
+        poller = self._poller()
         self.rt.snap.on_done = self.wake
         if self.notifier is not None:
             self.notifier.ready()
@@ -233,7 +237,9 @@ class Server:
     def _count_fds(self) -> None:
         fds = self.fds
         action = fds.update(open_fds())
-        if action is None or self.rt.endpoint.startswith("tcp://"):
+        if action is None:
+            return
+        if self.rt.endpoint.startswith("tcp://"):  # a tcp listener cannot be hidden
             if action == "pause":
                 fd_log.warning("fds", "%d of %d file descriptors open: new tcp connections "
                                "may fail until some close", fds.open, fds.limit)

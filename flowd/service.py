@@ -266,7 +266,6 @@ class Service:
             out.update(self.extra_stats())
         return out
 
-
     def limit_stats(self) -> dict[str, Any]:
         """Every memory bound with what it holds now (README, Limits)."""
         h, k, lim = self.history, self.keys, self.limits

@@ -95,6 +95,10 @@ def _listening(path: Path) -> bool:
         probe.close()
 
 
+def _attrs(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_uid, st.st_gid, st.st_mode
+
+
 @dataclass
 class Endpoint:
     sock: zmq.Socket
@@ -102,6 +106,8 @@ class Endpoint:
     path: Path | None
     #: (st_dev, st_ino) of the socket file flowd bound
     ident: tuple[int, int] | None = None
+    #: (st_uid, st_gid, st_mode) it was bound with: a change means it is no longer flowd's
+    attrs: tuple[int, int, int] | None = None
     #: while accepting is paused, the hidden name of the socket file
     hidden: Path | None = None
 
@@ -156,7 +162,8 @@ class Listeners:
         st = os.lstat(ep.path)
         if self.gid is not None and st.st_gid != self.gid:  # (under systemd it is already)
             os.chown(ep.path, -1, self.gid, follow_symlinks=False)
-        ep.ident = (st.st_dev, st.st_ino)
+            st = os.lstat(ep.path)
+        ep.ident, ep.attrs = (st.st_dev, st.st_ino), _attrs(st)
 
     # ------------------------------------------------------------ while running
 
@@ -170,7 +177,7 @@ class Listeners:
                 st = os.lstat(ep.path)
             except FileNotFoundError:
                 st = None
-            if st is not None and (st.st_dev, st.st_ino) == ep.ident:
+            if st is not None and ((st.st_dev, st.st_ino), _attrs(st)) == (ep.ident, ep.attrs):
                 continue
             notes.append(self._restore(ep, st))
         return notes
@@ -178,7 +185,10 @@ class Listeners:
     def _restore(self, ep: Endpoint, st: os.stat_result | None) -> str:
         assert ep.path is not None
         what = "removed"
-        if st is not None:
+        if st is not None and (st.st_dev, st.st_ino) == ep.ident:
+            what = f"given to {user_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}"
+            os.unlink(ep.path)  # flowd's own socket file: its connections stay
+        elif st is not None:
             mine = stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid()
             if mine and _listening(ep.path):
                 who = self.holder(ep.url)

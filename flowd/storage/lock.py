@@ -22,7 +22,7 @@ from flowd_client.discovery import LOCK_NAME, read_lock_info
 
 from .evidence import keep_aside
 from .fsio import IO, fsync_dir, write_all
-from .ownfiles import describe, open_own, planted
+from .ownfiles import describe, open_own, planted, user_name
 
 
 class DataDirBusy(Exception):
@@ -68,6 +68,8 @@ class DataDirLock:
         self.dir_fd: int | None = None
         self.file: Any = None
         self.info: dict[str, Any] | None = None
+        #: (uid, gid, mode) flowd.lock was given: a change means it is no longer flowd's
+        self.attrs: tuple[int, int, int] | None = None
 
     def acquire(self, dir_fd: int, wait: float = 0.5) -> None:
         """Lock ``dir_fd`` (the checked data dir) and flowd.lock, or raise DataDirBusy."""
@@ -100,9 +102,11 @@ class DataDirLock:
             if self.gid is not None and st.st_gid != self.gid:  # no chown call if not needed:
                 os.fchown(fd, -1, self.gid)  # the system unit's seccomp filter refuses it
             os.fchmod(fd, 0o600 if self.gid is None else 0o640)
+            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
+        self.attrs = (st.st_uid, st.st_gid, st.st_mode)
         return fd
 
     def write(self, info: dict[str, Any]) -> None:
@@ -125,15 +129,20 @@ class DataDirLock:
             st = os.lstat(self.path)
         except FileNotFoundError:
             st = None
-        if st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+        same = st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+        if same and (mine.st_uid, mine.st_gid, mine.st_mode) == self.attrs:
             return None
         what = "removed"
-        if st is not None:
+        if same:  # our inode, but given to someone else or opened up: a new one
+            what = f"given to {user_name(mine.st_uid)}, mode {mine.st_mode & 0o7777:04o}"
+            os.unlink(self.path)
+        elif st is not None:
             what = f"replaced by {describe(self.path)}"
             what += f" (moved aside as {keep_aside(self.path, 'foreign', move=True).name})"
         fd = self._open(os.O_RDWR | os.O_CREAT | os.O_EXCL)
-        if not _flock(fd, 0.5):
+        if not _flock(fd, 0.5):  # a client's shared lock, held long: try again next time
             os.close(fd)
+            os.unlink(self.path)
             return f"flowd.lock was {what}; a new one could not be locked yet"
         old, self.file = self.file, os.fdopen(fd, "r+b", buffering=0)
         old.close()

@@ -8,6 +8,7 @@ flowd.lock that disappear are put back within a second.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -61,9 +62,9 @@ def test_removed_lock_file_lets_no_second_daemon_in(make_daemon, data_dir: Path)
     second = run_flowd(data_dir)
     assert second.returncode == 3, second.stderr
     assert "in use by" in second.stderr and "Traceback" not in second.stderr
-    wait_for(lambda: (read_lock_info(data_dir) or {}).get("pid") == d.proc.pid, 5.0,
+    wait_for(lambda: "flowd.lock was removed: created it again" in d.read_log(), 5.0,
              "flowd.lock to be put back")
-    assert "flowd.lock was removed: created it again" in d.read_log()
+    assert (read_lock_info(data_dir) or {}).get("pid") == d.proc.pid
     third = run_flowd(data_dir)  # and with the new file, the same answer
     assert third.returncode == 3 and f"pid {d.proc.pid}" in third.stderr
     wait_for(lambda: len(writer.acked) > 200, what="more writes")
@@ -106,8 +107,9 @@ def test_removed_socket_is_bound_again(daemon, data_dir: Path, name: str) -> Non
     old.ping()
     fid = old.add_flow("before")
     (data_dir / name).unlink()
-    wait_for(lambda: (data_dir / name).exists(), 5.0, f"{name} to be bound again")
-    assert f"{data_dir / name} was removed: bound it again" in daemon.read_log()
+    wait_for(lambda: f"{data_dir / name} was removed: bound it again" in daemon.read_log(),
+             5.0, f"{name} to be bound again")
+    assert (data_dir / name).is_socket()
     with daemon.client(timeout=5) as new:  # a client connecting now reaches the daemon
         assert new.get_flow_by_id(fid).name == "before"
         watch = new.watch(timeout=5)
@@ -123,5 +125,17 @@ def test_replaced_socket_is_moved_aside_and_bound_again(daemon, data_dir: Path) 
     wait_for(lambda: sock.is_socket(), 5.0, "the socket to be bound again")
     aside = [p for p in data_dir.iterdir() if p.name.startswith("flowd.sock.foreign-")]
     assert len(aside) == 1 and aside[0].read_text() == "not a socket"
+    with daemon.client(timeout=5) as c:
+        assert c.ping()["pong"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user; "
+                    "run the suite as root (CI does)")
+def test_a_socket_given_to_another_user_is_taken_back(daemon, data_dir: Path) -> None:
+    sock = data_dir / "flowd.sock"
+    os.lchown(sock, 65534, 65534)
+    wait_for(lambda: "flowd.sock was given to uid 65534" in daemon.read_log(), 5.0,
+             "the socket to be rebound")
+    assert sock.lstat().st_uid == os.geteuid()
     with daemon.client(timeout=5) as c:
         assert c.ping()["pong"]

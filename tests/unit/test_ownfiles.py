@@ -145,6 +145,18 @@ def test_a_replaced_lock_file_is_moved_aside(tmp_path: Path) -> None:
     lock.release()
 
 
+def test_a_lock_file_given_away_or_opened_up_is_replaced(tmp_path: Path) -> None:
+    lock = DataDirLock(tmp_path)
+    lock.acquire(claim_dir(tmp_path))
+    lock.write({"pid": 1})
+    os.chmod(tmp_path / "flowd.lock", 0o666)
+    note = lock.check()
+    assert note is not None and "mode 0666" in note
+    assert stat.S_IMODE((tmp_path / "flowd.lock").stat().st_mode) == 0o600
+    assert lock.check() is None and b'"pid": 1' in (tmp_path / "flowd.lock").read_bytes()
+    lock.release()
+
+
 def test_a_hard_linked_lock_file_is_never_truncated(tmp_path: Path) -> None:
     (tmp_path / "precious").write_bytes(b"keep me")
     os.link(tmp_path / "precious", tmp_path / "flowd.lock")

@@ -42,7 +42,7 @@ STRAY_CHECK_SECONDS = 1.0
 STATUS_SECONDS = 5.0
 #: how often flowd.lock and the socket files are checked (the issue: within a second)
 OWN_FILES_SECONDS = 0.5
-BACKLOG = 64
+BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
 PAD_TOPIC = b"rev-pad"

@@ -18,6 +18,7 @@ from .errors import (
     UnavailableError,
     UnknownOpError,
     UnsupportedVersionError,
+    UntrustedError,
 )
 from .model import Change, Flow
 
@@ -43,6 +44,7 @@ __all__ = [
     "UnavailableError",
     "UnknownOpError",
     "UnsupportedVersionError",
+    "UntrustedError",
 ]
 
 

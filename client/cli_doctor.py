@@ -6,6 +6,7 @@ The on-disk half (converting a file, checking a data dir) runs in
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ import orjson
 from .cli_context import CliError, Ctx, run_offline
 from .cli_output import emit_json, print_checks
 from .discovery import is_locked
-from .errors import UnavailableError
+from .errors import UnavailableError, UntrustedError
 from .exitcodes import FAILED, OK
 from .hints import start_hint
 
@@ -40,6 +41,9 @@ def online_checks(ctx: Ctx) -> list[dict[str, Any]]:
         return [{"name": "daemon", "status": "fail", "message": exc.message,
                  "hint": "it holds the data dir but does not answer: see its log, restart it",
                  "details": []}]
+    except UntrustedError as exc:
+        return [{"name": "daemon", "status": "fail", "message": exc.message, "details": [],
+                 "hint": "nothing was sent to it; see the data dir and files checks above"}]
     ms = (time.monotonic() - t0) * 1000
     out = [{"name": "daemon", "status": "ok", "details": [], "hint": "",
             "message": f"answers in {ms:.1f} ms at revision {stats.get('revision')}"}]
@@ -56,7 +60,57 @@ def online_checks(ctx: Ctx) -> list[dict[str, Any]]:
     out.append({"name": "health", "status": status, "message": msg, "details": [],
                 "hint": "check disk space and the daemon's log" if problems else ""})
     out.append(stray_check(stats))
-    return out
+    return out + limit_checks(d, stats)
+
+
+def _check(name: str, problems: list[tuple[str, str]], ok: str) -> dict[str, Any]:
+    """A fail if any problem says "fail", a warn if any other, else ok."""
+    if not problems:
+        return {"name": name, "status": "ok", "message": ok, "hint": "", "details": []}
+    status = "fail" if any(level == "fail" for level, _ in problems) else "warn"
+    return {"name": name, "status": status, "details": [],
+            "message": "; ".join(text for _, text in problems), "hint": LIMIT_HINTS[name]}
+
+
+LIMIT_HINTS = {
+    "identity": "two data dirs are configured with the same endpoint: give each daemon its "
+                "own (--endpoint), then restart the one serving the wrong dir",
+    "connections": "raise the open-file limit (LimitNOFILE= in the unit, ulimit -n) or find "
+                   "the client that opens connections without closing them",
+    "memory": "a client or watcher does not read what it asked for; it retries or resyncs. "
+              "The bounds are settings (flowd --help: *_bytes); README, Limits",
+}
+
+
+def limit_checks(d: Any, stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Who answered, file descriptors, and the memory bounds (README, Limits)."""
+    lim = stats.get("limits") or {}
+    served = stats.get("data_dir")
+    ident = [] if d is None or served is None or os.path.realpath(served) == os.path.realpath(
+        d) else [("fail", f"the daemon answering for {d} serves data dir {served}")]
+    fds = lim.get("fds") or {}
+    conn: list[tuple[str, str]] = []
+    if fds and not fds.get("accepting", True):
+        conn.append(("fail", f"not accepting new connections: {fds['open']} of "
+                             f"{fds['limit']} file descriptors open"))
+    elif fds and fds["open"] > 0.8 * fds["pause_at"]:
+        conn.append(("warn", f"{fds['open']} of {fds['limit']} file descriptors open"))
+    if lim.get("sockets_rebound"):
+        conn.append(("warn", f"socket files were removed or replaced and bound again "
+                             f"{lim['sockets_rebound']} times"))
+    mem: list[tuple[str, str]] = []
+    if lim.get("replies_dropped"):
+        mem.append(("warn", f"{lim['replies_dropped']} replies dropped for clients over "
+                            f"their queue bound ({lim['peer_queue_bytes'] >> 20} MiB)"))
+    if lim.get("writes_refused"):
+        mem.append(("warn", f"{lim['writes_refused']} writes refused (disk)"))
+    h, k = lim.get("history") or {}, lim.get("retry_keys") or {}
+    held = (f"history {h.get('bytes', 0) >> 20}/{h.get('max_bytes', 0) >> 20} MiB, retry keys "
+            f"{k.get('bytes', 0) >> 20}/{k.get('max_bytes', 0) >> 20} MiB")
+    return [_check("identity", ident, f"serves {served}"),
+            _check("connections", conn, f"{fds.get('open', '?')} of {fds.get('limit', '?')} "
+                   "file descriptors open"),
+            _check("memory", mem, held)]
 
 
 def stray_check(stats: dict[str, Any]) -> dict[str, Any]:

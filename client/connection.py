@@ -22,7 +22,14 @@ import psutil
 import zmq
 
 from . import protocol
-from .discovery import default_data_dir, is_locked, read_lock_info, starting_daemon
+from .discovery import (
+    check_daemon_owner,
+    default_data_dir,
+    is_locked,
+    open_no_follow,
+    read_lock_info,
+    starting_daemon,
+)
 from .errors import (
     FlowdError,
     InvalidArgumentError,
@@ -87,6 +94,7 @@ class Endpoints:
             if is_locked(d):
                 info = read_lock_info(d) or {}
                 if isinstance(info.get("endpoint"), str) and _alive(info.get("pid")):
+                    check_daemon_owner(d, info)
                     self.events = info.get("events")
                     return info["endpoint"]
             elif self.autostart and not spawned:
@@ -131,7 +139,7 @@ class Endpoints:
 def spawn_daemon(data_dir: Path) -> None:
     """Start a detached ``flowd`` for ``data_dir``; if several tools race, the lock picks one."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(data_dir / "flowd.log", "ab") as log:
+    with open(data_dir / "flowd.log", "ab", opener=open_no_follow) as log:
         subprocess.Popen(
             [sys.executable, "-m", "flowd", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,

@@ -6,14 +6,18 @@ both agree on names without the client importing the daemon.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import portalocker
 import psutil
+
+from .errors import UntrustedError
 
 LOCK_NAME = "flowd.lock"
 SOCKET_NAME = "flowd.sock"
@@ -37,29 +41,64 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(home) / ".local" / "state" / "flowd"
 
 
+#: flowd.lock is a few hundred bytes; a bigger one is not flowd's
+MAX_LOCK_BYTES = 64 * 1024
+
+
+def _open_file(path: Path) -> int:
+    """Open without following a link or blocking on a FIFO; a regular file only."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
+
+
+def open_no_follow(path: str, flags: int) -> int:
+    """An ``opener`` for open(): never through a link someone put in the data dir."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
 def read_lock_info(data_dir: Path) -> dict[str, Any] | None:
-    """The lock file's JSON, or None if absent, empty or being rewritten."""
+    """The lock file's JSON, or None if absent, empty, being rewritten or not a file."""
     try:
-        raw = (Path(data_dir) / LOCK_NAME).read_bytes()
+        fd = _open_file(Path(data_dir) / LOCK_NAME)
+        try:
+            raw = os.read(fd, MAX_LOCK_BYTES)
+        finally:
+            os.close(fd)
         info = json.loads(raw)
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
 
 
-def is_locked(data_dir: Path) -> bool:
-    """True if some process holds the data-dir lock (a daemon runs or is starting there)."""
+def _held(fd: int) -> bool:
     try:
-        f = open(Path(data_dir) / LOCK_NAME, "rb")  # noqa: SIM115
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return False
-    with f:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def is_locked(data_dir: Path) -> bool:
+    """True if some process holds the data-dir lock (a daemon runs or is starting there).
+
+    The daemon locks the directory itself (which a removed flowd.lock cannot undo)
+    and flowd.lock; either one held means a daemon is there."""
+    d = Path(data_dir)
+    for path, flags in ((d, os.O_DIRECTORY), (d / LOCK_NAME, os.O_NOFOLLOW | os.O_NONBLOCK)):
         try:
-            portalocker.lock(f, portalocker.LOCK_SH | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            return True
-        portalocker.unlock(f)
-        return False
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+        except OSError:
+            continue
+        try:
+            if _held(fd):
+                return True
+        finally:
+            os.close(fd)
+    return False
 
 
 def _data_dir_arg(cmdline: list[str]) -> str | None:
@@ -98,3 +137,59 @@ def starting_daemon(data_dir: Path) -> int | None:
         except (psutil.Error, OSError):
             continue
     return None
+
+
+def check_daemon_owner(data_dir: Path, info: dict[str, Any]) -> None:
+    """Refuse (UntrustedError) unless the daemon behind ``data_dir`` is its owner's.
+
+    Before a client sends anything over ipc: ``flowd.lock`` and each advertised
+    socket must belong to the data dir's owner (or root), and the dir (and a
+    runtime dir holding the sockets) must not be writable by others, since
+    anyone who can write there can put their own socket in flowd's place. A
+    socket group (sockets 0660, dir group-writable for that group) is accepted.
+    """
+    d = Path(data_dir)
+    try:
+        st = os.stat(d)
+        owner = st.st_uid
+        trusted = {owner, 0}
+        lock = os.lstat(d / LOCK_NAME)
+    except OSError as exc:
+        raise UntrustedError(f"cannot check data dir {d}: {exc.strerror}") from None
+    if not stat.S_ISREG(lock.st_mode) or lock.st_uid not in trusted:
+        raise UntrustedError(f"{d / LOCK_NAME} is not a file of the data dir's owner "
+                             f"(uid {owner}): refusing to talk to whoever made it")
+    socks = [_socket_stat(ep) for ep in (info.get("endpoint"), info.get("events"))]
+    for path, sst in (s for s in socks if s is not None):
+        if not stat.S_ISSOCK(sst.st_mode) or sst.st_uid not in trusted:
+            raise UntrustedError(f"{path} is not a socket of the data dir's owner (uid "
+                                 f"{owner}): another user may be impersonating flowd; "
+                                 "nothing was sent")
+    gids = {sst.st_gid for _, sst in (s for s in socks if s is not None)
+            if sst.st_mode & 0o060 == 0o060}
+    _check_writers(d, st, trusted, gids)
+    for path, _ in (s for s in socks if s is not None):
+        if path.parent != d:
+            _check_writers(path.parent, os.stat(path.parent), trusted, gids)
+
+
+def _socket_stat(endpoint: Any) -> tuple[Path, os.stat_result] | None:
+    if not isinstance(endpoint, str) or not endpoint.startswith("ipc://"):
+        return None
+    path = Path(endpoint[len("ipc://"):])
+    try:
+        return path, os.lstat(path)
+    except FileNotFoundError:
+        return None  # not bound (yet, or again): nothing is there to trust or distrust
+    except OSError as exc:
+        raise UntrustedError(f"cannot check {path}: {exc.strerror}") from None
+
+
+def _check_writers(d: Path, st: os.stat_result, trusted: set[int], gids: set[int]) -> None:
+    if st.st_uid not in trusted:
+        raise UntrustedError(f"{d} belongs to uid {st.st_uid}, not to the data dir's owner")
+    if st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid not in gids):
+        raise UntrustedError(
+            f"{d} is mode {stat.S_IMODE(st.st_mode):04o}: other users can replace flowd's "
+            "socket there, so nothing was sent; start flowd once (it tightens the dir) or "
+            f"`chmod go-w {d}`")

@@ -64,6 +64,14 @@ class UnavailableError(FlowdError):
     code = "UNAVAILABLE"
 
 
+class UntrustedError(FlowdError):
+    """The data dir, its ``flowd.lock`` or its socket is not its owner's (or root's), or
+    others may write the dir: whoever answers there may be an impostor, so the client
+    refused before sending anything. Raised by the client only, never on the wire."""
+
+    code = "UNTRUSTED"
+
+
 class CompactedError(FlowdError):
     """A watch asked for history the daemon no longer keeps: resync from a full read."""
 
@@ -85,6 +93,7 @@ ERRORS: dict[str, type[FlowdError]] = {
         UnknownOpError,
         UnsupportedVersionError,
         UnavailableError,
+        UntrustedError,
         CompactedError,
         InternalError,
     )

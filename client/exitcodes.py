@@ -10,9 +10,11 @@ from __future__ import annotations
 OK = 0
 #: the operation failed: not found, refused, a FAIL check, the final snapshot failed
 FAILED = 1
-#: bad usage or configuration: unknown option, bad argument, a data dir that is not a directory
+#: bad usage or configuration: unknown option, bad argument, a data dir that is not a
+#: directory; flowd refuses to start where a data dir, file or socket path is not its own
 USAGE = 2
-#: the data dir is in use: another daemon holds it (or a running one refuses offline work)
+#: the data dir is in use: another daemon holds it (or a running one refuses offline
+#: work), or another process holds the daemon's endpoint
 BUSY = 3
 #: no daemon answers: not running, not ready within the timeout, or gone mid-request
 UNAVAILABLE = 4
@@ -23,8 +25,10 @@ INTERRUPTED = 130
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "ok"),
     (FAILED, "the operation failed (not found, refused, a FAIL check, final snapshot failed)"),
-    (USAGE, "bad usage or configuration (including a data dir that is not a directory)"),
-    (BUSY, "the data dir is in use by another flowd (or by the running one, for offline work)"),
+    (USAGE, "bad usage or configuration (including a data dir that is not a directory, or a "
+            "data dir, file or socket that is not flowd's own)"),
+    (BUSY, "the data dir is in use by another flowd (or by the running one, for offline "
+           "work), or the endpoint by another process"),
     (UNAVAILABLE, "no flowd answers (not running, not ready in time, or gone)"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 )

@@ -299,6 +299,30 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+class Packed(bytes):
+    """A value already in msgpack form; :func:`reply_ok` puts it in as is. The daemon
+    builds big replies from parts it packed anyway (to count their bytes)."""
+
+
+def _header(n: int, small: int, big16: int) -> bytes:
+    if n < 16:
+        return bytes([small | n])
+    if n < 1 << 16:
+        return bytes([big16]) + n.to_bytes(2, "big")
+    return bytes([big16 + 1]) + n.to_bytes(4, "big")
+
+
+def packed_array(items: list[bytes]) -> Packed:
+    """A msgpack array of already packed items."""
+    return Packed(_header(len(items), 0x90, 0xDC) + b"".join(items))
+
+
+def packed_map(items: dict[str, bytes]) -> Packed:
+    """A msgpack map of string keys to already packed values."""
+    return Packed(_header(len(items), 0x80, 0xDE)
+                  + b"".join(pack(k) + v for k, v in items.items()))
+
+
 REQUEST_KEYS = frozenset({"v", "id", "op", "args", "key"})
 
 
@@ -369,6 +393,11 @@ def hello_request(rid: int) -> bytes:
 
 def reply_ok(rid: Any, result: Any, rev: int | None = None) -> bytes:
     """A success reply; writes carry ``rev``, the store revision that holds them."""
+    if type(result) is Packed:
+        fields = {"id": pack(rid), "result": result}
+        if rev is not None:
+            fields["rev"] = pack(rev)
+        return bytes(packed_map(fields))
     if rev is None:
         return pack({"id": rid, "result": result})
     return pack({"id": rid, "result": result, "rev": rev})

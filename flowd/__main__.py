@@ -1,9 +1,11 @@
 """``flowd``: configuration, logging, signals, systemd notify, then the loop.
 
-Exit codes (:mod:`flowd_client.exitcodes`, shared with flowctl): OK after a
-clean stop (final snapshot written), FAILED when the final snapshot failed
-(the journal still holds everything) or the data dir cannot be opened, USAGE
-for a bad configuration, BUSY when another daemon holds the data dir.
+Exit codes (one table for flowd and flowctl: :mod:`flowd_client.exitcodes`): 0
+after a clean stop, 1 for an I/O failure at start or stop (the journal still
+holds every change), 2 when flowd refuses to start (bad configuration; a data
+dir, file or socket path that is not flowd's own), 3 when another daemon holds
+the data dir or another process the endpoint. Every failure is one line on
+stderr.
 """
 
 from __future__ import annotations
@@ -14,24 +16,41 @@ import os
 import sys
 import tracemalloc
 
-from flowd_client.exitcodes import BUSY, FAILED, OK, USAGE
+from flowd_client import exitcodes
 
 from .config import ConfigError, load_config, reload_live
+from .config_values import group_id
+from .limits import Limits
+from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
 from .notify import Notifier
 from .runtime import Runtime, Settings
 from .server import Server
 from .storage.lock import DataDirBusy
+from .storage.ownfiles import DataDirRefused, PlantedFileError
 
 log = logging.getLogger("flowd")
 
+#: failure -> exit code, first match wins (PlantedFileError is an OSError)
+FAILURES: tuple[tuple[type[BaseException], int], ...] = (
+    (DataDirBusy, exitcodes.BUSY), (EndpointBusy, exitcodes.BUSY),
+    (DataDirRefused, exitcodes.USAGE), (PlantedFileError, exitcodes.USAGE),
+    (EndpointRefused, exitcodes.USAGE), (OSError, exitcodes.FAILED),
+)
+
 
 def _settings(config) -> Settings:
+    limits = Limits(history_bytes=config.history_bytes, retry_keys_bytes=config.retry_keys_bytes,
+                    reply_page_bytes=config.reply_page_bytes,
+                    peer_queue_bytes=config.peer_queue_bytes,
+                    subscriber_queue_bytes=config.subscriber_queue_bytes)
     return Settings(
         data_dir=config.data_dir, endpoint=config.endpoint,
         events_endpoint=config.events_endpoint, durability=config.durability,
         snapshot_interval=config.snapshot_interval, journal_max_bytes=config.journal_max_bytes,
         max_request_bytes=config.max_request_bytes, history=config.history,
+        socket_gid=None if config.socket_group is None else group_id(config.socket_group),
+        limits=limits,
     )
 
 
@@ -51,44 +70,74 @@ def _reloader(config, argv):
     return reload
 
 
+def fail(exc: BaseException, when: str) -> int:
+    """One line on stderr and the documented exit code; the traceback at DEBUG only."""
+    code = next((c for cls, c in FAILURES if isinstance(exc, cls)), exitcodes.FAILED)
+    if isinstance(exc, OSError) and not isinstance(exc, PlantedFileError):
+        text = f"{when}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    elif code == exitcodes.FAILED:
+        text = f"{when}: unexpected {type(exc).__name__}: {exc}"
+    else:
+        text = str(exc)
+    log.debug("%s failed", when, exc_info=exc)
+    print(f"flowd: {text}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         config = load_config(argv)
     except ConfigError as exc:
         print(f"flowd: {exc}", file=sys.stderr)
-        return USAGE
+        return exitcodes.USAGE
     if config.check_config:
         print(json.dumps(config.describe(), indent=2))
-        return OK
-    setup_logging(config.log_level, config.log_file)
+        return exitcodes.OK
+    try:
+        setup_logging(config.log_level, config.log_file)
+    except OSError as exc:
+        return fail(exc, f"cannot open the log file {config.log_file}")
+    logging.raiseExceptions = False  # a full disk under --log-file: no traceback per line
     if config.tracemalloc:
         tracemalloc.start()
     os.umask(0o077)
+    return _run(config, argv)
+
+
+def _run(config, argv) -> int:
     rt = Runtime(_settings(config))
     try:
         rt.open()
-    except DataDirBusy as exc:
-        print(f"flowd: {exc}", file=sys.stderr)
-        return BUSY
-    except OSError as exc:
-        print(f"flowd: cannot open the data dir {config.data_dir}: {exc}", file=sys.stderr)
-        return FAILED
+    except Exception as exc:  # noqa: BLE001 - every start failure is one line
+        rt.lock.release()
+        return fail(exc, f"cannot open the data dir {config.data_dir}")
     notifier = Notifier()
-    server = Server(rt, notifier)
-    server.on_reload = _reloader(config, argv)
-    if config.tracemalloc:
-        rt.service.extra_stats = _heap_stats
+    ok, code = True, exitcodes.OK
     try:
+        server = Server(rt, notifier)
+        server.on_reload = _reloader(config, argv)
+        if config.tracemalloc:
+            rt.service.extra_stats = _heap_stats
         server.bind()
         rt.advertise()
         server.install_signals()
         server.run()
+    except Exception as exc:  # noqa: BLE001
+        code = fail(exc, "cannot serve")
     finally:
-        ok = rt.close()
+        try:
+            ok = rt.close()
+        except Exception as exc:  # noqa: BLE001
+            ok = False
+            fail(exc, "stopping")
         notifier.close()
+    if code == exitcodes.OK and not ok:
+        print("flowd: stopped, but the final snapshot was not written (the journal still "
+              "holds every change; see the log)", file=sys.stderr)
+        return exitcodes.FAILED
     log.info("stopped")
-    return OK if ok else FAILED
+    return code
 
 
 def _heap_stats() -> dict:

@@ -24,6 +24,7 @@ from flowd_client.cli_output import OneLineParser
 
 from . import logsetup
 from .config_values import (
+    KiB,
     MiB,
     is_loopback,
     split_tcp,
@@ -31,10 +32,12 @@ from .config_values import (
     to_choice,
     to_count,
     to_endpoint,
+    to_group,
     to_path,
     to_seconds,
     to_size,
 )
+from .limits import QUEUE_SLOT_BYTES
 
 ENV_PREFIX = "FLOWD_"
 CONFIG_ENV = "FLOWD_CONFIG"
@@ -68,6 +71,12 @@ class Config:
     journal_max_bytes: int = 64 * MiB
     max_request_bytes: int = 16 * MiB
     history: int = 10000
+    history_bytes: int = 64 * MiB
+    retry_keys_bytes: int = 32 * MiB
+    reply_page_bytes: int = 1 * MiB
+    peer_queue_bytes: int = 64 * MiB
+    subscriber_queue_bytes: int = 64 * MiB
+    socket_group: str | None = None
     log_level: str = "INFO"
     log_file: Path | None = None
     tracemalloc: bool = False
@@ -137,6 +146,26 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("history", to_count, 10000,
              "revisions kept in memory for the change feed (watchers further behind resync)",
              "10000", "N"),
+    _Setting("history_bytes", to_size(0), 64 * MiB,
+             "bytes the change-feed history may hold (packed events; oldest dropped first)",
+             "64M", "BYTES"),
+    _Setting("retry_keys_bytes", to_size(0), 32 * MiB,
+             "bytes the retry-key window may hold (first replies of recent writes)",
+             "32M", "BYTES"),
+    _Setting("reply_page_bytes", to_size(KiB), MiB,
+             "a page of get_all_flows or history ends after about this many bytes "
+             "(at least one entry)", "1M", "BYTES"),
+    _Setting("peer_queue_bytes", to_size(QUEUE_SLOT_BYTES), 64 * MiB,
+             "replies queued for one client that does not read them, at most (the rest "
+             "are dropped; it retries); also the bound on requests queued from one client",
+             "64M", "BYTES"),
+    _Setting("subscriber_queue_bytes", to_size(QUEUE_SLOT_BYTES), 64 * MiB,
+             "change events queued for one slow watcher, at most (it refills the rest "
+             "from the history)", "64M", "BYTES"),
+    _Setting("socket_group", to_group, None,
+             "group whose members may connect: sockets 0660 and data dir 0750 with that "
+             "group (flowd's user must be a member); without it only flowd's own user (and "
+             "root) can connect", "none", "GROUP"),
     _Setting("log_level", to_choice(LOG_LEVELS, upper=True), "INFO",
              "log level; the one setting that SIGHUP applies without a restart",
              "INFO", "{DEBUG,INFO,WARNING,ERROR}"),

@@ -7,6 +7,7 @@ adds the setting and where the value came from.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import math
 import re
@@ -123,3 +124,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def to_group(raw: Any) -> str:
+    """A group name or number that exists on this machine (kept as given)."""
+    value = str(raw).strip() if isinstance(raw, int) and not isinstance(raw, bool) else (
+        _text(raw).strip())
+    try:
+        if value.isdigit():
+            grp.getgrgid(int(value))
+        else:
+            grp.getgrnam(value)
+    except KeyError:
+        raise ValueError(f"{value!r} is not a group on this machine") from None
+    return value
+
+
+def group_id(value: str) -> int:
+    """The gid of a group checked by :func:`to_group`."""
+    return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid

@@ -9,51 +9,31 @@ prints them with the same code (:func:`flowd_client.cli_output.print_checks`).
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from flowd_client.cli_output import emit_json, print_checks
 from flowd_client.discovery import LOCK_NAME, is_locked, read_lock_info
 
+from .doctor_check import Check
+from .doctor_safety import check_dir, check_disk, check_files, check_sockets
 from .offline_load import OfflineError, load_flows
 from .storage import journal as journal_mod
 from .storage.evidence import list_evidence
 from .storage.lock import describe_holder
+from .storage.ownfiles import read_own
 from .storage.snapshot import SNAPSHOT, WRITTEN
-
-
-@dataclass
-class Check:
-    """One doctor finding: ``status`` is ok, warn or fail; ``hint`` says what to do."""
-
-    name: str
-    status: str
-    message: str
-    hint: str = ""
-    details: list[str] = field(default_factory=list)
-
-
-def check_dir(d: Path) -> Check:
-    if not d.is_dir():
-        what = "is not a directory" if d.exists() else "does not exist"
-        return Check("data dir", "fail", f"{d} {what}",
-                     "start flowd once (it creates the dir, mode 0700) or pass --data-dir")
-    st = d.stat()
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        return Check("data dir", "warn", f"{d} is mode {mode:04o}: other users can read it",
-                     f"chmod 700 {d}")
-    if st.st_uid != os.getuid():
-        return Check("data dir", "warn", f"{d} is owned by uid {st.st_uid}, not you",
-                     "run flowd and flowctl as the owner of the data dir")
-    return Check("data dir", "ok", f"{d} exists, mode 0700")
 
 
 def check_lock(d: Path) -> Check:
     info = read_lock_info(d) or {}
     if is_locked(d):
+        if not (d / LOCK_NAME).exists():
+            return Check("lock", "warn", "the data dir is locked but flowd.lock is missing",
+                         "the daemon puts it back within a second; if it stays missing, the "
+                         "holder is not a flowd of this version: find it with "
+                         f"`fuser {d}` and stop it")
         if not info:
             return Check("lock", "warn", "flowd.lock is held but names no endpoint yet",
                          "a daemon is starting; retry in a moment (`flowctl ping --wait 5`)")
@@ -72,7 +52,7 @@ def check_snapshot(d: Path) -> Check:
     if not path.exists():
         return Check("flows.json", "ok", "absent: the store is empty or never saved")
     try:
-        got = load_flows(path, progress=False)
+        got = load_flows(path, progress=False, owner=d.stat().st_uid)
     except (OfflineError, OSError) as exc:
         return Check("flows.json", "fail", str(exc),
                      "on start flowd keeps the bytes aside as flows.json.corrupt-<time> and "
@@ -108,7 +88,7 @@ def scan_segment(path: Path) -> tuple[int, int, int, str | None]:
     """(records, bytes they take, torn tail bytes, corruption) of one segment; reads,
     never moves anything. The bytes are the daemon's count too (``stats`` journal
     bytes): the zeroed space a segment reserves ahead of its writes is not in them."""
-    data = path.read_bytes()
+    data = read_own(path, owner=path.parent.stat().st_uid)  # a FIFO must not hang doctor
     got = journal_mod.parse_segment(data)
     if got.tail == "corrupt":
         where = "unreadable header" if got.head is None else (
@@ -125,7 +105,7 @@ def check_journal(d: Path) -> Check:
     total, torn, bad, used, disk = 0, [], [], 0, 0
     for p in segs:
         records, nbytes, torn_bytes, corrupt = scan_segment(p)
-        total, used, disk = total + records, used + nbytes, disk + p.stat().st_size
+        total, used, disk = total + records, used + nbytes, disk + p.lstat().st_size
         if corrupt:
             bad.append(f"{p.name}: {corrupt}")
         elif torn_bytes:
@@ -148,47 +128,17 @@ def check_evidence(d: Path) -> Check:
     files = list_evidence(d)
     if not files:
         return Check("evidence", "ok", "no files kept aside")
-    details = [f"{p.name}  {p.stat().st_size} bytes" for p in files]
+    details = [f"{p.name}  {p.lstat().st_size} bytes" for p in files]
     return Check("evidence", "warn", f"{len(files)} file(s) kept aside "
-                 f"({sum(p.stat().st_size for p in files)} bytes)",
+                 f"({sum(p.lstat().st_size for p in files)} bytes)",
                  "flowd never deletes these; inspect them (`less FILE`, "
                  "`python -m json.tool FILE`, `diff FILE flows.json`), merge by hand if "
                  "needed, then remove them yourself", details)
 
 
-def check_sockets(d: Path) -> Check:
-    info = read_lock_info(d) or {}
-    if not is_locked(d) or not info:
-        return Check("sockets", "ok", "no daemon running: nothing to check")
-    eps = [ep for ep in (info.get("endpoint"), info.get("events")) if isinstance(ep, str)]
-    problems = [p for ep in eps for p in _endpoint_problems(ep)]
-    if problems:
-        return Check("sockets", "fail", "; ".join(problems),
-                     "restart flowd (it creates its sockets 0600 in a 0700 dir)")
-    return Check("sockets", "ok", ", ".join(eps) + " private to you")
-
-
-def _endpoint_problems(ep: str) -> list[str]:
-    if ep.startswith("tcp://"):
-        host = ep[6:].rsplit(":", 1)[0].strip("[]")
-        ok = host in ("127.0.0.1", "localhost", "::1")
-        return [] if ok else [f"{ep} is not loopback: other machines can connect"]
-    if not ep.startswith("ipc://"):
-        return []
-    path = Path(ep[6:])
-    try:
-        st = path.stat()
-    except OSError:
-        return [f"{path} is advertised but missing"]
-    mode = stat.S_IMODE(st.st_mode)
-    out = [] if stat.S_ISSOCK(st.st_mode) else [f"{path} is not a socket"]
-    if mode & 0o077:
-        out.append(f"{path} is mode {mode:04o}, not 0600")
-    return out
-
-
-CHECKS: list[Callable[[Path], Check]] = [check_lock, check_snapshot, check_journal,
-                                         check_evidence, check_sockets]
+CHECKS: list[Callable[[Path], Check]] = [check_files, check_lock, check_snapshot,
+                                         check_journal, check_evidence, check_sockets,
+                                         check_disk]
 
 
 def doctor_checks(d: Path) -> list[Check]:

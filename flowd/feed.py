@@ -1,8 +1,10 @@
 """The change feed's memory: recent revisions for ``watch(since=R)``, and retry keys.
 
-Both are bounded: a watcher that asks for history older than the window gets
-COMPACTED and resyncs; a retried write older than the key window is applied
-again (the window is documented in the README).
+Both are bounded by count and by bytes: each entry is kept packed (msgpack),
+so what it costs is its length, exactly, and it pins no version of a flow
+the store has moved past. A watcher that asks for history older than the
+window gets COMPACTED and resyncs; a retried write older than the key window
+is applied again (the windows are documented in the README).
 """
 
 from __future__ import annotations
@@ -10,9 +12,18 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any
 
+import msgpack
+from flowd_client import protocol
 from flowd_client.errors import CompactedError
 
 from .store import Store
+
+MiB = 1 << 20
+#: what an entry costs besides its packed bytes (tuples, dict or deque slot, the
+#: bytes object's header; an error reply's exception object), counted in the bounds
+EVENT_OVERHEAD = 120
+KEY_OVERHEAD = 320
+ERROR_BYTES = 512
 
 
 def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
@@ -29,74 +40,89 @@ def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
     return event
 
 
-class History:
-    """The last ``size`` revisions' events, oldest first."""
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
-    def __init__(self, size: int, start_revision: int) -> None:
-        self.events: deque[dict[str, Any]] = deque(maxlen=max(1, size))
+
+class History:
+    """The last revisions' events, oldest first, packed: at most ``size`` events and
+    ``max_bytes`` bytes (an event bigger than that is never kept)."""
+
+    def __init__(self, size: int, start_revision: int, max_bytes: int = 64 * MiB,
+                 page_bytes: int = MiB) -> None:
+        self.size = max(1, size)
+        self.max_bytes = max_bytes
+        self.page_bytes = page_bytes
+        self.events: deque[tuple[int, bytes]] = deque()
+        self.bytes = 0
         #: the oldest revision R such that every change after R is still here
         self.floor = start_revision
 
-    def add(self, event: dict[str, Any]) -> None:
-        if len(self.events) == self.events.maxlen:
-            self.floor = self.events[0]["revision"]
-        self.events.append(event)
+    def add(self, event: dict[str, Any]) -> bytes:
+        """Keep ``event``; returns its packed form (what the change feed publishes)."""
+        packed = protocol.pack(event)
+        self.events.append((event["revision"], packed))
+        self.bytes += len(packed) + EVENT_OVERHEAD
+        events = self.events
+        while events and (len(events) > self.size or self.bytes > self.max_bytes):
+            rev, old = events.popleft()
+            self.bytes -= len(old) + EVENT_OVERHEAD
+            self.floor = rev
+        return packed
 
     def since(self, revision: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Events after ``revision``, oldest first, up to ``limit`` events or about
+        ``page_bytes`` (at least one): the caller asks again for the rest."""
         if revision < self.floor:
             raise CompactedError(
                 f"history before revision {self.floor} is compacted (asked for after "
                 f"{revision}); read the full store and watch from its revision",
                 {"compacted_revision": self.floor},
             )
-        if not self.events or revision >= self.events[-1]["revision"]:
+        if not self.events or revision >= self.events[-1][0]:
             return []
-        skip = max(0, revision - self.events[0]["revision"] + 1)
-        out = []
+        skip = max(0, revision - self.events[0][0] + 1)
+        out, size = [], 0
         for i in range(skip, len(self.events)):
-            out.append(self.events[i])
-            if len(out) >= limit:
+            packed = self.events[i][1]
+            if out and (len(out) >= limit or size + len(packed) > self.page_bytes):
                 break
+            out.append(_unpack(packed))
+            size += len(packed)
         return out
-
-
-def _weight(value: Any) -> int:
-    """Roughly how many pointers a kept reply pins: a returned flow keeps its
-    plans list (that version's) alive after later writes replace it."""
-    if type(value) is dict:
-        plans = value.get("plans")
-        return 1 + (len(plans) if type(plans) is list else 0)
-    if type(value) is list:
-        return 1 + sum(_weight(v) for v in value)
-    return 1
 
 
 class RetryKeys:
     """Idempotency keys of recent writes and their first replies (LRU, bounded).
 
     A reply is kept whole (ok, result or error, revision), so a retry gets the
-    very reply the first attempt got, even after other writes. Bounded by
-    count and by weight, so replies carrying big flows cannot pin old versions
-    without limit.
+    very reply the first attempt got, even after other writes. A result is kept
+    packed: the window is bounded by count and by bytes, exactly, and a kept
+    reply pins no old version of a flow.
     """
 
-    def __init__(self, size: int = 100_000, max_weight: int = 2_000_000) -> None:
+    def __init__(self, size: int = 100_000, max_bytes: int = 32 * MiB) -> None:
         self.size = size
-        self.max_weight = max_weight
-        self.weight = 0
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.replies: OrderedDict[tuple[str, int], tuple[bool, Any, int | None, int]] = (
             OrderedDict())
 
     def get(self, key: tuple[str, int]) -> tuple[bool, Any, int | None] | None:
         got = self.replies.get(key)
-        return None if got is None else got[:3]
+        if got is None:
+            return None
+        ok, value, rev, _ = got
+        return ok, _unpack(value) if ok else value, rev
 
     def put(self, key: tuple[str, int], ok: bool, value: Any, rev: int | None = None) -> None:
-        w = _weight(value) if ok else 1
+        if ok:
+            value = protocol.pack(value)
+        size = len(value) + KEY_OVERHEAD if ok else ERROR_BYTES
         old = self.replies.pop(key, None)
         if old is not None:
-            self.weight -= old[3]
-        self.replies[key] = (ok, value, rev, w)
-        self.weight += w
-        while self.replies and (len(self.replies) > self.size or self.weight > self.max_weight):
-            self.weight -= self.replies.popitem(last=False)[1][3]
+            self.bytes -= old[3]
+        self.replies[key] = (ok, value, rev, size)
+        self.bytes += size
+        while self.replies and (len(self.replies) > self.size or self.bytes > self.max_bytes):
+            self.bytes -= self.replies.popitem(last=False)[1][3]

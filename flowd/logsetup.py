@@ -242,3 +242,42 @@ class RateLimitedLogger:
     def _report(self, key: Hashable, window: _Window) -> None:
         self.logger.log(window.level, "suppressed %d similar messages (%s) in %.0fs",
                         window.suppressed, key, self.interval)
+
+
+class RefusalReport:
+    """Writes refused because the disk failed (full, read-only, EIO): the first refusal
+    is logged at once, later ones as one line per ``interval`` with their counts. A
+    full disk fails every write: one line per refusal flooded the log (302 in 0.1 s).
+    The loop calls :meth:`flush` at least once per interval."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._clock = clock
+        self.total = 0
+        self._writes = self._groups = 0
+        self._error: BaseException | None = None
+        self._last_line = -float("inf")
+
+    def refused(self, writes: int, exc: BaseException) -> None:
+        self.total += writes
+        if not self._writes and self._clock() - self._last_line >= self.interval:
+            self._last_line = self._clock()
+            self.logger.error("journal append failed (%s): %d writes refused, nothing applied",
+                              exc, writes)
+            return
+        self._writes += writes
+        self._groups += 1
+        self._error = exc
+
+    def flush(self) -> None:
+        now = self._clock()
+        if not self._writes or now - self._last_line < self.interval:
+            return
+        self.logger.error("journal appends still failing (last: %s): %d writes in %d groups "
+                          "refused in the last %.1f s, %d since the daemon started",
+                          self._error, self._writes, self._groups, now - self._last_line,
+                          self.total)
+        self._last_line = now
+        self._writes = self._groups = 0

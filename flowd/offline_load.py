@@ -13,6 +13,7 @@ from typing import Any
 from flowd_client.exitcodes import FAILED
 
 from .storage.migrate import CorruptFileError
+from .storage.ownfiles import PlantedFileError
 
 #: files at least this big get a progress bar while they load
 PROGRESS_MIN_BYTES = 8 << 20
@@ -26,8 +27,11 @@ class OfflineError(Exception):
         self.code = code
 
 
-def load_flows(path: Path, *, progress: bool = True) -> Any:
-    """load_file with a tqdm bar on stderr for big files (the loader reports bytes read)."""
+def load_flows(path: Path, *, progress: bool = True, owner: int | None = None) -> Any:
+    """load_file with a tqdm bar on stderr for big files (the loader reports bytes read).
+
+    ``owner`` given: a data dir's file, which must be that uid's own regular file
+    (never read through a link); None: a file the user named (links followed)."""
     from tqdm import tqdm
 
     from .storage.loader import load_file
@@ -40,8 +44,10 @@ def load_flows(path: Path, *, progress: bool = True) -> Any:
         bar.update(max(0, min(done, size) - bar.n))
 
     try:
-        return load_file(path, progress=report)
+        return load_file(path, progress=report, owner=owner, follow=owner is None)
     except CorruptFileError as exc:
         raise OfflineError(f"{path} cannot be read as a flows file: {exc}") from None
+    except PlantedFileError as exc:
+        raise OfflineError(str(exc)) from None
     finally:
         bar.close()

@@ -3,6 +3,11 @@
 The first page of a large store captures the list of flow dicts (a pointer
 copy: flows are immutable once stored), so later pages come from the same
 revision without holding the loop. Cursors are few and expire.
+
+A page ends at ``limit`` flows or once it holds about ``page_bytes`` (at least
+one flow): what a client that never reads can make the daemon queue is a
+number of pages, so each page must be bounded in bytes, not only in flows.
+Each flow is packed once, to count it, and the reply is built from those parts.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowd_client.errors import NotFoundError
-from flowd_client.protocol import DEFAULT_PAGE
+from flowd_client.protocol import DEFAULT_PAGE, Packed, pack, packed_array, packed_map
 
 from .store import Store
 
@@ -31,19 +36,17 @@ class _Cursor:
 
 
 class Pager:
-    def __init__(self) -> None:
+    def __init__(self, page_bytes: int = 1 << 20) -> None:
+        self.page_bytes = page_bytes
         self.cursors: dict[str, _Cursor] = {}
 
-    def page(self, store: Store, args: dict[str, Any]) -> dict[str, Any]:
+    def page(self, store: Store, args: dict[str, Any]) -> Packed:
         limit = args.get("limit") or DEFAULT_PAGE
         token = args.get("cursor")
         now = time.monotonic()
         for t in [t for t, c in self.cursors.items() if c.expires < now]:
             del self.cursors[t]
         if token is None:
-            if len(store.flows) <= limit:
-                return {"flows": list(store.flows.values()), "next": None,
-                        "revision": store.revision, "current_flow_id": store.current_flow_id}
             cur = _Cursor(list(store.flows.values()), 0, store.revision,
                           store.current_flow_id, 0.0)
         else:
@@ -51,7 +54,9 @@ class Pager:
             if found is None:
                 raise NotFoundError("paging cursor expired or unknown; start the listing again")
             cur = found
-        start, end = cur.pos, cur.pos + limit
+        start = cur.pos
+        parts = self._parts(cur.flows, start, limit)
+        end = start + len(parts)
         nxt = None
         if end < len(cur.flows):
             nxt = secrets.token_hex(8)
@@ -59,5 +64,16 @@ class Pager:
                 self.cursors.pop(next(iter(self.cursors)))
             cur.pos, cur.expires = end, now + CURSOR_TTL
             self.cursors[nxt] = cur
-        return {"flows": cur.flows[start:end], "next": nxt, "revision": cur.revision,
-                "current_flow_id": cur.current}
+        return packed_map({"flows": packed_array(parts), "next": pack(nxt),
+                           "revision": pack(cur.revision), "current_flow_id": pack(cur.current)})
+
+    def _parts(self, flows: list[dict[str, Any]], start: int, limit: int) -> list[bytes]:
+        parts: list[bytes] = []
+        size, cap = 0, self.page_bytes
+        for i in range(start, min(len(flows), start + limit)):
+            part = pack(flows[i])
+            size += len(part)
+            if parts and size > cap:
+                break
+            parts.append(part)
+        return parts

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,13 @@ from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 from . import __version__
 from .bases import FileMemory
 from .feed import build_event
+from .limits import Limits
+from .logsetup import RateLimitedLogger
 from .service import Service
 from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
+from .storage.ownfiles import claim_dir, remove_stale_temps
 from .storage.recovery import Recovery, recover, written_fingerprint
 from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View, fingerprint
 from .storage.watch import DirWatch
@@ -31,6 +34,7 @@ from .store import Store
 from .stray import Strays
 
 log = logging.getLogger("flowd")
+failing_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 UNIX_PATH_MAX = 107
 
@@ -45,21 +49,26 @@ class Settings:
     journal_max_bytes: int = 64 << 20
     max_request_bytes: int = 16 << 20
     history: int = 10_000
+    #: group allowed to connect (sockets 0660, dirs 0750); None: the owner only
+    socket_gid: int | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+def runtime_dir(data_dir: Path) -> Path:
+    """The private dir for sockets whose path under ``data_dir`` is too long."""
+    digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
+    env = os.environ  # systemd's RuntimeDirectory= first: a service's /tmp is private
+    base = env.get("RUNTIME_DIRECTORY") or env.get("XDG_RUNTIME_DIR") or "/tmp"
+    return Path(base) / f"flowd-{os.geteuid()}-{digest}"
 
 
 def socket_endpoint(data_dir: Path, name: str) -> str:
-    """``ipc://<data_dir>/<name>``, or under a private runtime dir if too long for AF_UNIX."""
+    """``ipc://<data_dir>/<name>``, or under :func:`runtime_dir` if too long for AF_UNIX
+    (that dir is claimed, i.e. created or checked, when the daemon opens)."""
     path = data_dir / name
     if len(os.fsencode(str(path))) <= UNIX_PATH_MAX:
         return f"ipc://{path}"
-    digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    run = Path(base) / f"flowd-{os.getuid()}-{digest}"
-    run.mkdir(mode=0o700, exist_ok=True)
-    st = run.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise PermissionError(f"{run} is not a private directory of this user")
-    return f"ipc://{run / name}"
+    return f"ipc://{runtime_dir(data_dir) / name}"
 
 
 class Runtime:
@@ -67,7 +76,7 @@ class Runtime:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.max_request_bytes = settings.max_request_bytes
-        self.lock = DataDirLock(self.data_dir)
+        self.lock = DataDirLock(self.data_dir, settings.socket_gid)
         self.store = Store()
         self.journal = Journal(self.data_dir, settings.durability)
         files = SnapshotFiles(self.data_dir)
@@ -80,8 +89,10 @@ class Runtime:
         self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
                                                                   EVENTS_SOCKET_NAME)
         self.service = Service(self.store, self.journal, self.snap, history=settings.history,
-                               info={"events": self.events, "server": __version__},
-                               max_request_bytes=settings.max_request_bytes)
+                               info={"events": self.events, "server": __version__,
+                                     "pid": os.getpid(), "data_dir": str(self.data_dir)},
+                               max_request_bytes=settings.max_request_bytes,
+                               limits=settings.limits)
         self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
         self.service.stray_stats = self._stray_stats
         self.recovery: Recovery | None = None
@@ -92,9 +103,15 @@ class Runtime:
     # ------------------------------------------------------------ start
 
     def open(self) -> Recovery:
-        """Lock the data dir and load the store; raises DataDirBusy if another daemon has it."""
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.lock.acquire()
+        """Claim and lock the data dir, load the store. Raises DataDirRefused (not
+        flowd's dir), PlantedFileError (a link, FIFO or foreign file where flowd
+        expects its own), DataDirBusy (another daemon has it) or OSError."""
+        self.lock.acquire(claim_dir(self.data_dir, gid=self.settings.socket_gid))
+        self._claim_runtime_dir()
+        removed = remove_stale_temps(self.data_dir)
+        if removed:
+            log.info("removed %d temp file(s) left by an earlier run: %s", len(removed),
+                     ", ".join(removed))
         self.watch = DirWatch.open(self.data_dir)
         rec = recover(self.data_dir, self.store, self.journal)
         self.recovery = rec
@@ -138,6 +155,12 @@ class Runtime:
         return {"stray_conflicts": self.strays.open_conflicts(),
                 "file_memory": self.memory.stats(),
                 "stray_watch": "inotify" if self.watch is not None else "stat every second"}
+
+    def _claim_runtime_dir(self) -> None:
+        """The fallback dir of long socket paths follows the data dir's rules."""
+        run = runtime_dir(self.data_dir)
+        if any(ep.startswith(f"ipc://{run}/") for ep in (self.endpoint, self.events)):
+            os.close(claim_dir(run, gid=self.settings.socket_gid, what="socket runtime dir"))
 
     def _seed_feed(self, rec: Recovery) -> None:
         """Replayed records back the change feed and the retry-key window after a restart."""
@@ -208,12 +231,30 @@ class Runtime:
 
     # ------------------------------------------------------------ stop
 
+    def check_lock(self) -> None:
+        """flowd.lock still ours? (someone may have removed it; the dir stays locked)"""
+        try:
+            note = self.lock.check()
+        except OSError as exc:
+            failing_log.error("lock", "flowd.lock is not flowd's any more and could not be "
+                              "put back yet: %s", exc)
+            return
+        if note:
+            log.warning("%s", note)
+
     def close(self) -> bool:
-        """Final snapshot if anything changed since the last; True if all is on disk."""
+        """Final snapshot if anything changed since the last; True if all is on disk.
+
+        Every step is tried even if an earlier one failed (a read-only or full disk):
+        each failure is one line in the log, and the journal still holds every change."""
         ok = True
         self.snap.wait()
         if self.store.revision != self.snap.installed_rev or self.service.save_waiters:
-            ok = self._snapshot_now()
+            try:
+                ok = self._snapshot_now()
+            except OSError as exc:
+                log.error("final snapshot: %s", exc)
+                ok = False
             if not ok:
                 log.error("final snapshot failed; the journal still holds every change")
         self.journal.close()

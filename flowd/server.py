@@ -1,40 +1,53 @@
-"""The loop: the only socket code in the daemon.
+"""The loop: the only socket code in the daemon (with flowd.listen, its endpoints).
 
 ROUTER for requests, PUB for changes, a wake-up socketpair for signals and the
 snapshot thread. Each turn drains every ready request (bounded), lets the
 service group-commit the writes with one fsync, sends the replies, publishes
 the events, then runs the timers.
+
+What a peer that never reads can make the daemon hold is bounded in bytes:
+ZeroMQ counts its queues in messages, so a message of n bytes is sent as
+n // QUEUE_SLOT_BYTES padding messages (one byte each, which clients ignore)
+and then itself, and the high-water marks are the byte bounds in slots. A
+peer over its bound loses the reply (ROUTER_MANDATORY tells us; it is
+counted) and retries; a watcher over its bound sees a gap and refills from
+the history. Monitor sockets report every accepted and closed connection, so
+the daemon stops accepting before the open-file limit (libzmq would abort).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 from flowd_client.protocol import socket_limit
 
+from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
+from .listen import Listeners
+from .logsetup import RateLimitedLogger
 from .notify import watchdog_interval
 from .runtime import Runtime
 from .service import refused_log
 
 log = logging.getLogger("flowd.server")
+fd_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 MAX_DRAIN = 1024
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 STRAY_CHECK_SECONDS = 1.0
 STATUS_SECONDS = 5.0
-
-
-def ipc_path(endpoint: str) -> Path | None:
-    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+#: how often flowd.lock and the socket files are checked (the issue: within a second)
+OWN_FILES_SECONDS = 0.5
+BACKLOG = 32
+#: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
+PAD = b"\x80"
+PAD_TOPIC = b"rev-pad"
+_MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
 class Server:
@@ -42,15 +55,28 @@ class Server:
         self.rt = rt
         self.notifier = notifier
         self.ctx = zmq.Context()
+        limits = rt.settings.limits
+        self.reply_slots = limits.slots(limits.peer_queue_bytes)
+        self.event_slots = limits.slots(limits.subscriber_queue_bytes)
         self.router = self.ctx.socket(zmq.ROUTER)
         # a bit above the limit: a modestly oversized request gets a TOO_LARGE reply
         self.router.setsockopt(zmq.MAXMSGSIZE, socket_limit(rt.max_request_bytes))
         self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.SNDHWM, 100_000)
-        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        self.router.setsockopt(zmq.SNDHWM, self.reply_slots)
+        # requests are read at once; this only bounds what a fast sender queues meanwhile
+        self.router.setsockopt(zmq.RCVHWM,
+                               max(4, limits.peer_queue_bytes // rt.max_request_bytes))
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full peer raises: counted
         self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, 10_000)
+        self.pub.setsockopt(zmq.SNDHWM, self.event_slots)
         self.pub.setsockopt(zmq.LINGER, 0)
+        for sock in (self.router, self.pub):
+            sock.setsockopt(zmq.BACKLOG, BACKLOG)
+        self.monitors = [self._monitor(sock) for sock in (self.router, self.pub)]
+        self.listeners = Listeners(self.ctx, rt.settings.socket_gid)
+        self.fds = FdGuard(raise_nofile()[0])
+        self.replies_dropped = 0
+        rt.service.server_stats = self.queue_stats
         self.wake_r, self.wake_w = socket.socketpair()
         for s in (self.wake_r, self.wake_w):
             s.setblocking(False)
@@ -62,14 +88,28 @@ class Server:
 
     # ------------------------------------------------------------ set-up
 
+    def _monitor(self, sock: zmq.Socket) -> zmq.Socket:
+        """A PAIR socket that receives ``sock``'s connection events (never blocks libzmq:
+        an unlimited receive queue; events are tiny and drained every turn)."""
+        addr = f"inproc://flowd-monitor-{id(sock)}"
+        sock.monitor(addr, _MONITORED)
+        mon = self.ctx.socket(zmq.PAIR)
+        mon.setsockopt(zmq.RCVHWM, 0)
+        mon.setsockopt(zmq.LINGER, 0)
+        mon.connect(addr)
+        return mon
+
     def bind(self) -> None:
+        """Raises EndpointBusy or EndpointRefused (flowd.listen) naming the endpoint."""
         for sock, endpoint in ((self.router, self.rt.endpoint), (self.pub, self.rt.events)):
-            path = ipc_path(endpoint)
-            if path is not None:
-                path.unlink(missing_ok=True)
-            sock.bind(endpoint)
-            if path is not None:
-                os.chmod(path, 0o600)
+            self.listeners.bind(sock, endpoint)
+        self._count_fds()
+
+    def queue_stats(self) -> dict[str, Any]:
+        return {"peer_queue_slots": self.reply_slots, "subscriber_queue_slots":
+                self.event_slots, "queue_slot_bytes": QUEUE_SLOT_BYTES,
+                "replies_dropped": self.replies_dropped, "fds": self.fds.as_dict(),
+                "sockets_rebound": self.listeners.rebinds}
 
     def wake(self) -> None:
         try:
@@ -91,13 +131,20 @@ class Server:
 
     # ------------------------------------------------------------ loop
 
-    def run(self) -> None:
+    def _poller(self) -> zmq.Poller:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.wake_r.fileno(), zmq.POLLIN)
+        for mon in self.monitors:
+            poller.register(mon, zmq.POLLIN)
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         if watch is not None:  # flows.json rewritten by an old tool: merge it at once
             poller.register(watch, zmq.POLLIN)
+        return poller
+
+    def run(self) -> None:
+        poller = self._poller()
+        watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         self.rt.snap.on_done = self.wake
         if self.notifier is not None:
             self.notifier.ready()
@@ -113,6 +160,8 @@ class Server:
             if self.wake_r.fileno() in ready:
                 self._drain_wake()
                 next_tick = 0.0  # a snapshot finished or a signal came: look at timers now
+            if any(mon in ready for mon in self.monitors):
+                self._drain_monitors()
             if self.router in ready:
                 self._drain_requests()
             if service.pending:
@@ -159,18 +208,62 @@ class Server:
             self._send(service.handle(tuple(frames[:-1]), frames[-1]))
 
     def _send(self, out: list[tuple[tuple[bytes, ...], bytes]]) -> None:
+        router, most = self.router, self.reply_slots // 2
         for envelope, reply in out:
+            # a REQ peer (envelope with its empty delimiter) takes exactly one reply
+            pads = min(len(reply) // QUEUE_SLOT_BYTES, most) if len(envelope) == 1 else 0
             try:
-                self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+                for _ in range(pads):
+                    router.send_multipart([*envelope, PAD], zmq.NOBLOCK)
+                router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+            except zmq.Again:
+                self.replies_dropped += 1  # over its queue bound: it times out and retries
             except zmq.ZMQError:
-                pass  # peer gone or over its high-water mark: it will time out and retry
+                pass  # peer gone
 
     def _publish(self) -> None:
+        pub, most = self.pub, self.event_slots // 2
         for event in self.rt.service.take_events():
-            try:
-                self.pub.send_multipart([b"rev", msgpack.packb(event)], zmq.NOBLOCK)
+            try:  # a PUB drops what a slow watcher's queue cannot take: it sees a gap
+                for _ in range(min(len(event) // QUEUE_SLOT_BYTES, most)):
+                    pub.send(PAD_TOPIC, zmq.NOBLOCK)
+                pub.send_multipart([b"rev", event], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
+
+    # ------------------------------------------------------------ file descriptors
+
+    def _drain_monitors(self) -> None:
+        for mon in self.monitors:
+            try:
+                while True:
+                    mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+        self._count_fds()
+
+    def _count_fds(self) -> None:
+        fds = self.fds
+        action = fds.update(open_fds())
+        if action is None:
+            return
+        if self.rt.endpoint.startswith("tcp://"):  # a tcp listener cannot be hidden
+            if action == "pause":
+                fd_log.warning("fds", "%d of %d file descriptors open: new tcp connections "
+                               "may fail until some close", fds.open, fds.limit)
+            return
+        try:
+            (self.listeners.pause if action == "pause" else self.listeners.resume)()
+        except OSError as exc:
+            log.error("could not %s accepting connections: %s", action, exc)
+            return
+        if action == "pause":
+            fd_log.warning("fds", "%d of %d file descriptors open: not accepting new "
+                           "connections until some close (the accepted ones are served)",
+                           fds.open, fds.limit)
+        else:
+            log.info("%d file descriptors open (limit %d): accepting connections again",
+                     fds.open, fds.limit)
 
     # ------------------------------------------------------------ timers
 
@@ -185,11 +278,15 @@ class Server:
         self._send(rt.collect_snapshot())
         if self._due("stray", now, STRAY_CHECK_SECONDS):
             rt.check_stray()
+        if self._due("own-files", now, OWN_FILES_SECONDS):
+            self._check_own_files()
         rt.maybe_snapshot(now)
         if rt.journal.durability == "relaxed" and self._due("fsync", now, 1.0):
             rt.sync_journal()
         if self._due("log-flush", now, 10.0):
             refused_log.flush()  # report how many refusals the rate limit swallowed
+        if self._due("refusals", now, 0.25):  # the counts line within ~1 s of the first
+            rt.service.refusals.flush()
         if self._due("snapshot-summary", now, 60.0):
             line = rt.snap.stats.summary()
             if line:
@@ -201,6 +298,18 @@ class Server:
             if self._due("status", now, STATUS_SECONDS):
                 self._status()
         self._publish()
+
+    def _check_own_files(self) -> None:
+        """flowd.lock and the socket files still flowd's? Put back what is not."""
+        self.rt.check_lock()
+        try:
+            for note in self.listeners.check():
+                log.warning("%s", note)
+        except (OSError, zmq.ZMQError) as exc:
+            fd_log.error("rebind", "a socket file is not flowd's any more and could not be "
+                         "bound again yet: %s", exc)
+        if self.fds.paused:
+            self._count_fds()  # connections may have closed without an event we saw
 
     def _next_tick(self, now: float) -> float:
         deadlines = list(self.timers.values())
@@ -223,12 +332,11 @@ class Server:
             self.notifier.stopping()
         self._send(self.rt.service.commit())
         self._publish()
-        self.router.close(0)
-        self.pub.close(0)
-        for endpoint in (self.rt.endpoint, self.rt.events):
-            path = ipc_path(endpoint)
-            if path is not None:
-                path.unlink(missing_ok=True)
+        for sock in (self.router, self.pub):
+            sock.disable_monitor()
+        for sock in (*self.monitors, self.router, self.pub):
+            sock.close(0)
+        self.listeners.close()
         self.ctx.term()
         signal.set_wakeup_fd(-1)
         self.wake_r.close()

@@ -27,7 +27,8 @@ from flowd_client.errors import FlowdError, InternalError, UnavailableError
 
 from . import ops
 from .feed import History, RetryKeys, build_event
-from .logsetup import RateLimitedLogger
+from .limits import Limits
+from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
 from .stats import Stats
 from .store import Store, Txn
@@ -55,22 +56,29 @@ class Service:
 
     def __init__(self, store: Store, journal: Any, snapshotter: Any, *,
                  history: int = 10_000, info: dict[str, Any] | None = None,
-                 max_request_bytes: int = protocol.MAX_REQUEST_BYTES) -> None:
+                 max_request_bytes: int = protocol.MAX_REQUEST_BYTES,
+                 limits: Limits | None = None) -> None:
         self.store = store
         #: the configured request limit: enforced here, reported by hello
         self.max_request_bytes = max_request_bytes
         self.journal = journal
         self.snap = snapshotter
-        self.history = History(history, store.revision)
-        self.keys = RetryKeys()
-        self.pager = Pager()
+        self.limits = limits = limits or Limits()
+        self.history = History(history, store.revision, limits.history_bytes,
+                               limits.reply_page_bytes)
+        self.keys = RetryKeys(max_bytes=limits.retry_keys_bytes)
+        self.pager = Pager(limits.reply_page_bytes)
         self.stats = Stats()
+        self.refusals = RefusalReport(log)
         self.info = info or {}
         self.group: Txn | None = None
         self.pending: list[PendingWrite] = []
         self.pending_keys: dict[tuple[str, int], PendingWrite] = {}
         self.group_clients: set[bytes] = set()
-        self.events: list[dict[str, Any]] = []
+        #: packed events for the change feed (History.add packs each once)
+        self.events: list[bytes] = []
+        #: the server's own figures (queues, file descriptors) for stats
+        self.server_stats: Any = None
         self.save_waiters: list[tuple[bytes, int, int]] = []
         self.extra_stats: Any = None
         #: the stray side's rows (unresolved conflicts, memory of written files)
@@ -209,8 +217,7 @@ class Service:
             for record in records:
                 self.store.apply_record(record)
                 event = build_event(record, self.store)
-                self.history.add(event)
-                self.events.append(event)
+                self.events.append(self.history.add(event))
             self.snap.note_change(time.monotonic())
         out: Out = []
         rev = self.store.revision
@@ -236,8 +243,7 @@ class Service:
     def _group_failed(self, pending: list[PendingWrite], exc: OSError) -> Out:
         self.stats.journal_failures += 1
         self.stats.last_journal_error = f"{type(exc).__name__}: {exc}"
-        log.error("journal append failed (%s): %d writes refused, nothing applied",
-                  exc, len(pending))
+        self.refusals.refused(len(pending), exc)
         err = UnavailableError(f"the daemon could not make the write durable ({exc}); "
                                "nothing was applied, retry later")
         out: Out = []
@@ -260,11 +266,10 @@ class Service:
         self.journal.append([record], sync=True)
         self.store.apply_record(record)
         event = build_event(record, self.store)
-        self.history.add(event)
-        self.events.append(event)
+        self.events.append(self.history.add(event))
         self.snap.note_change(0.0)
 
-    def take_events(self) -> list[dict[str, Any]]:
+    def take_events(self) -> list[bytes]:
         events, self.events = self.events, []
         return events
 
@@ -298,6 +303,7 @@ class Service:
     def collect_stats(self) -> dict[str, Any]:
         s = self.store
         out = {"flows": len(s), "revision": s.revision, "current_flow_id": s.current_flow_id,
+               "data_dir": self.info.get("data_dir"),
                "file_revision": self.snap.file_revision,
                "snapshot_revision": self.snap.installed_rev,
                "snapshot_lag_revisions": s.revision - self.snap.installed_rev,
@@ -306,11 +312,28 @@ class Service:
                            "segments": len(self.journal.segments),
                            "durability": self.journal.durability},
                "history_floor": self.history.floor, **self.stats.as_dict()}
+        out["limits"] = self.limit_stats()
         out["process"] = process_stats()
         if self.stray_stats is not None:
             out.update(self.stray_stats())
         if self.extra_stats is not None:
             out.update(self.extra_stats())
+        return out
+
+    def limit_stats(self) -> dict[str, Any]:
+        """Every memory bound with what it holds now (README, Limits)."""
+        h, k, lim = self.history, self.keys, self.limits
+        out: dict[str, Any] = {
+            "history": {"events": len(h.events), "bytes": h.bytes, "max_events": h.size,
+                        "max_bytes": h.max_bytes},
+            "retry_keys": {"keys": len(k.replies), "bytes": k.bytes, "max_keys": k.size,
+                           "max_bytes": k.max_bytes},
+            "reply_page_bytes": lim.reply_page_bytes,
+            "peer_queue_bytes": lim.peer_queue_bytes,
+            "subscriber_queue_bytes": lim.subscriber_queue_bytes,
+            "writes_refused": self.refusals.total}
+        if self.server_stats is not None:
+            out.update(self.server_stats())
         return out
 
 

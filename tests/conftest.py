@@ -29,7 +29,7 @@ class Daemon:
         #: how to run flowd (a test may wrap it, e.g. to hold its fsyncs)
         self.command = [sys.executable, "-m", "flowd"]
 
-    def start(self, *extra: str, wait: bool = True) -> Daemon:
+    def start(self, *extra: str, wait: bool = True, preexec_fn=None) -> Daemon:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [*self.command, "--data-dir", str(self.data_dir),
                  "--snapshot-interval", "0.2", *self.args, *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
         if wait:
             self.wait_ready()
         return self

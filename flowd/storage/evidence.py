@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .fsio import IO, fsync_dir, write_all
+from .ownfiles import create_new, open_own
 
 log = logging.getLogger("flowd.evidence")
 
@@ -28,21 +29,22 @@ def _candidates(path: Path, tag: str) -> list[Path]:
 
 
 def _copy_exclusive(src: Path, dst: Path) -> None:
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with open(src, "rb") as f:
+    with os.fdopen(open_own(src), "rb") as f:
+        fd = create_new(dst)
+        try:
             while chunk := f.read(1 << 20):
                 write_all(fd, chunk)
-        IO.fsync(fd)
-    finally:
-        os.close(fd)
+            IO.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def keep_aside(path: Path, tag: str, *, move: bool = False) -> Path:
     """Preserve ``path``'s bytes under a fresh name; with ``move`` the original goes away.
 
     Without ``move`` the original stays where it is (the caller replaces it
-    atomically later), so no reader ever finds the file missing.
+    atomically later), so no reader ever finds the file missing. A link, FIFO
+    or foreign file is linked or renamed as itself, never followed or read.
     """
     for dst in _candidates(path, tag):
         try:
@@ -52,6 +54,12 @@ def keep_aside(path: Path, tag: str, *, move: bool = False) -> Path:
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
+            if move:  # the directory is flowd's: nobody else can take the name meanwhile
+                if os.path.lexists(dst):
+                    continue
+                os.rename(path, dst)
+                fsync_dir(path.parent)
+                return dst
             try:
                 _copy_exclusive(path, dst)
             except FileExistsError:
@@ -81,7 +89,7 @@ def write_aside(directory: Path, name: str, tag: str, data: bytes) -> Path:
     """Write new evidence (e.g. the losing side of a merge) under a fresh name."""
     for dst in _candidates(directory / name, tag):
         try:
-            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = create_new(dst)
         except FileExistsError:
             continue
         try:
@@ -96,6 +104,6 @@ def write_aside(directory: Path, name: str, tag: str, data: bytes) -> Path:
 
 def list_evidence(directory: Path) -> list[Path]:
     """Files flowd kept aside in ``directory`` (for doctor and stats)."""
-    tags = (".corrupt-", ".stray-", ".backup-", ".merge-", ".torn-")
+    tags = (".corrupt-", ".stray-", ".backup-", ".merge-", ".torn-", ".foreign-")
     return sorted(p for p in directory.iterdir() if any(t in p.name for t in tags))
 

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .ownfiles import create_new, fresh_name
+
 
 class _Syscalls:
     """The failing-disk surface; attributes are looked up at call time."""
@@ -19,7 +21,8 @@ class _Syscalls:
     fsync = staticmethod(os.fsync)
     fdatasync = staticmethod(getattr(os, "fdatasync", os.fsync))
     replace = staticmethod(os.replace)
-    link = staticmethod(os.link)
+    #: never through a link: a hard link of a symbolic link is that link, not its target
+    link = staticmethod(lambda src, dst: os.link(src, dst, follow_symlinks=False))
     ftruncate = staticmethod(os.ftruncate)
     fallocate = staticmethod(os.posix_fallocate)
 
@@ -46,13 +49,15 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_durable(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> None:
-    """Write ``chunks`` to ``path`` (created or truncated) and fsync it; not atomic."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> os.stat_result:
+    """Create ``path`` (it must not exist: O_EXCL, so nothing planted is written
+    through), write ``chunks`` and fsync; not atomic. Returns the new file's stat."""
+    fd = create_new(path, mode)
     try:
         for chunk in chunks:
             write_all(fd, chunk)
         IO.fsync(fd)
+        return os.fstat(fd)
     finally:
         os.close(fd)
 
@@ -60,13 +65,12 @@ def write_durable(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> Non
 def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> os.stat_result:
     """Replace ``path`` so that a reader sees the old file or the new one, never a mix.
 
-    Temp file in the same directory, fsync, ``os.replace``, fsync of the
-    directory. Returns the stat of the new file (its fingerprint).
+    Temp file under a fresh name in the same directory, fsync, ``os.replace``,
+    fsync of the directory. Returns the stat of the new file (its fingerprint).
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = fresh_name(path)
     try:
-        write_durable(tmp, chunks, mode)
-        st = os.stat(tmp)
+        st = write_new(tmp, chunks, mode)
         IO.replace(tmp, path)
     except BaseException:
         try:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import ijson
@@ -41,6 +42,7 @@ from .migrate import (
     json_kind,
     normalize,
 )
+from .ownfiles import open_own, open_regular
 
 try:
     _IJSON: Any = ijson.get_backend("yajl2_c")
@@ -110,16 +112,21 @@ def _version_of(top: object) -> str | None:
 
 def load_file(path: str | os.PathLike[str], *,
               stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
-              progress: Progress | None = None) -> LoadResult:
+              progress: Progress | None = None, owner: int | None = None,
+              follow: bool = False) -> LoadResult:
     """Load and normalize a flows.json; raise :class:`CorruptFileError` if unusable.
 
     ``progress(n)``, if given, is called with a growing byte count that ends
     at the file size (a streamed file is read twice: each pass is half).
     OSError (missing file, permissions) propagates unchanged: that is not a
-    corrupt file.
+    corrupt file. A file in a data dir must be its owner's (``owner``, default
+    this process's uid) and is never read through a link (PlantedFileError);
+    ``follow`` is for a file a user named (links followed, any owner). Either
+    way a FIFO or device is refused, never read.
     """
     t0 = time.perf_counter()
-    with open(path, "rb") as f, _gc_paused():
+    fd = open_regular(path) if follow else open_own(Path(path), owner=owner)
+    with os.fdopen(fd, "rb") as f, _gc_paused():
         size = os.fstat(f.fileno()).st_size
         skip = len(_BOM) if f.read(len(_BOM)) == _BOM else 0
         got = None

@@ -22,7 +22,9 @@ from typing import Any
 
 import orjson
 
-from .fsio import IO, fsync_dir, write_durable
+from .evidence import keep_aside
+from .fsio import IO, fsync_dir, write_new
+from .ownfiles import PlantedFileError, fresh_name, open_own
 
 log = logging.getLogger("flowd.snapshot")
 
@@ -94,7 +96,8 @@ class SnapshotFiles:
         self.dir = directory
         self.path = directory / SNAPSHOT
         self.prev = directory / PREVIOUS
-        self.tmp = directory / f".{SNAPSHOT}.tmp"
+        #: the temp file of the snapshot being written (a fresh name each time)
+        self.tmp = fresh_name(self.path)
         self.known: Fingerprint | None = None
         #: what becomes flows.json.prev at the next install: flows.json, or while that is
         #: not a file flowd wrote (a stray tool's, garbage) the last one flowd wrote
@@ -113,9 +116,10 @@ class SnapshotFiles:
     def write(self, view: View) -> Installed:
         """Encode, write and install a snapshot; raises StrayWriterDetected or OSError."""
         t0 = time.perf_counter()
+        self.tmp = fresh_name(self.path)
         try:  # a failed write (disk full) must not leave a partial temp file holding space
-            write_durable(self.tmp, encode(view))
-            fp, rotated = self._install()
+            st = write_new(self.tmp, encode(view))
+            fp, rotated = self._install(fingerprint(st))
         except BaseException:
             self._discard_tmp()
             raise
@@ -128,13 +132,18 @@ class SnapshotFiles:
         except FileNotFoundError:
             pass
 
-    def _install(self) -> tuple[Fingerprint, bool]:
+    def _install(self, fp: Fingerprint) -> tuple[Fingerprint, bool]:
+        """Put the temp file (fingerprint ``fp``) in place of flows.json."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_own(self.path)
         except FileNotFoundError:
             if self.known is not None:
                 log.warning("flows.json disappeared behind flowd's back; writing it again")
-            fp = fingerprint(os.stat(self.tmp))
+            IO.replace(self.tmp, self.path)
+            return self._written(fp), False
+        except PlantedFileError as exc:  # a link or FIFO where flows.json was: never through it
+            aside = keep_aside(self.path, "foreign", move=True)
+            log.warning("%s; moved it aside as %s and wrote flows.json again", exc, aside.name)
             IO.replace(self.tmp, self.path)
             return self._written(fp), False
         try:
@@ -145,7 +154,6 @@ class SnapshotFiles:
                                            or self.current_fingerprint() != self.known):
                 raise StrayWriterDetected(str(self.path))
             rotated = self._rotate()
-            fp = fingerprint(os.stat(self.tmp))
             IO.replace(self.tmp, self.path)
             return self._written(fp), rotated
         finally:
@@ -170,11 +178,7 @@ class SnapshotFiles:
 
     def _link_as(self, src: Path, name: str) -> None:
         """Point ``name`` at ``src``'s inode, atomically (hard link + rename)."""
-        link_tmp = self.dir / f".{name.lstrip('.')}.tmp"
-        try:
-            os.unlink(link_tmp)
-        except FileNotFoundError:
-            pass
+        link_tmp = fresh_name(self.dir / name.lstrip("."))
         IO.link(src, link_tmp)
         try:
             IO.replace(link_tmp, self.dir / name)

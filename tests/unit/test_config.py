@@ -84,15 +84,38 @@ def test_all_settings_from_env(tmp_path: Path) -> None:
              FLOWD_EVENTS_ENDPOINT="ipc:///d/ev.sock", FLOWD_DURABILITY="RELAXED",
              FLOWD_SNAPSHOT_INTERVAL="2.5", FLOWD_JOURNAL_MAX_BYTES="1M",
              FLOWD_MAX_REQUEST_BYTES="2048", FLOWD_HISTORY="0", FLOWD_LOG_LEVEL="warning",
-             FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes")
+             FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes",
+             FLOWD_HISTORY_BYTES="2M", FLOWD_RETRY_KEYS_BYTES="3M", FLOWD_REPLY_PAGE_BYTES="64K",
+             FLOWD_PEER_QUEUE_BYTES="8M", FLOWD_SUBSCRIBER_QUEUE_BYTES="4M",
+             FLOWD_SOCKET_GROUP="0")
     assert c.describe() == {
         "data_dir": "/d", "endpoint": "tcp://127.0.0.1:5555",
         "events_endpoint": "ipc:///d/ev.sock", "durability": "relaxed",
         "snapshot_interval": 2.5, "journal_max_bytes": 1024 * 1024,
         "max_request_bytes": 2048, "history": 0, "log_level": "WARNING",
         "log_file": "/var/log/flowd.log", "tracemalloc": True,
+        "history_bytes": 2 << 20, "retry_keys_bytes": 3 << 20, "reply_page_bytes": 64 << 10,
+        "peer_queue_bytes": 8 << 20, "subscriber_queue_bytes": 4 << 20, "socket_group": "0",
         "config_file": None,
     }
+
+
+def test_memory_bound_defaults_sum_to_at_most_256_mib() -> None:
+    c = load()
+    total = (c.history_bytes + c.retry_keys_bytes + c.peer_queue_bytes
+             + c.subscriber_queue_bytes)
+    assert total <= 256 << 20
+
+
+@pytest.mark.parametrize("value", ["no-such-group-flowd", "99999999"])
+def test_unknown_socket_group_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="socket_group"):
+        load(FLOWD_SOCKET_GROUP=value)
+
+
+def test_queue_bounds_hold_at_least_one_slot() -> None:
+    with pytest.raises(ConfigError, match="peer_queue_bytes"):
+        load(FLOWD_PEER_QUEUE_BYTES="1K")
 
 
 def test_describe_is_json_and_complete() -> None:

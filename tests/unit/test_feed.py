@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from flowd_client.errors import CompactedError
+from flowd_client.protocol import pack
 
-from flowd.feed import History, RetryKeys
+from flowd.feed import EVENT_OVERHEAD, KEY_OVERHEAD, History, RetryKeys
 
 
 def event(rev: int) -> dict:
@@ -18,6 +19,7 @@ def test_history_replays_after_a_revision_and_compacts() -> None:
     for rev in range(11, 16):
         h.add(event(rev))
     assert [e["revision"] for e in h.since(12)] == [13, 14, 15]
+    assert h.since(12) == [event(r) for r in (13, 14, 15)]  # kept packed, given back whole
     assert h.since(15) == []
     with pytest.raises(CompactedError) as err:
         h.since(11)
@@ -33,18 +35,46 @@ def test_retry_keys_keep_the_first_reply_whole() -> None:
     assert keys.get(("c", 3)) is None
 
 
-def test_retry_keys_are_bounded_by_count_and_by_what_replies_pin() -> None:
+def test_retry_keys_are_bounded_by_count_and_by_bytes() -> None:
     by_count = RetryKeys(size=3)
     for i in range(5):
         by_count.put(("c", i), True, i)
     assert [k[1] for k in by_count.replies] == [2, 3, 4]
-    big = {"id": "f", "plans": [{}] * 40}  # a returned flow pins its plans list
-    by_weight = RetryKeys(size=1000, max_weight=100)
+    big = {"id": "f", "plans": [{"text": "x" * 1000}] * 40}  # a returned flow, ~40 KB packed
+    size = len(pack(big)) + KEY_OVERHEAD
+    by_bytes = RetryKeys(size=1000, max_bytes=2 * size + 100)
     for i in range(5):
-        by_weight.put(("c", i), True, big)
-    assert len(by_weight.replies) == 2 and by_weight.weight == 82
-    by_weight.put(("c", 4), True, "small")  # replacing a key gives its weight back
-    assert by_weight.weight == 42
+        by_bytes.put(("c", i), True, big)
+    assert len(by_bytes.replies) == 2 and by_bytes.bytes == 2 * size
+    assert by_bytes.get(("c", 4)) == (True, big, None)  # kept packed, answered whole
+    by_bytes.put(("c", 4), True, "small")  # replacing a key gives its bytes back
+    assert by_bytes.bytes == size + len(pack("small")) + KEY_OVERHEAD
+
+
+def test_history_is_bounded_by_bytes_and_pages_its_replies() -> None:
+    plans = [{"text": "y" * 10_000}]
+    one = len(pack(big_event(1, plans))) + EVENT_OVERHEAD
+    h = History(1000, start_revision=0, max_bytes=3 * one + 10, page_bytes=one + 10)
+    for rev in range(1, 6):
+        h.add(big_event(rev, plans))
+    assert [rev for rev, _ in h.events] == [3, 4, 5]
+    assert h.bytes <= 3 * one + 10 and h.floor == 2
+    page = h.since(2)
+    assert [e["revision"] for e in page] == [3]  # a page ends at page_bytes (>= one event)
+    assert [e["revision"] for e in h.since(3)] == [4]
+    with pytest.raises(CompactedError):
+        h.since(1)
+
+
+def test_an_event_bigger_than_the_history_bound_is_not_kept() -> None:
+    h = History(1000, start_revision=0, max_bytes=1000)
+    packed = h.add(big_event(1, [{"text": "z" * 5000}]))
+    assert len(packed) > 1000 and not h.events and h.bytes == 0 and h.floor == 1
+
+
+def big_event(rev: int, plans: list) -> dict:
+    return {"revision": rev, "ts": "", "current_flow_id": "f",
+            "changes": [{"op": "update_flow", "flow_id": "f", "flow": {"id": "f", "plans": plans}}]}
 
 
 def test_a_merge_event_carries_its_report_next_to_the_flow_changes() -> None:

@@ -142,8 +142,8 @@ def test_doctor_healthy_dir(data_dir: Path, tmp_path: Path, capsys) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is True
     assert {c["name"]: c["status"] for c in doc["checks"]} == {
-        "data dir": "ok", "lock": "ok", "flows.json": "ok", "journal": "ok",
-        "evidence": "ok", "sockets": "ok"}
+        "data dir": "ok", "files": "ok", "lock": "ok", "flows.json": "ok", "journal": "ok",
+        "evidence": "ok", "sockets": "ok", "disk": "ok"}
 
 
 def test_doctor_corrupt_flows_json_fails(data_dir: Path, capsys) -> None:

@@ -94,8 +94,9 @@ def test_required_directives(unit: Path) -> None:
     assert d["TimeoutStopSec"] == ["120"]
     assert d["KillSignal"] == ["SIGTERM"]
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
-    assert d["Environment"] == ["FLOWD_DATA_DIR=%S/flowd"]
-    assert d["StateDirectory"] == ["flowd"] and d["StateDirectoryMode"] == ["0700"]
+    assert d["Environment"][0] == "FLOWD_DATA_DIR=%S/flowd"
+    assert d["StateDirectory"] == ["flowd"]
+    assert d["LimitNOFILE"] == ["65536"]  # one fd per client; systemd's default soft is 1024
     assert d["NoNewPrivileges"] == ["yes"]
     assert d["ProtectSystem"] == ["strict"]
     assert d["PrivateTmp"] == ["yes"]
@@ -110,6 +111,9 @@ def test_system_unit_specifics() -> None:
     d = directives(SYSTEM_UNIT)
     assert d["ExecStart"] == ["/usr/bin/env flowd --data-dir /var/lib/flowd"]
     assert d["User"] == ["flowd"]
+    # members of the service's own group connect: sockets 0660, dirs 0750 (README, Security)
+    assert d["Group"] == ["flowd"] and "FLOWD_SOCKET_GROUP=flowd" in d["Environment"]
+    assert d["StateDirectoryMode"] == ["0750"] and d["RuntimeDirectoryMode"] == ["0750"]
     assert d["ProtectHome"] == ["yes"]
     assert d["CapabilityBoundingSet"] == [""]
     assert d["WantedBy"] == ["multi-user.target"]
@@ -119,6 +123,8 @@ def test_user_unit_specifics() -> None:
     d = directives(USER_UNIT)
     assert d["ExecStart"] == ["/usr/bin/env flowd --data-dir %S/flowd"]
     assert "User" not in d  # a user manager cannot switch users
+    assert d["Environment"] == ["FLOWD_DATA_DIR=%S/flowd"]  # the user alone connects
+    assert d["StateDirectoryMode"] == ["0700"] and d["RuntimeDirectoryMode"] == ["0700"]
     assert d["ProtectHome"] == ["read-only"]
     assert d["ReadWritePaths"] == ["%S/flowd"]
     assert d["WantedBy"] == ["default.target"]

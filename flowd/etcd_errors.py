@@ -79,6 +79,9 @@ _RULES: tuple[_Rule, ...] = (
           "stopped", "stopped while serving the request", not_applied=False),
     _Rule("UNAVAILABLE", ("",), UnavailableError,
           "connection_lost", "lost the connection or stopped", not_applied=False),
+    # etcd's server-side proposal timeout surfaces as UNKNOWN with Go's context text
+    _Rule("UNKNOWN", ("context deadline exceeded",), UnavailableError,
+          "timeout", "timed out committing the request", not_applied=False),
     _Rule("DEADLINE_EXCEEDED", ("",), UnavailableError,
           "timeout", "did not answer in time", not_applied=False),
     _Rule("CANCELLED", ("",), UnavailableError,

@@ -62,6 +62,12 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+#: util-linux's setpriv sets PR_SET_PDEATHSIG itself and execs etcd. Running Python
+#: between fork and exec (preexec_fn) instead aborted the child (SIGABRT, no output)
+#: when the test process had grpc threads: grpc's fork handlers run in the child.
+_SETPRIV = shutil.which("setpriv")
+
+
 @dataclass
 class TlsFiles:
     """A CA and the server and client certificates it signed (for 127.0.0.1)."""
@@ -127,8 +133,15 @@ class EtcdMember:
     def spawn(self, cmd: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            log.write(f"--- flowd tests: spawn {' '.join(cmd)}\n".encode())
+            log.flush()
+            if _SETPRIV is not None:
+                self.proc = subprocess.Popen([_SETPRIV, "--pdeathsig", "KILL", *cmd], stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            else:
+                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL,
+                                             preexec_fn=_die_with_parent)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -155,10 +168,15 @@ class EtcdMember:
                 self.kill()
 
     def log_tail(self) -> str:
+        """The end of this member's log since its latest start, and how it exited."""
         try:
-            return self.log.read_text(errors="replace")[-3000:]
+            text = self.log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+        text = text[text.rfind("--- flowd tests: spawn"):]
+        rc = self.proc.returncode if self.proc is not None else None
+        return (text[:200] + " ... " + text[-2800:] if len(text) > 3000 else text) + (
+            f"\n(exit status {rc})" if rc is not None else "")
 
 
 class EtcdCluster:

@@ -60,6 +60,7 @@ CASES = [
     ("UNAVAILABLE", "etcdserver: request timed out", UnavailableError, "timeout", True),
     ("UNAVAILABLE", "etcdserver: request timed out, possibly due to previous leader failure",
      UnavailableError, "timeout", True),
+    ("UNKNOWN", "context deadline exceeded", UnavailableError, "timeout", True),
     ("UNAVAILABLE", "etcdserver: leader changed", UnavailableError, "leader_changed", True),
     ("UNAVAILABLE", "etcdserver: server stopped", UnavailableError, "stopped", True),
     ("UNAVAILABLE", "Socket closed", UnavailableError, "connection_lost", True),

@@ -22,8 +22,8 @@ from pathlib import Path
 import orjson
 
 from flowd import ops
-from flowd.runtime import Runtime
-from flowd.runtime import Settings as RtSettings
+from flowd.daemon import Runtime
+from flowd.daemon import Settings as RtSettings
 from flowd.storage import memory_file
 
 from .datagen import Dataset

@@ -18,9 +18,9 @@ from typing import Any
 import zmq
 
 from .api import BatchBuilder, FlowAPI, Steps
-from .cache import Mirror
 from .connection import Connection, Endpoints
 from .feed import Sequencer, configure_subscriber, decode_event
+from .mirror import Mirror
 from .model import Change
 
 IDLE_CHECK = 1.0

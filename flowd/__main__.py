@@ -20,12 +20,12 @@ from flowd_client import exitcodes
 
 from .config import ConfigError, load_config, reload_live
 from .config_values import group_id
+from .daemon import Runtime, Settings
 from .limits import Limits
 from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
+from .loop import Server
 from .notify import Notifier
-from .runtime import Runtime, Settings
-from .server import Server
 from .storage.lock import DataDirBusy
 from .storage.ownfiles import DataDirRefused, PlantedFileError
 

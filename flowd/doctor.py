@@ -3,7 +3,7 @@
 Each check looks at one part of the dir (lock, flows.json, journal, kept-aside
 evidence, sockets) and says what is wrong and what to do; nothing here writes
 or moves a file. ``flowctl doctor`` runs these through ``flowd.offline`` and
-prints them with the same code (:func:`flowd_client.cli_output.print_checks`).
+prints them with the same code (:func:`flowd_client.cli.output.print_checks`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from flowd_client.cli_output import emit_json, print_checks
+from flowd_client.cli.output import emit_json, print_checks
 from flowd_client.discovery import LOCK_NAME, is_locked, read_lock_info
 
 from .doctor_check import Check

@@ -3,7 +3,7 @@
 Memory: every queue or window that holds data for someone else is bounded in
 bytes (:class:`Limits`, the settings of the same names; README, Limits).
 ZeroMQ bounds its queues in messages, so the server counts a message as one
-slot of :data:`QUEUE_SLOT_BYTES` per started slot (see flowd.server).
+slot of :data:`QUEUE_SLOT_BYTES` per started slot (see flowd.loop).
 
 File descriptors: each connection costs one. libzmq aborts the whole process
 when accept() fails with EMFILE on an ipc listener, so the daemon raises its

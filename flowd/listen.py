@@ -1,6 +1,6 @@
 """Where the daemon listens: its endpoints, bound safely and kept bound.
 
-Part of the server layer (flowd.server owns the loop and the sockets; this
+Part of the server layer (flowd.loop owns the loop and the sockets; this
 owns their endpoints). libzmq unlinks whatever sits at an ipc path before it
 binds, so flowd looks first: a live listener there is another daemon's
 endpoint (EndpointBusy, exit 3, naming it); a link, FIFO, file or another

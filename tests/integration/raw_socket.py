@@ -38,7 +38,7 @@ class Raw:
                 return None
             frames = self.sock.recv_multipart()
             reply = unpack(frames[-1], 1 << 30)
-            if reply != {}:  # a padding in front of a big reply (flowd.server)
+            if reply != {}:  # a padding in front of a big reply (flowd.loop)
                 break
         assert isinstance(reply, dict) and ("result" in reply or "error" in reply), reply
         return reply

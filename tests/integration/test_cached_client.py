@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flowd_client import FlowClient, InvalidArgumentError, NotFoundError
-from flowd_client import cache as cache_module
+from flowd_client import mirror as cache_module
 from flowd_client.protocol import DEFAULT_PAGE, MAX_BATCH_OPS
 from store_probes import MISSING, revision, wait_until
 

@@ -1,6 +1,6 @@
 """flowctl end to end: the real command (a subprocess) against real daemons.
 
-A few tests drive ``flowd_client.cli_transfer`` in-process where a subprocess
+A few tests drive ``flowd_client.cli.transfer`` in-process where a subprocess
 cannot set the scene (a write racing an import, imports above one batch).
 """
 
@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from flowd_client import FlowClient, cli_transfer
-from flowd_client.cli_context import CliError
+from flowd_client import FlowClient
+from flowd_client.cli import transfer as cli_transfer
+from flowd_client.cli.context import CliError
 from flowd_client.exitcodes import BUSY, FAILED, UNAVAILABLE, USAGE
 
 RUN_TIMEOUT = 60

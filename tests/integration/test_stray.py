@@ -22,7 +22,7 @@ from flowd_client import FlowClient
 from seed_tool import SeedTool
 
 from flowd import ops
-from flowd.runtime import Runtime, Settings
+from flowd.daemon import Runtime, Settings
 
 SEED_TOOL = Path(__file__).resolve().parent.parent / "seed_tool.py"
 

@@ -425,7 +425,7 @@ def test_disk_full_during_merge_merges_nothing_then_retries(tmp_path: Path, capl
     from seed_tool import SeedTool
 
     from flowd import ops
-    from flowd.runtime import Runtime, Settings
+    from flowd.daemon import Runtime, Settings
 
     data_dir = tmp_path / "data"
     rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from flowd_client.protocol import build_request, unpack
 
-from flowd.runtime import Runtime, Settings
+from flowd.daemon import Runtime, Settings
 from flowd.storage.fsio import IO
 
 SYSCALLS = ("write", "fsync", "fdatasync", "replace", "link", "ftruncate")

@@ -35,25 +35,25 @@ def restore_root_logger():
 def test_human_format_on_stderr() -> None:
     out = io.StringIO()
     setup_logging("INFO", environ={}, stream=out)
-    logging.getLogger("flowd.server").info("hello %s", "world")
-    logging.getLogger("flowd.server").debug("hidden")
+    logging.getLogger("flowd.loop").info("hello %s", "world")
+    logging.getLogger("flowd.loop").debug("hidden")
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
-    assert HUMAN_LINE.match(lines[0]) and lines[0].endswith("INFO flowd.server: hello world")
+    assert HUMAN_LINE.match(lines[0]) and lines[0].endswith("INFO flowd.loop: hello world")
 
 
 def test_journal_format_has_priorities_and_no_timestamps() -> None:
     out = io.StringIO()  # no fileno: JOURNAL_STREAM alone decides
     setup_logging("DEBUG", environ={"JOURNAL_STREAM": "8:1234"}, stream=out)
-    log = logging.getLogger("flowd.server")
+    log = logging.getLogger("flowd.loop")
     log.debug("d")
     log.info("i")
     log.warning("w")
     log.error("e")
     log.critical("c")
     assert out.getvalue().splitlines() == [
-        "<7>flowd.server: d", "<6>flowd.server: i", "<4>flowd.server: w",
-        "<3>flowd.server: e", "<2>flowd.server: c",
+        "<7>flowd.loop: d", "<6>flowd.loop: i", "<4>flowd.loop: w",
+        "<3>flowd.loop: e", "<2>flowd.loop: c",
     ]
 
 
@@ -94,7 +94,7 @@ def test_setup_replaces_its_own_handler_only() -> None:
 def test_log_file_is_private_and_reopened(tmp_path: Path) -> None:
     path = tmp_path / "flowd.log"
     setup_logging("INFO", path, environ={"JOURNAL_STREAM": "1:1"})
-    log = logging.getLogger("flowd.server")
+    log = logging.getLogger("flowd.loop")
     log.info("first")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     rotated = tmp_path / "flowd.log.1"
@@ -133,7 +133,7 @@ def limited():
     out = io.StringIO()
     setup_logging("DEBUG", environ={}, stream=out)
     clock = Clock()
-    rl = RateLimitedLogger(logging.getLogger("flowd.server"), interval=10.0, burst=2,
+    rl = RateLimitedLogger(logging.getLogger("flowd.loop"), interval=10.0, burst=2,
                            max_keys=3, clock=clock)
     return rl, clock, out
 
@@ -153,7 +153,7 @@ def test_rate_limit_burst_then_suppressed_summary(limited) -> None:
         "refused 0", "refused 1", "other peer",
         "suppressed 8 similar messages (peer-a) in 10s", "refused again",
     ]
-    assert "WARNING flowd.server: suppressed" in out.getvalue()
+    assert "WARNING flowd.loop: suppressed" in out.getvalue()
 
 
 def test_rate_limit_flush_reports_tail(limited) -> None:

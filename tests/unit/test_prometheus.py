@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowd_client.cli_metrics import COUNTERS, GAUGES, exposition
+from flowd_client.cli.metrics import COUNTERS, GAUGES, exposition
 from prometheus_client.parser import text_string_to_metric_families
 
 STATS = {"flows": 3, "revision": 17, "snapshot_revision": 15, "snapshot_lag_revisions": 2,

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from flowd_client import cli, cli_service
-from flowd_client.cli_context import CliError
+from flowd_client import cli
+from flowd_client.cli import service as cli_service
+from flowd_client.cli.context import CliError
 from flowd_client.exitcodes import FAILED, USAGE
 
 FLOWD = Path(sys.executable).parent / "flowd"

@@ -26,14 +26,15 @@ from flowd_client import protocol
 from flowd_client.errors import FlowdError, InternalError, UnavailableError
 
 from . import ops
-from .feed import History, RetryKeys, build_event
+from .history import History, build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
+from .retry_keys import RetryKeys
 from .stats import Stats
 from .store import Store, Txn
 
-log = logging.getLogger("flowd.service")
+log = logging.getLogger("flowd.request_handler")
 refused_log = RateLimitedLogger(logging.getLogger("flowd.refused"))
 
 Out = list[tuple[bytes, bytes]]

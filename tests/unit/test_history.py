@@ -6,7 +6,8 @@ import pytest
 from flowd_client.errors import CompactedError
 from flowd_client.protocol import pack
 
-from flowd.feed import EVENT_OVERHEAD, KEY_OVERHEAD, History, RetryKeys
+from flowd.history import EVENT_OVERHEAD, History
+from flowd.retry_keys import KEY_OVERHEAD, RetryKeys
 
 
 def event(rev: int) -> dict:
@@ -82,7 +83,7 @@ def test_a_merge_event_carries_its_report_next_to_the_flow_changes() -> None:
     along, also when the merge changed no flow (a revision of its own all the same)."""
     from flowd_client.model import changes_of
 
-    from flowd.feed import build_event
+    from flowd.history import build_event
     from flowd.store import Store
 
     store = Store()

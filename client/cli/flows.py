@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 
-from .cli_context import CliError, Ctx
-from .cli_output import emit_json
-from .exitcodes import USAGE
-from .model import Flow
+from ..exitcodes import USAGE
+from ..model import Flow
+from .context import CliError, Ctx
+from .output import emit_json
 
 # ------------------------------------------------------------------ reads
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import orjson
 
-from .cli_context import CliError, Ctx, run_offline
-from .cli_output import emit_json, print_checks
-from .discovery import is_locked
-from .errors import UnavailableError, UntrustedError
-from .exitcodes import FAILED, OK
-from .hints import start_hint
+from ..discovery import is_locked
+from ..errors import UnavailableError, UntrustedError
+from ..exitcodes import FAILED, OK
+from ..hints import start_hint
+from .context import CliError, Ctx, run_offline
+from .output import emit_json, print_checks
 
 
 def cmd_migrate(ctx: Ctx) -> int:

@@ -24,7 +24,7 @@ from .model import Change, Flow
 if TYPE_CHECKING:
     from .client import FlowClient
 
-log = logging.getLogger("flowd_client.cache")
+log = logging.getLogger("flowd_client.mirror")
 IDLE_CHECK = 1.0
 
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .client import FlowClient
-from .discovery import default_data_dir
-from .exitcodes import FAILED, USAGE
+from ..client import FlowClient
+from ..discovery import default_data_dir
+from ..exitcodes import FAILED, USAGE
 
 
 class CliError(Exception):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psutil
 
-from .cli_context import CliError, Ctx
-from .discovery import LOCK_NAME, is_locked, read_lock_info
-from .exitcodes import FAILED, UNAVAILABLE, USAGE
+from ..discovery import LOCK_NAME, is_locked, read_lock_info
+from ..exitcodes import FAILED, UNAVAILABLE, USAGE
+from .context import CliError, Ctx
 
 PROC_LOCKS = Path("/proc/locks")
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from .exitcodes import USAGE
+from ..exitcodes import USAGE
 
 
 class OneLineParser(argparse.ArgumentParser):

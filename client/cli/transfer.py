@@ -17,15 +17,15 @@ from typing import Any
 
 import orjson
 
-from .cli_context import CliError, Ctx, run_offline
-from .cli_output import warn
-from .client import FlowClient
-from .connection import limit_of
-from .errors import ConflictError
-from .flowids import Deriver, candidate, content_bytes
-from .model import Flow
-from .protocol import FLOW_CORE_KEYS as _CORE
-from .protocol import MAX_BATCH_OPS
+from ..client import FlowClient
+from ..connection import limit_of
+from ..errors import ConflictError
+from ..flowids import Deriver, candidate, content_bytes
+from ..model import Flow
+from ..protocol import FLOW_CORE_KEYS as _CORE
+from ..protocol import MAX_BATCH_OPS
+from .context import CliError, Ctx, run_offline
+from .output import warn
 
 #: a batch's ops take at most this share of the daemon's request limit (the rest: framing)
 BATCH_SHARE = 2

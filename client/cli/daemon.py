@@ -7,14 +7,14 @@ from typing import Any
 
 import orjson
 
-from .cli_context import CliError, Ctx
-from .cli_metrics import print_prometheus
-from .cli_output import emit_json, pretty, span, when
-from .discovery import is_locked, read_lock_info
-from .errors import UnavailableError
-from .exitcodes import OK, UNAVAILABLE
-from .hints import start_hint
-from .model import Change
+from ..discovery import is_locked, read_lock_info
+from ..errors import UnavailableError
+from ..exitcodes import OK, UNAVAILABLE
+from ..hints import start_hint
+from ..model import Change
+from .context import CliError, Ctx
+from .metrics import print_prometheus
+from .output import emit_json, pretty, span, when
 
 
 def cmd_ping(ctx: Ctx) -> int:

@@ -8,8 +8,8 @@ legacy files for import) runs ``python -m flowd.offline`` as a subprocess,
 because this package never imports the daemon.
 
 This module holds the command table, the parser and ``main``; the commands
-live in ``cli_flows``, ``cli_daemon``, ``cli_stop``, ``cli_transfer``,
-``cli_doctor``, ``cli_service`` and ``cli_completion``.
+live in the modules of this package: ``flows``, ``daemon``, ``stop``, ``transfer``,
+``doctor``, ``service`` and ``completion``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, exitcodes
-from .cli_completion import cmd_completion
-from .cli_context import CliError, Ctx
-from .cli_daemon import cmd_ping, cmd_stats, cmd_status, cmd_watch
-from .cli_doctor import cmd_doctor, cmd_migrate
-from .cli_flows import cmd_add, cmd_current, cmd_ls, cmd_rename, cmd_rm, cmd_save, cmd_show, cmd_use
-from .cli_output import OneLineParser
-from .cli_service import cmd_service
-from .cli_stop import cmd_stop
-from .cli_transfer import cmd_export, cmd_import
-from .errors import FlowdError, InvalidArgumentError, TooLargeError, UnavailableError
-from .hints import start_hint
+from .. import __version__, exitcodes
+from ..errors import FlowdError, InvalidArgumentError, TooLargeError, UnavailableError
+from ..hints import start_hint
+from .completion import cmd_completion
+from .context import CliError, Ctx
+from .daemon import cmd_ping, cmd_stats, cmd_status, cmd_watch
+from .doctor import cmd_doctor, cmd_migrate
+from .flows import cmd_add, cmd_current, cmd_ls, cmd_rename, cmd_rm, cmd_save, cmd_show, cmd_use
+from .output import OneLineParser
+from .service import cmd_service
+from .stop import cmd_stop
+from .transfer import cmd_export, cmd_import
 
 Handler = Callable[[Ctx], int]
 
@@ -161,6 +161,3 @@ def _fail(message: str, code: int = exitcodes.FAILED) -> int:
         print(f"flowctl: {' '.join(message.split())}", file=sys.stderr)
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

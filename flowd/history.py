@@ -1,15 +1,14 @@
-"""The change feed's memory: recent revisions for ``watch(since=R)``, and retry keys.
+"""The change feed's memory: recent revisions for ``watch(since=R)``.
 
-Both are bounded by count and by bytes: each entry is kept packed (msgpack),
-so what it costs is its length, exactly, and it pins no version of a flow
-the store has moved past. A watcher that asks for history older than the
-window gets COMPACTED and resyncs; a retried write older than the key window
-is applied again (the windows are documented in the README).
+Bounded by count and by bytes: each event is kept packed (msgpack), so what it
+costs is its length, exactly, and it pins no version of a flow the store has
+moved past. A watcher that asks for history older than the window gets
+COMPACTED and resyncs (the window is documented in the README).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 import msgpack
@@ -22,8 +21,6 @@ MiB = 1 << 20
 #: what an entry costs besides its packed bytes (tuples, dict or deque slot, the
 #: bytes object's header; an error reply's exception object), counted in the bounds
 EVENT_OVERHEAD = 120
-KEY_OVERHEAD = 320
-ERROR_BYTES = 512
 
 
 def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
@@ -40,7 +37,8 @@ def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
     return event
 
 
-def _unpack(data: bytes) -> Any:
+def unpack_kept(data: bytes) -> Any:
+    """What the daemon itself packed (no limits needed: it is not a peer's frame)."""
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
@@ -87,42 +85,6 @@ class History:
             packed = self.events[i][1]
             if out and (len(out) >= limit or size + len(packed) > self.page_bytes):
                 break
-            out.append(_unpack(packed))
+            out.append(unpack_kept(packed))
             size += len(packed)
         return out
-
-
-class RetryKeys:
-    """Idempotency keys of recent writes and their first replies (LRU, bounded).
-
-    A reply is kept whole (ok, result or error, revision), so a retry gets the
-    very reply the first attempt got, even after other writes. A result is kept
-    packed: the window is bounded by count and by bytes, exactly, and a kept
-    reply pins no old version of a flow.
-    """
-
-    def __init__(self, size: int = 100_000, max_bytes: int = 32 * MiB) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.replies: OrderedDict[tuple[str, int], tuple[bool, Any, int | None, int]] = (
-            OrderedDict())
-
-    def get(self, key: tuple[str, int]) -> tuple[bool, Any, int | None] | None:
-        got = self.replies.get(key)
-        if got is None:
-            return None
-        ok, value, rev, _ = got
-        return ok, _unpack(value) if ok else value, rev
-
-    def put(self, key: tuple[str, int], ok: bool, value: Any, rev: int | None = None) -> None:
-        if ok:
-            value = protocol.pack(value)
-        size = len(value) + KEY_OVERHEAD if ok else ERROR_BYTES
-        old = self.replies.pop(key, None)
-        if old is not None:
-            self.bytes -= old[3]
-        self.replies[key] = (ok, value, rev, size)
-        self.bytes += size
-        while self.replies and (len(self.replies) > self.size or self.bytes > self.max_bytes):
-            self.bytes -= self.replies.popitem(last=False)[1][3]

@@ -19,10 +19,10 @@ from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 
 from . import __version__
 from .bases import FileMemory
-from .feed import build_event
+from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
-from .service import Service
+from .request_handler import Service
 from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock

@@ -27,14 +27,14 @@ from typing import Any
 import zmq
 from flowd_client.protocol import socket_limit
 
+from .daemon import Runtime
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
 from .listen import Listeners
 from .logsetup import RateLimitedLogger
 from .notify import watchdog_interval
-from .runtime import Runtime
-from .service import refused_log
+from .request_handler import refused_log
 
-log = logging.getLogger("flowd.server")
+log = logging.getLogger("flowd.loop")
 fd_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 MAX_DRAIN = 1024

@@ -22,10 +22,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .cli_context import CliError, Ctx
-from .cli_transfer import atomic_write
-from .exitcodes import FAILED, USAGE
-from .hints import user_unit_path
+from ..exitcodes import FAILED, USAGE
+from ..hints import user_unit_path
+from .context import CliError, Ctx
+from .transfer import atomic_write
 
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 TEMPLATES = {"user": "flowd-user.service", "system": "flowd.service"}

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .cli_context import Ctx
-from .errors import UnavailableError
-from .exitcodes import OK
+from ..errors import UnavailableError
+from ..exitcodes import OK
+from .context import Ctx
 
 #: (metric name without flowd_, path in the stats document, help)
 GAUGES: tuple[tuple[str, tuple[str, ...], str], ...] = (

@@ -2,7 +2,7 @@
 memory of written files weighs there.
 
 In the bench process (no sockets: the merge runs on the server loop exactly
-like this): flowd's Runtime on a copy of the generated store writes 100 files
+like this): flowd's Daemon on a copy of the generated store writes 100 files
 with 10 changed flows each (the sidecar grows by what changed), then the
 seed's own manager (benchmarks.peers.seed) loads flows.json, renames 10 flows,
 deletes 10, adds 10 and saves it the seed's way while flowd renamed one of
@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from flowd import ops
-from flowd.daemon import Runtime
+from flowd.daemon import Daemon
 from flowd.daemon import Settings as RtSettings
 from flowd.storage import memory_file
 
@@ -34,14 +34,14 @@ from .settings import Settings
 FILES, CHANGES, EDITS = 100, 10, 10
 
 
-def _write(rt: Runtime, op: str, **args: object) -> object:
+def _write(rt: Daemon, op: str, **args: object) -> object:
     txn = rt.store.begin()
     result = ops.WRITES[op](txn, args)
     rt.service.commit_internal(txn)
     return result
 
 
-def _old_tool_saves(rt: Runtime, data_dir: Path, victims: list[str]) -> None:
+def _old_tool_saves(rt: Daemon, data_dir: Path, victims: list[str]) -> None:
     """The seed's manager renames, deletes and adds; flowd renames one of the same."""
     tool = SeedManager(str(data_dir / "flows.json"))
     for fid in victims[:EDITS]:
@@ -58,7 +58,7 @@ def stray_merge(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
     n = ds.size
     data_dir = work / f"stray-{n}"
     ds.copy_to(data_dir)
-    rt = Runtime(RtSettings(data_dir=data_dir, snapshot_interval=3600.0))
+    rt = Daemon(RtSettings(data_dir=data_dir, snapshot_interval=3600.0))
     rt.open()
     try:
         sidecar = data_dir / memory_file.NAME

@@ -20,11 +20,11 @@ from flowd_client import exitcodes
 
 from .config import ConfigError, load_config, reload_live
 from .config_values import group_id
-from .daemon import Runtime, Settings
+from .daemon import Daemon, Settings
 from .limits import Limits
 from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
-from .loop import Server
+from .loop import Loop
 from .notify import Notifier
 from .storage.lock import DataDirBusy
 from .storage.ownfiles import DataDirRefused, PlantedFileError
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config, argv) -> int:
-    rt = Runtime(_settings(config))
+    rt = Daemon(_settings(config))
     try:
         rt.open()
     except Exception as exc:  # noqa: BLE001 - every start failure is one line
@@ -115,7 +115,7 @@ def _run(config, argv) -> int:
     notifier = Notifier()
     ok, code = True, exitcodes.OK
     try:
-        server = Server(rt, notifier)
+        server = Loop(rt, notifier)
         server.on_reload = _reloader(config, argv)
         if config.tracemalloc:
             rt.service.extra_stats = _heap_stats

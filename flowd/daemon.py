@@ -1,7 +1,7 @@
 """The daemon's parts wired together, without sockets: lock, recovery, store, service.
 
 :func:`open_runtime` is start-up up to "ready to serve"; the server loop then
-calls the small methods here on its timers, and :meth:`Runtime.close` is the
+calls the small methods here on its timers, and :meth:`Daemon.close` is the
 orderly end (final snapshot, journal closed, lock released).
 """
 
@@ -22,7 +22,7 @@ from .bases import FileMemory
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
-from .request_handler import Service
+from .request_handler import RequestHandler
 from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
@@ -71,7 +71,7 @@ def socket_endpoint(data_dir: Path, name: str) -> str:
     return f"ipc://{runtime_dir(data_dir) / name}"
 
 
-class Runtime:
+class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
@@ -88,7 +88,7 @@ class Runtime:
         self.endpoint = settings.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
         self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
                                                                   EVENTS_SOCKET_NAME)
-        self.service = Service(self.store, self.journal, self.snap, history=settings.history,
+        self.service = RequestHandler(self.store, self.journal, self.snap, history=settings.history,
                                info={"events": self.events, "server": __version__,
                                      "pid": os.getpid(), "data_dir": str(self.data_dir)},
                                max_request_bytes=settings.max_request_bytes,

@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 from flowd_client.protocol import socket_limit
 
-from .daemon import Runtime
+from .daemon import Daemon
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
 from .listen import Listeners
 from .logsetup import RateLimitedLogger
@@ -50,8 +50,8 @@ PAD_TOPIC = b"rev-pad"
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
-class Server:
-    def __init__(self, rt: Runtime, notifier: Any = None) -> None:
+class Loop:
+    def __init__(self, rt: Daemon, notifier: Any = None) -> None:
         self.rt = rt
         self.notifier = notifier
         self.ctx = zmq.Context()

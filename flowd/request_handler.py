@@ -1,7 +1,7 @@
 """The request path without sockets: parse, apply, group-commit, reply, publish.
 
 Reads see committed state and are answered at once. Writes are staged in a
-group transaction; :meth:`Service.commit` appends the group's records to the
+group transaction; :meth:`RequestHandler.commit` appends the group's records to the
 journal with one fsync, applies them to the store and only then produces the
 replies ("ok" means durable) and the events. A failed append drops the group:
 nothing was applied, every writer in it gets UNAVAILABLE.
@@ -52,7 +52,7 @@ class PendingWrite:
     error: FlowdError | None = None
 
 
-class Service:
+class RequestHandler:
     """Owns the store's request path; the server loop feeds it frames."""
 
     def __init__(self, store: Store, journal: Any, snapshotter: Any, *,

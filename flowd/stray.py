@@ -21,7 +21,7 @@ import orjson
 from .bases import FileMemory
 from .digests import digest, same
 from .merge import Base, MergeResult, Unknown, suspects_of, three_way_merge
-from .request_handler import Service
+from .request_handler import RequestHandler
 from .snapshotter import Snapshotter
 from .storage import stray_files
 from .storage.loader import load_file
@@ -54,7 +54,7 @@ class Picked:
 
 @dataclass
 class Strays:
-    service: Service
+    service: RequestHandler
     snap: Snapshotter
     memory: FileMemory
     data_dir: Path

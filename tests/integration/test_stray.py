@@ -22,7 +22,8 @@ from flowd_client import FlowClient
 from seed_tool import SeedTool
 
 from flowd import ops
-from flowd.daemon import Runtime, Settings
+from flowd.daemon import Daemon as InProcess
+from flowd.daemon import Settings
 
 SEED_TOOL = Path(__file__).resolve().parent.parent / "seed_tool.py"
 
@@ -253,14 +254,14 @@ def test_concurrent_old_tool_loop_loses_nothing(make_daemon, tmp_path: Path) -> 
 # ------------------------------------------------------------------ in process, exact timing
 
 
-def _write(rt: Runtime, op: str, **args: Any) -> Any:
+def _write(rt: InProcess, op: str, **args: Any) -> Any:
     txn = rt.store.begin()
     result = ops.WRITES[op](txn, args)
     rt.service.commit_internal(txn)
     return result
 
 
-def _names(rt: Runtime) -> dict[str, str]:
+def _names(rt: InProcess) -> dict[str, str]:
     return {fid: f["name"] for fid, f in rt.store.flows.items()}
 
 
@@ -269,7 +270,7 @@ def test_hidden_tool_file_is_not_read_as_flowds(tmp_path: Path) -> None:
     loaded that and wrote N+1 before flowd looked. B's file claims flowd's N, but
     descends from N-1: flowd's changes in between must be neither deleted nor reverted."""
     data_dir = tmp_path / "data"
-    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt = InProcess(Settings(data_dir=data_dir, snapshot_interval=3600))
     rt.open()
     a = _write(rt, "add_flow", name="a")
     b = _write(rt, "add_flow", name="b")
@@ -302,7 +303,7 @@ def test_hidden_tool_file_is_not_read_as_flowds(tmp_path: Path) -> None:
 def test_old_tool_saving_twice_without_reload(tmp_path: Path) -> None:
     """The seed's manager loads once and writes the same file_revision at every save."""
     data_dir = tmp_path / "data"
-    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt = InProcess(Settings(data_dir=data_dir, snapshot_interval=3600))
     rt.open()
     keep = _write(rt, "add_flow", name="keep")
     doomed = _write(rt, "add_flow", name="doomed")
@@ -324,7 +325,7 @@ def test_old_tool_saving_twice_without_reload(tmp_path: Path) -> None:
 
 def test_tool_timestamps_with_utc_offsets_merge(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt = InProcess(Settings(data_dir=data_dir, snapshot_interval=3600))
     rt.open()
     a = _write(rt, "add_flow", name="a")
     assert rt.snap.write_now(rt.store).installed is not None
@@ -375,7 +376,7 @@ def test_second_tool_that_loaded_the_first_tools_file(tmp_path: Path) -> None:
     """Tool B loaded tool A's file before flowd rewrote it: A's file is B's base, so B's
     delete of a flow A added applies, and flowd's own change in between stays."""
     data_dir = tmp_path / "data"
-    rt = Runtime(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt = InProcess(Settings(data_dir=data_dir, snapshot_interval=3600))
     rt.open()
     keep = _write(rt, "add_flow", name="keep")
     mine = _write(rt, "add_flow", name="mine")

@@ -1,6 +1,6 @@
 """A sick disk, in process: ENOSPC, EIO and EROFS injected at the IO seam.
 
-The daemon's parts run without sockets (Runtime + Service.handle/commit). A
+The daemon's parts run without sockets (Daemon + RequestHandler.handle/commit). A
 failing journal append must refuse the whole group with UNAVAILABLE and apply
 nothing; a failing snapshot must leave flows.json as the last good file; when
 the fault goes away the same runtime serves writes again, and a fresh runtime
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from flowd_client.protocol import build_request, unpack
 
-from flowd.daemon import Runtime, Settings
+from flowd.daemon import Daemon, Settings
 from flowd.storage.fsio import IO
 
 SYSCALLS = ("write", "fsync", "fdatasync", "replace", "link", "ftruncate")
@@ -58,7 +58,7 @@ class Harness:
 
     def __init__(self, data_dir: Path, **settings: Any) -> None:
         settings.setdefault("snapshot_interval", 3600.0)
-        self.rt = Runtime(Settings(data_dir=data_dir, **settings))
+        self.rt = Daemon(Settings(data_dir=data_dir, **settings))
         self.rec = self.rt.open()
         self.ids = itertools.count(1)
         self.seqs = itertools.count(1)

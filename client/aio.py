@@ -77,7 +77,8 @@ class AsyncFlowClient(FlowAPI):
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
             msg = protocol.unpack(await sock.recv(), protocol.MAX_REPLY_BYTES)
-            fut = self._waiting.pop(msg.get("id"), None) if isinstance(msg, dict) else None
+            rid = msg.get("id") if isinstance(msg, dict) else None
+            fut = self._waiting.pop(rid, None) if type(rid) is int else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 

@@ -119,6 +119,11 @@ def _name(name: str, v: Any) -> None:
         raise TooLargeError(f"{name} is longer than {MAX_NAME_CHARS} characters")
 
 
+def _opt_name(name: str, v: Any) -> None:
+    if v is not None:
+        _name(name, v)
+
+
 def _revision(name: str, v: Any) -> None:
     if v is not None and (type(v) is not int or v < 0 or v > INT_MAX):
         raise InvalidArgumentError(f"{name} must be a non-negative integer or null")
@@ -211,7 +216,7 @@ ARGS: dict[str, dict[str, tuple[Check, bool]]] = {
     "history": {"since": (_since, True)},
     "add_flow": {"name": (_name, True), "plans": (_plans, False), "flow_id": (_flow_id, False),
                  "extra": (_extra, False)},
-    "update_flow": {"flow_id": (_ID, True), "name": (lambda n, v: v is None or _name(n, v), False),
+    "update_flow": {"flow_id": (_ID, True), "name": (_opt_name, False),
                     "plans": (_plans, False), "extra": (_extra, False), "if_revision": _IF_REV},
     "delete_flow": {"flow_id": (_ID, True), "if_revision": _IF_REV},
     "set_current": {"flow_id": (_ID, True)},

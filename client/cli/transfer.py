@@ -6,6 +6,7 @@ daemon's own loader) before they are compared with the store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -157,7 +158,7 @@ def place_derived(doc: dict[str, Any], derived: set[str], ours: dict[str, Flow])
 
     for fid, f in doc["flows"].items():
         if fid in derived:
-            new = deriver.derive(f, lambda c, f=f: usable(f, c))
+            new = deriver.derive(f, functools.partial(usable, f))
             claimed.add(new)
             renamed[fid], f = new, {**f, "id": new}
             fid = new

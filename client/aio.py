@@ -26,8 +26,10 @@ from .api import BatchBuilder, FlowAPI, Steps
 from .client import autostart_default, poll_ms
 from .connection import Endpoints, check_size, limit_of
 from .errors import error_from_wire
-from .feed import Sequencer, configure_subscriber, decode_event
+from .feed import Sequencer
 from .model import Change
+from .protocol import decode_event
+from .sockets import open_subscriber
 
 
 class AsyncFlowClient(FlowAPI):
@@ -138,7 +140,7 @@ class AsyncFlowClient(FlowAPI):
     async def watch(self, since: int | None = None,
                     timeout: float | None = None) -> AsyncIterator[Change]:
         """As FlowClient.watch: in order, no gap, no repeat; CompactedError if too old."""
-        sub = configure_subscriber(self._ctx.socket(zmq.SUB), await self.events_endpoint())
+        sub = open_subscriber(self._ctx, await self.events_endpoint())
         try:
             if since is None:
                 since = (await self.ping())["revision"]

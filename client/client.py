@@ -19,9 +19,11 @@ import zmq
 
 from .api import BatchBuilder, FlowAPI, Steps
 from .connection import Connection, Endpoints
-from .feed import Sequencer, configure_subscriber, decode_event
+from .feed import Sequencer
 from .mirror import Mirror
 from .model import Change
+from .protocol import decode_event
+from .sockets import open_subscriber
 
 IDLE_CHECK = 1.0
 
@@ -112,8 +114,7 @@ class FlowClient(FlowAPI):
         return gen
 
     def _watch(self, since: int, timeout: float | None) -> Generator[Change, None, None]:
-        sub = configure_subscriber(self._connection.context.socket(zmq.SUB),
-                                   self.events_endpoint())
+        sub = open_subscriber(self._connection.context, self.events_endpoint())
         try:
             seq = Sequencer(since)
             yield from self.catch_up(seq)

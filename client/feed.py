@@ -10,14 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import zmq
-
-from . import protocol
 from .model import Change, changes_of
-
-TOPIC = b"rev"
-#: live events a slow subscriber may queue before ZeroMQ drops the newest
-SUB_HWM = 100_000
 
 
 class Sequencer:
@@ -41,20 +34,3 @@ class Sequencer:
         if out:
             self.last = out[-1].revision
         return out
-
-
-def configure_subscriber(sock: Any, endpoint: str) -> Any:
-    """Options and subscription for a SUB socket (sync or asyncio), then connect."""
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, SUB_HWM)
-    sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
-    sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
-    sock.connect(endpoint)
-    return sock
-
-
-def decode_event(frames: list[bytes]) -> dict[str, Any] | None:
-    if len(frames) != 2 or frames[0] != TOPIC:
-        return None
-    event = protocol.unpack(frames[1], protocol.MAX_REPLY_BYTES)
-    return event if isinstance(event, dict) and "revision" in event else None

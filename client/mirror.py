@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .errors import CompactedError, FlowdError
-from .feed import Sequencer, configure_subscriber, decode_event
+from .feed import Sequencer
 from .model import Change, Flow
+from .protocol import decode_event
+from .sockets import open_subscriber
 
 if TYPE_CHECKING:
     from .client import FlowClient
@@ -69,8 +71,7 @@ class Mirror:
     # ------------------------------------------------------------ sync
 
     def start(self) -> None:
-        sub = self.client._connection.context.socket(zmq.SUB)
-        configure_subscriber(sub, self.client.events_endpoint())
+        sub = open_subscriber(self.client._connection.context, self.client.events_endpoint())
         self.reload()
         self._thread = threading.Thread(target=self._follow, args=(sub,), daemon=True,
                                         name="flowd-mirror")

@@ -18,7 +18,8 @@ from typing import Any
 import zmq
 
 from .api import BatchBuilder, FlowAPI, Steps
-from .connection import Connection, Endpoints
+from .connection import Connection
+from .endpoints import Endpoints
 from .feed import Sequencer
 from .mirror import Mirror
 from .model import Change

@@ -19,12 +19,12 @@ from typing import Any
 import orjson
 
 from ..client import FlowClient
-from ..connection import limit_of
 from ..errors import ConflictError
 from ..flowids import Deriver, candidate, content_bytes
 from ..model import Flow
 from ..protocol import FLOW_CORE_KEYS as _CORE
 from ..protocol import MAX_BATCH_OPS
+from ..request_core import limit_of
 from .context import CliError, Ctx, run_offline
 from .output import warn
 

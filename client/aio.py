@@ -22,12 +22,10 @@ import zmq
 import zmq.asyncio
 
 from .api import BatchBuilder, FlowAPI, Steps
-from .client import autostart_default, poll_ms
-from .endpoints import Endpoints
+from .endpoints import Endpoints, autostart_default
 from .errors import FlowdError
-from .feed import Sequencer
+from .feed import CatchUp, Wait, follow
 from .model import Change
-from .protocol import decode_event
 from .request_core import Request, RequestCore
 from .sockets import open_dealer, open_subscriber
 
@@ -132,24 +130,20 @@ class AsyncFlowClient(FlowAPI):
         try:
             if since is None:
                 since = (await self.ping())["revision"]
-            seq = Sequencer(since)
-            for change in await self.catch_up(seq):
-                yield change
-            idle_since = time.monotonic()
+            plan, reply = follow(since, timeout), None
             while True:
-                if not await sub.poll(poll_ms(idle_since, timeout)):
-                    for change in await self.catch_up(seq):
+                try:
+                    action = plan.send(reply)
+                except StopIteration:
+                    return
+                if isinstance(action, Wait):
+                    reply = await sub.recv_multipart() if await sub.poll(action.ms) else None
+                elif isinstance(action, CatchUp):
+                    reply = await self.catch_up(action.seq)
+                else:
+                    reply = None
+                    for change in action.changes:
                         yield change
-                    if timeout is not None and time.monotonic() - idle_since >= timeout:
-                        return
-                    continue
-                event = decode_event(await sub.recv_multipart())
-                if event is None:
-                    continue
-                out = seq.accept(event)
-                for change in (await self.catch_up(seq) if out is None else out):
-                    yield change
-                idle_since = time.monotonic()
         finally:
             sub.close(0)
 

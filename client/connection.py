@@ -11,13 +11,29 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from .endpoints import Endpoints
-from .request_core import Request, RequestCore
+from .request_core import Request, RequestCore, Steps
 from .sockets import open_dealer
+
+
+def drive(conn: Connection, steps: Steps,
+          on_write: Callable[[int], None] | None = None) -> Any:
+    """Run a generator of calls over ``conn``; ``on_write(revision)`` after each write
+    the daemon acknowledged (the cached client waits there until its mirror has it)."""
+    try:
+        call = next(steps)
+        while True:
+            result, rev = conn.request(call.op, call.args, call.write)
+            if on_write is not None and call.write and rev is not None:
+                on_write(rev)
+            call = steps.send(result)
+    except StopIteration as done:
+        return done.value
 
 
 class Connection:

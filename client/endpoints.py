@@ -38,6 +38,12 @@ def down_error(what: str, data_dir: Path | None) -> UnavailableError:
                              "data_dir": None if data_dir is None else str(data_dir)})
 
 
+def autostart_default(endpoint: str | None) -> bool:
+    """``FLOWD_AUTOSTART=1`` turns autostart on for clients that find their daemon
+    through a data dir (never for an explicit endpoint)."""
+    return endpoint is None and os.environ.get("FLOWD_AUTOSTART", "") in ("1", "true", "yes")
+
+
 def _alive(pid: Any) -> bool:
     """The lock file's pid is a live process (a crashed predecessor's stale content is not)."""
     return type(pid) is int and pid > 0 and psutil.pid_exists(pid)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import protocol
 from .errors import ProtocolError, TooLargeError, error_from_wire
@@ -35,6 +35,22 @@ def check_size(op: str, size: int, limit: int) -> None:
     if size > limit:
         raise TooLargeError(f"{op}: request of {size} bytes exceeds the daemon's limit of "
                             f"{limit} bytes (--max-request-bytes)", {"limit": limit, "size": size})
+
+
+class Call(NamedTuple):
+    """One request a generator of calls (the API, a follower) wants made."""
+
+    op: str
+    args: dict[str, Any]
+
+    @property
+    def write(self) -> bool:
+        """As the op table says: a write gets an idempotency key."""
+        return protocol.is_write(self.op)
+
+
+#: a generator of calls: it yields each Call and is sent back its result
+Steps = Generator[Call, Any, Any]
 
 
 @dataclass

@@ -57,21 +57,10 @@ def atomic_write(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------ export
 
 
-def consistent_read(client: FlowClient) -> tuple[dict[str, Flow], str | None, int]:
-    """All flows, the current id and the revision they hold, retried until no write raced."""
-    for _ in range(5):
-        before = client.ping()["revision"]
-        flows, current = client.get_all_flows(), client.get_current_flow_id()
-        after = client.ping()["revision"]
-        if before == after:
-            return flows, current, after
-    warn("the store kept changing during the export; it may mix revisions")
-    return flows, current, after
-
-
 def cmd_export(ctx: Ctx) -> int:
     """The whole store as a flows.json-3.0-shaped file (``-``: stdout)."""
-    flows, current, revision = consistent_read(ctx.client)
+    # one paged read: its pages, current id and revision all come from one revision
+    flows, current, revision = ctx.client.read_store()
     doc = {"version": "3.0",
            "meta": {"last_saved": datetime.now().isoformat(timespec="milliseconds"),
                     "file_revision": 0, "revision": revision, "exported_by": "flowctl"},
@@ -283,7 +272,7 @@ def cmd_import(ctx: Ctx) -> int:
     """Merge a file into the store (``--replace``: also delete what the file lacks)."""
     args, client = ctx.args, ctx.client
     doc, derived = read_import(args.file)
-    ours, ours_current, _ = consistent_read(client)
+    ours, ours_current, _ = client.read_store()
     place_derived(doc, derived, ours)
     d = diff_flows(doc["flows"], ours, args.replace)
     summary = (f"{len(d.adds)} to add, {len(d.changes)} to change, {len(d.deletes)} to delete, "

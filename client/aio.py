@@ -42,7 +42,6 @@ class AsyncFlowClient(FlowAPI):
         #: one connection for the client's life: the daemon's limit is asked once
         self._core = RequestCore(timeout, retries)
         self.timeout = timeout
-        self.retries = retries
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
         self._endpoint: str | None = None

@@ -44,14 +44,6 @@ class Connection:
         self.core = RequestCore(timeout, retries)
         self._reset_process_state()
 
-    @property
-    def timeout(self) -> float:
-        return self.core.timeout
-
-    @property
-    def client_id(self) -> str:
-        return self.core.client_id
-
     def _reset_process_state(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()

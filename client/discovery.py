@@ -1,4 +1,5 @@
-"""Finding a daemon: the default data dir and the endpoints in ``flowd.lock``.
+"""Finding a daemon: the default data dir, the endpoints in ``flowd.lock``, and
+starting one for autostart (the client's only file I/O is here).
 
 Shared by the client and the daemon (the daemon writes what this reads), so
 both agree on names without the client importing the daemon.

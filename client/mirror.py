@@ -144,7 +144,7 @@ class Mirror:
         """Follow from the mirror's revision until told to stop, a resync or a failure."""
         plan = follow(self.revision, floor=lambda: self.revision)
         try:
-            for changes in run_follow(plan, sub, self._fill):
+            for changes in run_follow(plan, sub, lambda seq: self._fill(seq)):
                 self._apply(changes)
                 if self._stop.is_set():
                     return

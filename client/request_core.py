@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -53,7 +53,7 @@ class Call(NamedTuple):
 Steps = Generator[Call, Any, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One request on its way: its frame, and the one deadline all its attempts share."""
 
@@ -137,16 +137,15 @@ class RequestCore:
         return msg
 
     @staticmethod
-    def match(msg: dict[str, Any], waiting: Iterable[int]) -> int | None:
+    def match(msg: dict[str, Any], waiting: Collection[int]) -> int | None:
         """The request ``msg`` answers among those ``waiting``, or None (a late reply to
         an abandoned attempt, a padding): an id-less error answers a request the daemon
         could not decode, so it goes to the oldest one waiting."""
         rid = msg.get("id")
-        ids = set(waiting)
-        if type(rid) is int and rid in ids:
+        if type(rid) is int and rid in waiting:
             return rid
-        if rid is None and "error" in msg and ids:
-            return min(ids)
+        if rid is None and "error" in msg and waiting:
+            return min(waiting)
         return None
 
     @staticmethod

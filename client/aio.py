@@ -1,19 +1,19 @@
 """``AsyncFlowClient``: the same API as coroutines, on zmq.asyncio.
 
-The methods are the very generators of :mod:`flowd_client.api`; only the
-driver differs. One DEALER socket carries many requests in flight at once
-(pipelining): a reader task matches replies to waiting futures by id. A
-request that times out is sent again with the same id and idempotency key
-(the socket reconnects underneath), within its one deadline.
+The methods are the very generators of :mod:`flowd_client.api`, and what a
+request is and what its reply means is :mod:`flowd_client.request_core`, as
+in the sync client; only the socket loop differs. One DEALER socket carries
+many requests in flight at once (pipelining): a reader task hands each reply
+to the waiting future the core matches it to. A request that times out is
+sent again with the same id and idempotency key (the socket reconnects
+underneath), within its one deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,13 +21,13 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from . import protocol
 from .api import BatchBuilder, FlowAPI, Steps
-from .client import autostart_default, poll_ms
-from .connection import Endpoints, check_size, limit_of
-from .errors import error_from_wire
-from .feed import Sequencer, configure_subscriber, decode_event
+from .endpoints import Endpoints, autostart_default
+from .errors import FlowdError
+from .feed import CatchUp, Wait, follow
 from .model import Change
+from .request_core import Request, RequestCore
+from .sockets import open_dealer, open_subscriber
 
 
 class AsyncFlowClient(FlowAPI):
@@ -39,17 +39,14 @@ class AsyncFlowClient(FlowAPI):
         if autostart is None:
             autostart = autostart_default(endpoint)
         self._endpoints = Endpoints(endpoint, data_dir, autostart)
+        #: one connection for the client's life: the daemon's limit is asked once
+        self._core = RequestCore(timeout, retries)
         self.timeout = timeout
-        self.retries = retries
-        self.client_id = secrets.token_hex(8)
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
+        self._endpoint: str | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
-        self._seq = itertools.count(1)
-        #: the daemon's request limit, from hello (one connection for the client's life)
-        self._limit: int | None = None
 
     async def _drive(self, steps: Steps) -> Any:
         try:
@@ -66,58 +63,49 @@ class AsyncFlowClient(FlowAPI):
             endpoint = await asyncio.to_thread(self._endpoints.resolve, deadline)
             if self._sock is not None:  # another request connected meanwhile
                 return self._sock
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
-            sock.connect(endpoint)
+            sock = open_dealer(self._ctx, endpoint)
             self._sock, self._endpoint = sock, endpoint
             self._reader = asyncio.get_running_loop().create_task(self._read_replies(sock))
         return self._sock
 
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            msg = protocol.unpack(await sock.recv(), protocol.MAX_REPLY_BYTES)
-            fut = self._waiting.pop(msg.get("id"), None) if isinstance(msg, dict) else None
+            frame = await sock.recv()
+            try:
+                msg = self._core.decode(frame)
+            except FlowdError:
+                continue  # not a reply any request could own
+            rid = self._core.match(msg, self._waiting)
+            fut = self._waiting.pop(rid, None) if rid is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 
     async def _request(self, op: str, args: dict[str, Any], write: bool) -> Any:
-        key = (self.client_id, next(self._seq)) if write else None
-        rid = next(self._ids)
-        frame = protocol.build_request(rid, op, args, key)
-        deadline = time.monotonic() + self.timeout
-        if len(frame) > protocol.MIN_REQUEST_LIMIT:
-            check_size(op, len(frame), await self._daemon_limit(deadline))
-        return await self._attempts(rid, frame, deadline)
+        req = self._core.request(op, args, write, self.timeout)
+        if self._core.needs_limit(req):
+            self._core.learn_limit(await self._exchange(self._core.hello(req)))
+        self._core.check_size(req)
+        return await self._exchange(req)
 
-    async def _daemon_limit(self, deadline: float) -> int:
-        """The limit from the daemon's hello, asked once per connection (as the sync client)."""
-        if self._limit is None:
-            rid = next(self._ids)
-            self._limit = limit_of(await self._attempts(rid, protocol.hello_request(rid),
-                                                        deadline))
-        return self._limit
-
-    async def _attempts(self, rid: int, frame: bytes, deadline: float) -> Any:
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            sock = await self._socket(deadline)
-            fut = asyncio.get_running_loop().create_future()
-            self._waiting[rid] = fut
-            await sock.send(frame)
-            wait = (deadline - time.monotonic()) / (attempts - attempt)
+    async def _exchange(self, req: Request) -> Any:
+        """Send and await the reply; a timed-out attempt is sent again on the same socket
+        (ZeroMQ reconnects underneath; other requests may be in flight on it)."""
+        for attempt in self._core.attempts():
+            sock = await self._socket(req.deadline)
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._waiting[req.rid] = fut
+            await sock.send(req.frame)
+            wait = self._core.wait_until(req, attempt) - time.monotonic()
             try:
                 msg = await asyncio.wait_for(fut, max(wait, 0.001))
             except TimeoutError:
-                self._waiting.pop(rid, None)
-                if self._endpoints.daemon_down():
+                self._waiting.pop(req.rid, None)
+                if self._endpoints.daemon_down() or self._core.expired(req):
                     break
                 continue
-            if "error" in msg:
-                raise error_from_wire(msg["error"])
-            return msg.get("result")
-        raise self._endpoints.no_answer(getattr(self, "_endpoint", self._endpoints.explicit),
-                                        self.timeout)
+            return self._core.outcome(msg)[0]
+        raise self._endpoints.no_answer(self._endpoint or self._endpoints.explicit,
+                                        req.timeout)
 
     async def current_flow_id(self) -> str | None:
         return await self.get_current_flow_id()
@@ -137,28 +125,24 @@ class AsyncFlowClient(FlowAPI):
     async def watch(self, since: int | None = None,
                     timeout: float | None = None) -> AsyncIterator[Change]:
         """As FlowClient.watch: in order, no gap, no repeat; CompactedError if too old."""
-        sub = configure_subscriber(self._ctx.socket(zmq.SUB), await self.events_endpoint())
+        sub = open_subscriber(self._ctx, await self.events_endpoint())
         try:
             if since is None:
                 since = (await self.ping())["revision"]
-            seq = Sequencer(since)
-            for change in await self.catch_up(seq):
-                yield change
-            idle_since = time.monotonic()
+            plan, reply = follow(since, timeout), None
             while True:
-                if not await sub.poll(poll_ms(idle_since, timeout)):
-                    for change in await self.catch_up(seq):
+                try:
+                    action = plan.send(reply)
+                except StopIteration:
+                    return
+                if isinstance(action, Wait):
+                    reply = await sub.recv_multipart() if await sub.poll(action.ms) else None
+                elif isinstance(action, CatchUp):
+                    reply = await self.catch_up(action.seq)
+                else:
+                    reply = None
+                    for change in action.changes:
                         yield change
-                    if timeout is not None and time.monotonic() - idle_since >= timeout:
-                        return
-                    continue
-                event = decode_event(await sub.recv_multipart())
-                if event is None:
-                    continue
-                out = seq.accept(event)
-                for change in (await self.catch_up(seq) if out is None else out):
-                    yield change
-                idle_since = time.monotonic()
         finally:
             sub.close(0)
 

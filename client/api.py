@@ -9,20 +9,45 @@ and result conversion live here and nowhere else.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .feed import Sequencer
 from .model import Change, Flow, changes_of, flow_or_none
+from .protocol import PROTOCOL_VERSION
+from .request_core import Call, Steps
 
 
-class Call(NamedTuple):
-    op: str
-    args: dict[str, Any]
-    write: bool
+class StoreRead(NamedTuple):
+    """The whole store at one revision, as one paged read returned it."""
+
+    flows: dict[str, Flow]
+    current_flow_id: str | None
+    revision: int
 
 
-Steps = Generator[Call, Any, Any]
+def store_steps() -> Steps:
+    """Every flow, in creation order, with the current id and the revision: the daemon
+    pages from one revision, so the pages agree with each other and with both."""
+    page = yield Call("get_all_flows", {})
+    flows: dict[str, Flow] = {}
+    while True:
+        for d in page["flows"]:
+            flows[d["id"]] = Flow.from_wire(d)
+        if page["next"] is None:
+            return StoreRead(flows, page["current_flow_id"], page["revision"])
+        page = yield Call("get_all_flows", {"cursor": page["next"]})
+
+
+def catch_up_steps(seq: Sequencer) -> Steps:
+    """Every change after ``seq.last`` from the daemon's history, in order (for followers)."""
+    out: list[Change] = []
+    while True:
+        reply = yield Call("history", {"since": seq.last})
+        changes = [c for event in reply["changes"] for c in changes_of(event)]
+        out.extend(seq.accept_history(changes))
+        if not changes or seq.last >= reply["revision"]:
+            return out
 
 
 def _args(**kw: Any) -> dict[str, Any]:
@@ -59,18 +84,17 @@ class FlowAPI:
     @api(local=lambda mirror: mirror.all_flows())
     def get_all_flows(self) -> Steps:
         """Every flow, in creation order (paged under the hood for huge stores)."""
-        page = yield Call("get_all_flows", {}, False)
-        out: dict[str, Flow] = {}
-        while True:
-            for d in page["flows"]:
-                out[d["id"]] = Flow.from_wire(d)
-            if page["next"] is None:
-                return out
-            page = yield Call("get_all_flows", {"cursor": page["next"]}, False)
+        return (yield from store_steps()).flows
+
+    @api(local=lambda mirror: mirror.read_store())
+    def read_store(self) -> Steps:
+        """Every flow, the current flow's id and the revision they are at, consistent with
+        each other: a backup needs no ping before and after (a StoreRead)."""
+        return (yield from store_steps())
 
     @api(local=lambda mirror, flow_id: mirror.get(flow_id))
     def get_flow_by_id(self, flow_id: str) -> Steps:
-        return flow_or_none((yield Call("get_flow", {"flow_id": flow_id}, False)))
+        return flow_or_none((yield Call("get_flow", {"flow_id": flow_id})))
 
     @api
     def add_flow(self, name: str, plans: list[dict[str, Any]] | None = None, *,
@@ -81,66 +105,58 @@ class FlowAPI:
         holds keys beyond the core ones, kept as they are.
         """
         args = _args(name=name, plans=plans, flow_id=flow_id, extra=extra)
-        return (yield Call("add_flow", args, True))
+        return (yield Call("add_flow", args))
 
     @api
     def delete_flow(self, flow_id: str, if_revision: int | None = None) -> Steps:
         """False if there is no such flow; the current flow moves to the first remaining."""
-        return (yield Call("delete_flow", _args(flow_id=flow_id, if_revision=if_revision), True))
+        return (yield Call("delete_flow", _args(flow_id=flow_id, if_revision=if_revision)))
 
     @api
     def set_current(self, flow_id: str) -> Steps:
-        return (yield Call("set_current", {"flow_id": flow_id}, True))
+        return (yield Call("set_current", {"flow_id": flow_id}))
 
     @api
     def save(self, force: bool = False) -> Steps:
         """Acknowledged writes are already durable; ``force`` rewrites flows.json now."""
-        return (yield Call("save", {"force": bool(force)}, True))
+        return (yield Call("save", {"force": bool(force)}))
 
     # ------------------------------------------------------------ more reads
 
     @api(local=lambda mirror: mirror.current())
     def get_current_flow_id(self) -> Steps:
-        return (yield Call("get_current", {}, False))["current_flow_id"]
+        return (yield Call("get_current", {}))["current_flow_id"]
 
     @api(local=lambda mirror: mirror.get(mirror.current()))
     def get_current(self) -> Steps:
-        return flow_or_none((yield Call("get_current", {}, False))["flow"])
+        return flow_or_none((yield Call("get_current", {}))["flow"])
 
     @api(local=lambda mirror, name: mirror.find_by_name(name))
     def find_by_name(self, name: str) -> Steps:
-        return [Flow.from_wire(d) for d in (yield Call("find_by_name", {"name": name}, False))]
+        return [Flow.from_wire(d) for d in (yield Call("find_by_name", {"name": name}))]
 
     @api
     def stats(self) -> Steps:
-        return (yield Call("stats", {}, False))
+        return (yield Call("stats", {}))
 
     @api
     def ping(self) -> Steps:
-        return (yield Call("ping", {}, False))
+        return (yield Call("ping", {}))
 
     @api
     def hello(self) -> Steps:
-        from .protocol import PROTOCOL_VERSION
-        return (yield Call("hello", {"version": PROTOCOL_VERSION, "client": "flowd_client"},
-                           False))
+        return (yield Call("hello", {"version": PROTOCOL_VERSION, "client": "flowd_client"}))
 
     @api
     def history(self, since: int) -> Steps:
         """Changes after revision ``since`` still in the daemon's window (else CompactedError)."""
-        reply = yield Call("history", {"since": since}, False)
+        reply = yield Call("history", {"since": since})
         return [c for event in reply["changes"] for c in changes_of(event)], reply["revision"]
 
     @api
     def catch_up(self, seq: Sequencer) -> Steps:
         """Every change after ``seq.last`` from the daemon's history, in order (for watchers)."""
-        out: list[Change] = []
-        while True:
-            reply = yield Call("history", {"since": seq.last}, False)
-            changes = [c for event in reply["changes"] for c in changes_of(event)]
-            out.extend(seq.accept_history(changes))
-            if not changes or seq.last >= reply["revision"]:
-                return out
+        return (yield from catch_up_steps(seq))
 
     # ------------------------------------------------------------ more writes
 
@@ -152,37 +168,37 @@ class FlowAPI:
         """ConflictError if ``if_revision`` is given and the flow moved on."""
         args = _args(flow_id=flow_id, name=name, plans=plans, extra=extra,
                      if_revision=if_revision)
-        return Flow.from_wire((yield Call("update_flow", args, True)))
+        return Flow.from_wire((yield Call("update_flow", args)))
 
     @api
     def append_plan(self, flow_id: str, plan: dict[str, Any], *,
                     if_revision: int | None = None) -> Steps:
         args = _args(flow_id=flow_id, plan=plan, if_revision=if_revision)
-        return Flow.from_wire((yield Call("append_plan", args, True)))
+        return Flow.from_wire((yield Call("append_plan", args)))
 
     @api
     def update_plan(self, flow_id: str, plan: dict[str, Any], *, index: int | None = None,
                     plan_id: str | int | None = None, if_revision: int | None = None) -> Steps:
         args = _args(flow_id=flow_id, plan=plan, index=index, plan_id=plan_id,
                      if_revision=if_revision)
-        return Flow.from_wire((yield Call("update_plan", args, True)))
+        return Flow.from_wire((yield Call("update_plan", args)))
 
     @api
     def remove_plan(self, flow_id: str, *, index: int | None = None,
                     plan_id: str | int | None = None, if_revision: int | None = None) -> Steps:
         args = _args(flow_id=flow_id, index=index, plan_id=plan_id, if_revision=if_revision)
-        return Flow.from_wire((yield Call("remove_plan", args, True)))
+        return Flow.from_wire((yield Call("remove_plan", args)))
 
     @api
     def move_plan(self, flow_id: str, src: int, dst: int, *,
                   if_revision: int | None = None) -> Steps:
         args = _args(flow_id=flow_id, src=src, dst=dst, if_revision=if_revision)
-        return Flow.from_wire((yield Call("move_plan", args, True)))
+        return Flow.from_wire((yield Call("move_plan", args)))
 
     @api
     def commit_batch(self, ops: list[dict[str, Any]]) -> Steps:
         """Apply ``[{"op", "args"}, ...]`` atomically under one revision; results in order."""
-        return (yield Call("batch", {"ops": ops}, True))
+        return (yield Call("batch", {"ops": ops}))
 
 
 class BatchBuilder:
@@ -241,4 +257,4 @@ class BatchBuilder:
         return self
 
 
-__all__ = ["Call", "FlowAPI", "BatchBuilder", "Change"]
+__all__ = ["Call", "FlowAPI", "BatchBuilder", "Change", "StoreRead"]

@@ -8,7 +8,6 @@ compare-and-set, plan operations, batches, watch and an optional local cache.
 from __future__ import annotations
 
 import os
-import time
 import weakref
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -18,25 +17,12 @@ from typing import Any
 import zmq
 
 from .api import BatchBuilder, FlowAPI, Steps
-from .connection import Connection, Endpoints
-from .feed import Sequencer, configure_subscriber, decode_event
+from .connection import Connection, drive
+from .endpoints import Endpoints, autostart_default
+from .feed import follow, run_follow
 from .mirror import Mirror
 from .model import Change
-
-IDLE_CHECK = 1.0
-
-
-def poll_ms(idle_since: float, timeout: float | None) -> int:
-    """How long a watch waits for the next event: at most IDLE_CHECK (it then catches up
-    from history in case an event beat the subscription), never past its idle timeout."""
-    wait = IDLE_CHECK
-    if timeout is not None:
-        wait = min(wait, idle_since + timeout - time.monotonic())
-    return max(0, int(wait * 1000))
-
-
-def autostart_default(endpoint: str | None) -> bool:
-    return endpoint is None and os.environ.get("FLOWD_AUTOSTART", "") in ("1", "true", "yes")
+from .sockets import open_subscriber
 
 
 class FlowClient(FlowAPI):
@@ -62,7 +48,7 @@ class FlowClient(FlowAPI):
         self._watches: weakref.WeakKeyDictionary[Generator[Change, None, None], int] = (
             weakref.WeakKeyDictionary())
         if cache:
-            mirror = Mirror(self)
+            mirror = Mirror(self._connection, self.events_endpoint())
             mirror.start()
             self._mirror = mirror
 
@@ -71,15 +57,13 @@ class FlowClient(FlowAPI):
         return self._endpoints.data_dir
 
     def _drive(self, steps: Steps) -> Any:
-        try:
-            call = next(steps)
-            while True:
-                result, rev = self._connection.request(call.op, call.args, call.write)
-                if call.write and self._mirror is not None and rev is not None:
-                    self._mirror.wait_for(rev, self.timeout)
-                call = steps.send(result)
-        except StopIteration as done:
-            return done.value
+        return drive(self._connection, steps,
+                     None if self._mirror is None else self._read_own_write)
+
+    def _read_own_write(self, revision: int) -> None:
+        """A write is acknowledged: wait until the mirror holds it."""
+        if self._mirror is not None:
+            self._mirror.wait_for(revision, self.timeout)
 
     @property
     def current_flow_id(self) -> str | None:
@@ -112,24 +96,10 @@ class FlowClient(FlowAPI):
         return gen
 
     def _watch(self, since: int, timeout: float | None) -> Generator[Change, None, None]:
-        sub = configure_subscriber(self._connection.context.socket(zmq.SUB),
-                                   self.events_endpoint())
+        sub = open_subscriber(self._connection.context, self.events_endpoint())
         try:
-            seq = Sequencer(since)
-            yield from self.catch_up(seq)
-            idle_since = time.monotonic()
-            while True:
-                if not sub.poll(poll_ms(idle_since, timeout)):
-                    yield from self.catch_up(seq)  # an event may have beaten the subscription
-                    if timeout is not None and time.monotonic() - idle_since >= timeout:
-                        return
-                    continue
-                event = decode_event(sub.recv_multipart())
-                if event is None:
-                    continue
-                out = seq.accept(event)
-                yield from (self.catch_up(seq) if out is None else out)
-                idle_since = time.monotonic()
+            for changes in run_follow(follow(since, timeout), sub, self.catch_up):
+                yield from changes
         except zmq.ContextTerminated:
             return  # close() was called while this watch waited in another thread
         finally:

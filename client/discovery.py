@@ -1,4 +1,5 @@
-"""Finding a daemon: the default data dir and the endpoints in ``flowd.lock``.
+"""Finding a daemon: the default data dir, the endpoints in ``flowd.lock``, and
+starting one for autostart (the client's only file I/O is here).
 
 Shared by the client and the daemon (the daemon writes what this reads), so
 both agree on names without the client importing the daemon.
@@ -11,6 +12,8 @@ import fcntl
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -193,3 +196,18 @@ def _check_writers(d: Path, st: os.stat_result, trusted: set[int], gids: set[int
             f"{d} is mode {stat.S_IMODE(st.st_mode):04o}: other users can replace flowd's "
             "socket there, so nothing was sent; start flowd once (it tightens the dir) or "
             f"`chmod go-w {d}`")
+
+
+def spawn_daemon(data_dir: Path) -> None:
+    """Start a detached ``flowd`` for ``data_dir``; if several tools race, the lock picks one."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(data_dir / "flowd.log", "ab", opener=open_no_follow) as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "flowd", "--data-dir", str(data_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True)
+
+
+def not_a_dir(data_dir: Path) -> bool:
+    """Something other than a directory sits where the data dir should be."""
+    return data_dir.exists() and not data_dir.is_dir()

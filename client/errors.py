@@ -105,7 +105,8 @@ def error_from_wire(err: Any) -> FlowdError:
     if not isinstance(err, dict):
         return ProtocolError(f"malformed error in reply: {err!r}")
     code = err.get("code")
-    message = err.get("message") if isinstance(err.get("message"), str) else str(code)
+    raw = err.get("message")
+    message = raw if isinstance(raw, str) else str(code)
     data = err.get("data") if isinstance(err.get("data"), dict) else None
     cls = ERRORS.get(code, FlowdError) if isinstance(code, str) else FlowdError
     exc = cls(message, data)

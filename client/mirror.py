@@ -13,24 +13,26 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
+from .api import StoreRead, catch_up_steps, store_steps
+from .connection import Connection, drive
 from .errors import CompactedError, FlowdError
-from .feed import Sequencer, configure_subscriber, decode_event
+from .feed import IDLE_CHECK, Sequencer, follow, run_follow
 from .model import Change, Flow
-
-if TYPE_CHECKING:
-    from .client import FlowClient
+from .sockets import open_subscriber
 
 log = logging.getLogger("flowd_client.mirror")
-IDLE_CHECK = 1.0
 
 
 class Mirror:
-    def __init__(self, client: FlowClient) -> None:
-        self.client = client
+    """Over a connection of its own client, and the feed at ``events``."""
+
+    def __init__(self, connection: Connection, events: str) -> None:
+        self.connection = connection
+        self.events = events
         self.cond = threading.Condition()
         self.flows: dict[str, Flow] = {}
         self.names: dict[str, dict[str, None]] = {}
@@ -45,7 +47,7 @@ class Mirror:
 
     def _fresh(self) -> None:
         if os.getpid() != self._pid:  # threads do not survive fork: start over here
-            self.__init__(self.client)  # type: ignore[misc]
+            self.__init__(self.connection, self.events)  # type: ignore[misc]
             self.start()
 
     def current(self) -> str | None:
@@ -61,6 +63,11 @@ class Mirror:
         self._fresh()
         return self.flows.get(flow_id) if flow_id is not None else None
 
+    def read_store(self) -> StoreRead:
+        self._fresh()
+        with self.cond:
+            return StoreRead(dict(self.flows), self.current_flow_id, self.revision)
+
     def find_by_name(self, name: str) -> list[Flow]:
         self._fresh()
         with self.cond:
@@ -69,8 +76,7 @@ class Mirror:
     # ------------------------------------------------------------ sync
 
     def start(self) -> None:
-        sub = self.client._connection.context.socket(zmq.SUB)
-        configure_subscriber(sub, self.client.events_endpoint())
+        sub = open_subscriber(self.connection.context, self.events)
         self.reload()
         self._thread = threading.Thread(target=self._follow, args=(sub,), daemon=True,
                                         name="flowd-mirror")
@@ -78,21 +84,13 @@ class Mirror:
 
     def reload(self) -> None:
         """Full read of the store (paged, one consistent revision)."""
-        conn = self.client._connection
-        page, _ = conn.request("get_all_flows", {}, False)
-        flows = {}
-        while True:
-            for d in page["flows"]:
-                flows[d["id"]] = Flow.from_wire(d)
-            if page["next"] is None:
-                break
-            page, _ = conn.request("get_all_flows", {"cursor": page["next"]}, False)
+        store: StoreRead = drive(self.connection, store_steps())
         names: dict[str, dict[str, None]] = {}
-        for fid, flow in flows.items():
+        for fid, flow in store.flows.items():
             names.setdefault(flow.name, {})[fid] = None
         with self.cond:
-            self.flows, self.names = flows, names
-            self.current_flow_id, self.revision = page["current_flow_id"], page["revision"]
+            self.flows, self.names = store.flows, names
+            self.current_flow_id, self.revision = store.current_flow_id, store.revision
             self.cond.notify_all()
 
     def wait_for(self, revision: int, timeout: float) -> None:
@@ -133,43 +131,43 @@ class Mirror:
                 self.revision = changes[-1].revision
             self.cond.notify_all()
 
-    def _follow(self, sub: zmq.Socket) -> None:
+    def _follow(self, sub: Any) -> None:
         try:
             while not self._stop.is_set():
-                self._step(sub)
+                self._run(sub)
         except zmq.ZMQError:
             pass  # context terminated by close()
         finally:
             sub.close(0)
 
-    def _step(self, sub: zmq.Socket) -> None:
-        seq = Sequencer(self.revision)
+    def _run(self, sub: Any) -> None:
+        """Follow from the mirror's revision until told to stop, a resync or a failure."""
+        plan = follow(self.revision, floor=lambda: self.revision)
         try:
-            if sub.poll(int(IDLE_CHECK * 1000)):
-                event = decode_event(sub.recv_multipart())
-                if event is None:
+            for changes in run_follow(plan, sub, lambda seq: self._fill(seq)):
+                self._apply(changes)
+                if self._stop.is_set():
                     return
-                out = seq.accept(event)
-                if out is None:
-                    out = self._fill(seq)
-            else:
-                out = self._fill(seq)  # idle: catch an event lost before subscribing
-            self._apply(out)
         except CompactedError:
             self.resyncs += 1
-            self.reload()
+            self._reload_or_wait()
         except FlowdError as exc:
             log.debug("mirror: %s; retrying", exc)
             self._stop.wait(0.2)
 
+    def _reload_or_wait(self) -> None:
+        try:
+            self.reload()
+        except FlowdError as exc:
+            log.debug("mirror: reload failed: %s; retrying", exc)
+            self._stop.wait(0.2)
+
     def _fill(self, seq: Sequencer) -> list[Change]:
-        return self.client.catch_up(seq)
+        result: list[Change] = drive(self.connection, catch_up_steps(seq))
+        return result
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2 * IDLE_CHECK + 1)
         self._thread = None
-
-    def stats(self) -> dict[str, Any]:
-        return {"revision": self.revision, "flows": len(self.flows), "resyncs": self.resyncs}

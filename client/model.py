@@ -51,7 +51,8 @@ class Change:
 
 
 def changes_of(event: dict[str, Any]) -> list[Change]:
-    """Split one published revision into its changes (a batch holds several)."""
+    """Split one published revision (``protocol.build_event``'s shape) into its changes
+    (a batch holds several)."""
     rev, cur, ts = event["revision"], event.get("current_flow_id"), event.get("ts", "")
     return [Change(rev, c["op"], c["flow_id"], flow_or_none(c["flow"]), cur, ts)
             for c in event["changes"]]

@@ -1,20 +1,21 @@
-"""The wire protocol: message shapes, op names, limits, and the codec.
+"""The wire protocol: the op table, message shapes, limits, and the codec.
 
 Pure (stdlib + msgpack): the daemon imports this module, never the reverse.
 A request is one msgpack map ``{"v", "id", "op", "args"[, "key"]}``; a reply
-is ``{"id", "result"}`` or ``{"id", "error": {"code", "message"[, "data"]}}``.
+is ``{"id", "result"}`` or ``{"id", "error": {"code", "message"[, "data"]}}``;
+a change event is published as ``[EVENT_TOPIC, event]`` (see :func:`build_event`).
 Every field of a request is checked here so that the daemon's store only ever
 sees values that flows.json can hold.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgpack
 
+from . import values as v
 from .errors import (
     FlowdError,
     InvalidArgumentError,
@@ -24,6 +25,16 @@ from .errors import (
     UnsupportedVersionError,
     error_to_wire,
 )
+from .values import FLOW_CORE_KEYS as FLOW_CORE_KEYS
+from .values import INT_MAX as INT_MAX
+from .values import INT_MIN as INT_MIN
+from .values import MAX_DEPTH as MAX_DEPTH
+from .values import MAX_ID_CHARS as MAX_ID_CHARS
+from .values import MAX_NAME_CHARS as MAX_NAME_CHARS
+from .values import MAX_PAGE as MAX_PAGE
+from .values import MAX_STRING_BYTES as MAX_STRING_BYTES
+from .values import Check
+from .values import check_value as check_value
 
 PROTOCOL_VERSION = 1
 #: Default of the largest request the daemon accepts (``--max-request-bytes``); a
@@ -34,151 +45,60 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 MIN_REQUEST_LIMIT = 1024
 #: Largest reply a client accepts (a page of get_all_flows stays well under it).
 MAX_REPLY_BYTES = 512 * 1024 * 1024
-#: Deepest nesting of a value inside a plan or flow (flows.json adds 4 levels).
-MAX_DEPTH = 64
-MAX_STRING_BYTES = 1024 * 1024
-MAX_NAME_CHARS = 4096
-MAX_ID_CHARS = 128
-#: keys of a flow that only the daemon's own arguments set
-FLOW_CORE_KEYS = ("id", "name", "plans", "created", "updated", "revision")
 MAX_BATCH_OPS = 1000
 DEFAULT_PAGE = 5000
-MAX_PAGE = 100_000
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-
-READ_OPS = frozenset(
-    {"hello", "ping", "get_flow", "get_all_flows", "get_current", "find_by_name",
-     "stats", "history"}
-)
-WRITE_OPS = frozenset(
-    {"add_flow", "update_flow", "delete_flow", "set_current", "append_plan",
-     "update_plan", "remove_plan", "move_plan", "batch", "save"}
-)
-#: Ops a batch may hold, plus ``check`` (a precondition that writes nothing).
-BATCH_OPS = frozenset(WRITE_OPS - {"batch", "save"}) | {"check"}
 
 
-# --------------------------------------------------------------- values
+# --------------------------------------------------------------- the op table
+
+Args = dict[str, tuple[Check, bool]]
 
 
-def check_value(value: Any, what: str = "value") -> None:
-    """Refuse anything flows.json cannot hold exactly (bytes, NaN, huge ints...).
+@dataclass(frozen=True)
+class Op:
+    """One op, everything each side derives from: adding an op is one entry here plus
+    its handler in the daemon (and, if it deserves one, a named client method).
 
-    Iterative, so a hostile depth cannot exhaust the Python stack.
+    ``kind``: a ``read`` is answered at once, a ``write`` is journaled before its
+    reply, a ``check`` exists only inside a batch. ``handler``: ``ops.<function>``
+    in ``flowd/ops.py`` (the op needs only the store) or ``handler.<method>`` of
+    the daemon's RequestHandler (it needs the daemon's own state).
+    ``args``: argument -> (check, required); anything not listed is refused.
+    ``in_batch``: the op may be one operation of a ``batch``.
     """
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if v is None or v is True or v is False:
-            continue
-        t = type(v)
-        if t is str:
-            if len(v) > MAX_STRING_BYTES:
-                raise TooLargeError(f"{what}: string longer than {MAX_STRING_BYTES}")
-        elif t is int:
-            if not INT_MIN <= v <= INT_MAX:
-                raise InvalidArgumentError(f"{what}: integer {v} does not fit in 64 bits")
-        elif t is float:
-            if not math.isfinite(v):
-                raise InvalidArgumentError(f"{what}: {v} is not a finite number")
-        elif t is list:
-            if depth >= MAX_DEPTH:
-                raise InvalidArgumentError(f"{what}: nested deeper than {MAX_DEPTH}")
-            stack.extend((x, depth + 1) for x in v)
-        elif t is dict:
-            if depth >= MAX_DEPTH:
-                raise InvalidArgumentError(f"{what}: nested deeper than {MAX_DEPTH}")
-            for k, x in v.items():
-                if type(k) is not str:
-                    raise InvalidArgumentError(f"{what}: map key {k!r} is not a string")
-                stack.append((x, depth + 1))
-        else:
-            raise InvalidArgumentError(f"{what}: {t.__name__} cannot be stored in flows.json")
+
+    kind: Literal["read", "write", "check"]
+    handler: str
+    args: Args
+    in_batch: bool = False
+
+    @property
+    def write(self) -> bool:
+        return self.kind != "read"
 
 
-# --------------------------------------------------------------- arguments
-
-Check = Callable[[str, Any], None]
-
-
-def _type(*types: type, none: bool = False) -> Check:
-    names = "/".join(t.__name__ for t in types) + (" or null" if none else "")
-
-    def check(name: str, v: Any) -> None:
-        if v is None and none:
-            return
-        if type(v) not in types:
-            raise InvalidArgumentError(f"{name} must be {names}, not {type(v).__name__}")
-    return check
+_ID = v.of_type(str)
+_OPT_ID = v.of_type(str, none=True)
+_PLAN_ID = v.of_type(str, int, none=True)
+_INT = v.of_type(int)
+_IF_REV = (v.revision, False)
 
 
-def _name(name: str, v: Any) -> None:
-    if type(v) is not str:
-        raise InvalidArgumentError(f"{name} must be str, not {type(v).__name__}")
-    if len(v) > MAX_NAME_CHARS:
-        raise TooLargeError(f"{name} is longer than {MAX_NAME_CHARS} characters")
+def _read(handler: str, args: Args) -> Op:
+    return Op("read", handler, args)
 
 
-def _revision(name: str, v: Any) -> None:
-    if v is not None and (type(v) is not int or v < 0 or v > INT_MAX):
-        raise InvalidArgumentError(f"{name} must be a non-negative integer or null")
+def _edit(handler: str, args: Args) -> Op:
+    """A write that may also be one operation of a batch."""
+    return Op("write", handler, args, in_batch=True)
 
 
-def _plan(name: str, v: Any) -> None:
-    if type(v) is not dict:
-        raise InvalidArgumentError(f"{name} must be a map, not {type(v).__name__}")
-    check_value(v, name)
-
-
-def _plans(name: str, v: Any) -> None:
-    if v is None:
-        return
-    if type(v) is not list:
-        raise InvalidArgumentError(f"{name} must be a list of maps, not {type(v).__name__}")
-    for i, p in enumerate(v):
-        _plan(f"{name}[{i}]", p)
-
-
-def _index(name: str, v: Any) -> None:
-    if v is not None and type(v) is not int:
-        raise InvalidArgumentError(f"{name} must be an integer or null")
-
-
-def _since(name: str, v: Any) -> None:
-    if type(v) is not int or not 0 <= v <= INT_MAX:
-        raise InvalidArgumentError(f"{name} must be a non-negative integer")
-
-
-def _flow_id(name: str, v: Any) -> None:
-    if v is None:
-        return
-    if type(v) is not str or not 1 <= len(v) <= MAX_ID_CHARS:
-        raise InvalidArgumentError(f"{name} must be a string of 1..{MAX_ID_CHARS} characters")
-
-
-def _extra(name: str, v: Any) -> None:
-    """Keys a newer tool keeps in a flow; the daemon's own keys cannot be set this way."""
-    if v is None:
-        return
-    if type(v) is not dict:
-        raise InvalidArgumentError(f"{name} must be a map")
-    core = set(v) & set(FLOW_CORE_KEYS)
-    if core:
-        raise InvalidArgumentError(f"{name} cannot set {sorted(core)}: use the arguments")
-    check_value(v, name)
-
-
-def _limit(name: str, v: Any) -> None:
-    if v is not None and (type(v) is not int or not 1 <= v <= MAX_PAGE):
-        raise InvalidArgumentError(f"{name} must be an integer in 1..{MAX_PAGE}")
-
-
-def _ops(name: str, v: Any) -> None:
-    if type(v) is not list or not v:
+def _ops(name: str, value: Any) -> None:
+    if type(value) is not list or not value:
         raise InvalidArgumentError(f"{name} must be a non-empty list of operations")
-    if len(v) > MAX_BATCH_OPS:
+    if len(value) > MAX_BATCH_OPS:
         raise TooLargeError(f"a batch holds at most {MAX_BATCH_OPS} operations")
-    for i, item in enumerate(v):
+    for i, item in enumerate(value):
         if type(item) is not dict or set(item) - {"op", "args"} or "op" not in item:
             raise InvalidArgumentError(f"{name}[{i}] must be a map with 'op' and 'args'")
         op, args = item["op"], item.get("args", {})
@@ -192,41 +112,53 @@ def _ops(name: str, v: Any) -> None:
             raise
 
 
-_ID = _type(str)
-_OPT_ID = _type(str, none=True)
-_BOOL = _type(bool)
-_OPT_INT = _type(int, none=True)
-_PLAN_ID = _type(str, int, none=True)
-_IF_REV = (_revision, False)
-
-#: op -> {arg: (check, required)}; anything not listed is refused.
-ARGS: dict[str, dict[str, tuple[Check, bool]]] = {
-    "hello": {"version": (_type(int), True), "client": (_type(str, none=True), False)},
-    "ping": {},
-    "get_flow": {"flow_id": (_ID, True)},
-    "get_all_flows": {"limit": (_limit, False), "cursor": (_OPT_ID, False)},
-    "get_current": {},
-    "find_by_name": {"name": (_name, True)},
-    "stats": {},
-    "history": {"since": (_since, True)},
-    "add_flow": {"name": (_name, True), "plans": (_plans, False), "flow_id": (_flow_id, False),
-                 "extra": (_extra, False)},
-    "update_flow": {"flow_id": (_ID, True), "name": (lambda n, v: v is None or _name(n, v), False),
-                    "plans": (_plans, False), "extra": (_extra, False), "if_revision": _IF_REV},
-    "delete_flow": {"flow_id": (_ID, True), "if_revision": _IF_REV},
-    "set_current": {"flow_id": (_ID, True)},
-    "append_plan": {"flow_id": (_ID, True), "plan": (_plan, True), "if_revision": _IF_REV},
-    "update_plan": {"flow_id": (_ID, True), "plan": (_plan, True), "index": (_index, False),
-                    "plan_id": (_PLAN_ID, False), "if_revision": _IF_REV},
-    "remove_plan": {"flow_id": (_ID, True), "index": (_index, False),
-                    "plan_id": (_PLAN_ID, False), "if_revision": _IF_REV},
-    "move_plan": {"flow_id": (_ID, True), "src": (_type(int), True), "dst": (_type(int), True),
-                  "if_revision": _IF_REV},
-    "check": {"flow_id": (_ID, True), "revision": (_OPT_INT, True)},
-    "batch": {"ops": (_ops, True)},
-    "save": {"force": (_BOOL, False)},
+OPS: dict[str, Op] = {
+    "hello": _read("handler.hello", {"version": (_INT, True),
+                                     "client": (v.of_type(str, none=True), False)}),
+    "ping": _read("handler.ping", {}),
+    "get_flow": _read("ops.get_flow", {"flow_id": (_ID, True)}),
+    "get_all_flows": _read("handler.page", {"limit": (v.limit, False),
+                                            "cursor": (_OPT_ID, False)}),
+    "get_current": _read("ops.get_current", {}),
+    "find_by_name": _read("ops.find_by_name", {"name": (v.flow_name, True)}),
+    "stats": _read("handler.collect_stats", {}),
+    "history": _read("handler.history_since", {"since": (v.since, True)}),
+    "add_flow": _edit("ops.add_flow", {"name": (v.flow_name, True), "plans": (v.plans, False),
+                                       "flow_id": (v.flow_id, False),
+                                       "extra": (v.extra, False)}),
+    "update_flow": _edit("ops.update_flow", {
+        "flow_id": (_ID, True), "name": (v.opt_name, False), "plans": (v.plans, False),
+        "extra": (v.extra, False), "if_revision": _IF_REV}),
+    "delete_flow": _edit("ops.delete_flow", {"flow_id": (_ID, True), "if_revision": _IF_REV}),
+    "set_current": _edit("ops.set_current", {"flow_id": (_ID, True)}),
+    "append_plan": _edit("ops.append_plan", {"flow_id": (_ID, True), "plan": (v.plan, True),
+                                             "if_revision": _IF_REV}),
+    "update_plan": _edit("ops.update_plan", {
+        "flow_id": (_ID, True), "plan": (v.plan, True), "index": (v.index, False),
+        "plan_id": (_PLAN_ID, False), "if_revision": _IF_REV}),
+    "remove_plan": _edit("ops.remove_plan", {
+        "flow_id": (_ID, True), "index": (v.index, False), "plan_id": (_PLAN_ID, False),
+        "if_revision": _IF_REV}),
+    "move_plan": _edit("ops.move_plan", {"flow_id": (_ID, True), "src": (_INT, True),
+                                         "dst": (_INT, True), "if_revision": _IF_REV}),
+    "check": Op("check", "ops.check", {"flow_id": (_ID, True),
+                                       "revision": (v.of_type(int, none=True), True)},
+                in_batch=True),
+    "batch": Op("write", "ops.batch", {"ops": (_ops, True)}),
+    "save": Op("write", "handler.save", {"force": (v.of_type(bool), False)}),
 }
-assert set(ARGS) == READ_OPS | WRITE_OPS | {"check"}
+
+#: op -> {arg: (check, required)}, as the table says
+ARGS: dict[str, Args] = {name: op.args for name, op in OPS.items()}
+READ_OPS = frozenset(name for name, op in OPS.items() if op.kind == "read")
+WRITE_OPS = frozenset(name for name, op in OPS.items() if op.kind == "write")
+#: Ops a batch may hold, with ``check`` (a precondition that writes nothing).
+BATCH_OPS = frozenset(name for name, op in OPS.items() if op.in_batch)
+
+
+def is_write(op: str) -> bool:
+    """A write carries an idempotency key and is journaled before its reply."""
+    return OPS[op].write
 
 
 def check_args(op: str, args: Any) -> None:
@@ -410,3 +342,39 @@ def reply_error(rid: Any, exc: FlowdError) -> bytes:
         if err["data"] is None:
             del err["data"]
     return pack({"id": rid, "error": err})
+
+
+# --------------------------------------------------------------- change events
+
+#: The PUB topic of change events. A padding sent in front of a big event goes
+#: under EVENT_PAD_TOPIC; a subscriber to EVENT_TOPIC (a prefix) receives it and
+#: drops it, since it is one frame, not two.
+EVENT_TOPIC = b"rev"
+EVENT_PAD_TOPIC = b"rev-pad"
+
+
+def build_event(revision: int, ts: str, current_flow_id: str | None,
+                changes: list[tuple[str, str, Any]],
+                merge: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One published revision: ``{"revision", "ts", "current_flow_id", "changes":
+    [{"op", "flow_id", "flow"}, ...][, "merge"]}``; ``flow`` is None for a delete.
+    A batch is one event with several changes; a stray merge carries its report."""
+    event: dict[str, Any] = {
+        "revision": revision, "ts": ts, "current_flow_id": current_flow_id,
+        "changes": [{"op": op, "flow_id": fid, "flow": flow} for op, fid, flow in changes]}
+    if merge is not None:
+        event["merge"] = merge
+    return event
+
+
+def event_frames(packed_event: bytes) -> list[bytes]:
+    """The PUB frames of an event already packed (the daemon packs each event once)."""
+    return [EVENT_TOPIC, packed_event]
+
+
+def decode_event(frames: list[bytes]) -> dict[str, Any] | None:
+    """The event in a feed message; None for anything else (a padding, a stray frame)."""
+    if len(frames) != 2 or frames[0] != EVENT_TOPIC:
+        return None
+    event = unpack(frames[1], MAX_REPLY_BYTES)
+    return event if isinstance(event, dict) and "revision" in event else None

@@ -24,17 +24,12 @@ EVENT_OVERHEAD = 120
 
 
 def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
-    """The published form of a record, taken after it was applied to ``store``."""
-    changes = []
-    for op, fid, flow in record["changes"]:
-        if op == "set_current":
-            flow = store.flows.get(fid)
-        changes.append({"op": op, "flow_id": fid, "flow": flow})
-    event = {"revision": record["rev"], "ts": record["ts"],
-             "current_flow_id": record["current"], "changes": changes}
-    if "merge" in record:  # a stray merge: what it did, next to the flow changes
-        event["merge"] = record["merge"]
-    return event
+    """The published form of a record (the protocol's event shape), taken after it
+    was applied to ``store``: a set_current carries its flow as it now is."""
+    changes = [(op, fid, store.flows.get(fid) if op == "set_current" else flow)
+               for op, fid, flow in record["changes"]]
+    return protocol.build_event(record["rev"], record["ts"], record["current"], changes,
+                                record.get("merge"))
 
 
 def unpack_kept(data: bytes) -> Any:

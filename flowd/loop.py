@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from flowd_client import protocol
 from flowd_client.protocol import socket_limit
 
 from .daemon import Daemon
@@ -46,7 +47,6 @@ OWN_FILES_SECONDS = 0.5
 BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
-PAD_TOPIC = b"rev-pad"
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
@@ -226,8 +226,8 @@ class Loop:
         for event in self.rt.service.take_events():
             try:  # a PUB drops what a slow watcher's queue cannot take: it sees a gap
                 for _ in range(min(len(event) // QUEUE_SLOT_BYTES, most)):
-                    pub.send(PAD_TOPIC, zmq.NOBLOCK)
-                pub.send_multipart([b"rev", event], zmq.NOBLOCK)
+                    pub.send(protocol.EVENT_PAD_TOPIC, zmq.NOBLOCK)
+                pub.send_multipart(protocol.event_frames(event), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
 

@@ -1,6 +1,8 @@
 """What each write op does to a transaction, and what each read op returns.
 
-Arguments arrive already type-checked by ``flowd_client.protocol.check_args``;
+The protocol's op table (``flowd_client.protocol.OPS``) names these functions
+(``ops.<name>``); WRITES and READS are derived from it. Arguments arrive
+already type-checked by ``flowd_client.protocol.check_args``;
 these functions check what needs the store (existence, revisions, indexes).
 Every write either raises before staging anything or stages a complete change,
 so a failed op leaves its transaction as it was (the caller discards it).
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowd_client.errors import ConflictError, InvalidArgumentError, NotFoundError
+from flowd_client.protocol import OPS
 
 from .store import Flow, Store, Txn
 
@@ -169,20 +172,6 @@ def batch(txn: Txn, args: Args) -> list[Any]:
     return results
 
 
-WRITES: dict[str, Callable[[Txn, Args], Any]] = {
-    "add_flow": add_flow,
-    "update_flow": update_flow,
-    "delete_flow": delete_flow,
-    "set_current": set_current,
-    "append_plan": append_plan,
-    "update_plan": update_plan,
-    "remove_plan": remove_plan,
-    "move_plan": move_plan,
-    "check": check,
-    "batch": batch,
-}
-
-
 # ------------------------------------------------------------------ reads
 
 
@@ -200,8 +189,14 @@ def find_by_name(store: Store, args: Args) -> list[Flow]:
     return store.find_by_name(args["name"])
 
 
-READS: dict[str, Callable[[Store, Args], Any]] = {
-    "get_flow": get_flow,
-    "get_current": get_current,
-    "find_by_name": find_by_name,
-}
+def _handlers(*kinds: str) -> dict[str, Callable[[Any, Args], Any]]:
+    """The functions of this module the protocol's op table names, by op."""
+    here = globals()
+    return {name: here[op.handler.removeprefix("ops.")] for name, op in OPS.items()
+            if op.kind in kinds and op.handler.startswith("ops.")}
+
+
+#: write ops (and a batch's ``check``) -> fn(txn, args)
+WRITES: dict[str, Callable[[Txn, Args], Any]] = _handlers("write", "check")
+#: read ops that need only the store -> fn(store, args)
+READS: dict[str, Callable[[Store, Args], Any]] = _handlers("read")

@@ -99,12 +99,13 @@ class RequestHandler:
         self.stats.count_op(op)
         self.stats.saw_client(client[0])
         try:
-            if op in protocol.READ_OPS:
+            spec = protocol.OPS[op]
+            if spec.kind == "read":
                 out = self.commit() if client in self.group_clients else []
-                out.append((client, protocol.reply_ok(rid, self._read(op, args))))
+                out.append((client, protocol.reply_ok(rid, self._read(spec, args))))
                 return out
-            if op == "save":
-                return self._save(client, rid, args)
+            if spec.handler == "handler.save":
+                return self.save(client, rid, args)
             return self._write(client, rid, op, args, key)
         except FlowdError as exc:
             return [(client, self._refuse(exc, rid))]
@@ -117,24 +118,23 @@ class RequestHandler:
         refused_log.info(exc.code, "refused request: %s: %s", exc.code, exc.message)
         return protocol.reply_error(rid, exc)
 
-    def _read(self, op: str, args: dict[str, Any]) -> Any:
-        fn = ops.READS.get(op)
-        if fn is not None:
-            return fn(self.store, args)
-        if op == "get_all_flows":
-            return self.pager.page(self.store, args)
-        if op == "history":
-            return {"changes": self.history.since(args["since"]),
-                    "revision": self.store.revision}
-        if op == "ping":
-            return {"pong": True, "revision": self.store.revision}
-        if op == "hello":
-            return self._hello(args)
-        if op == "stats":
-            return self.collect_stats()
-        raise InternalError(f"read op {op} has no handler")
+    def _read(self, spec: protocol.Op, args: dict[str, Any]) -> Any:
+        """The table's handler: a function of flowd.ops over the store, or a method here."""
+        where, name = spec.handler.split(".", 1)
+        if where == "ops":
+            return getattr(ops, name)(self.store, args)
+        return getattr(self, name)(args)
 
-    def _hello(self, args: dict[str, Any]) -> dict[str, Any]:
+    def page(self, args: dict[str, Any]) -> Any:
+        return self.pager.page(self.store, args)
+
+    def history_since(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"changes": self.history.since(args["since"]), "revision": self.store.revision}
+
+    def ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "revision": self.store.revision}
+
+    def hello(self, args: dict[str, Any]) -> dict[str, Any]:
         if args["version"] > protocol.PROTOCOL_VERSION:
             raise protocol.UnsupportedVersionError(
                 f"client speaks protocol {args['version']}, this daemon speaks "
@@ -276,7 +276,7 @@ class RequestHandler:
 
     # ------------------------------------------------------------ save
 
-    def _save(self, client: bytes, rid: int, args: dict[str, Any]) -> Out:
+    def save(self, client: bytes, rid: int, args: dict[str, Any]) -> Out:
         out = self.commit()
         if not args.get("force"):
             # every acknowledged write is already durable in the journal
@@ -301,7 +301,7 @@ class RequestHandler:
 
     # ------------------------------------------------------------ stats
 
-    def collect_stats(self) -> dict[str, Any]:
+    def collect_stats(self, args: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.store
         out = {"flows": len(s), "revision": s.revision, "current_flow_id": s.current_flow_id,
                "data_dir": self.info.get("data_dir"),

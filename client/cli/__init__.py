@@ -37,7 +37,7 @@ from .transfer import cmd_export, cmd_import
 Handler = Callable[[Ctx], int]
 
 
-_ID = ("id", {})
+_ID: tuple[str, dict[str, Any]] = ("id", {})
 #: marks a command that has JSON output; ``--json`` may then come before or after it
 _JSON = ("--json", {"action": "store_true", "default": argparse.SUPPRESS, "help": "JSON output"})
 

@@ -6,6 +6,7 @@ daemon's own loader) before they are compared with the store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -18,12 +19,12 @@ from typing import Any
 import orjson
 
 from ..client import FlowClient
-from ..connection import limit_of
 from ..errors import ConflictError
 from ..flowids import Deriver, candidate, content_bytes
 from ..model import Flow
 from ..protocol import FLOW_CORE_KEYS as _CORE
 from ..protocol import MAX_BATCH_OPS
+from ..request_core import limit_of
 from .context import CliError, Ctx, run_offline
 from .output import warn
 
@@ -56,21 +57,10 @@ def atomic_write(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------ export
 
 
-def consistent_read(client: FlowClient) -> tuple[dict[str, Flow], str | None, int]:
-    """All flows, the current id and the revision they hold, retried until no write raced."""
-    for _ in range(5):
-        before = client.ping()["revision"]
-        flows, current = client.get_all_flows(), client.get_current_flow_id()
-        after = client.ping()["revision"]
-        if before == after:
-            return flows, current, after
-    warn("the store kept changing during the export; it may mix revisions")
-    return flows, current, after
-
-
 def cmd_export(ctx: Ctx) -> int:
     """The whole store as a flows.json-3.0-shaped file (``-``: stdout)."""
-    flows, current, revision = consistent_read(ctx.client)
+    # one paged read: its pages, current id and revision all come from one revision
+    flows, current, revision = ctx.client.read_store()
     doc = {"version": "3.0",
            "meta": {"last_saved": datetime.now().isoformat(timespec="milliseconds"),
                     "file_revision": 0, "revision": revision, "exported_by": "flowctl"},
@@ -157,7 +147,7 @@ def place_derived(doc: dict[str, Any], derived: set[str], ours: dict[str, Flow])
 
     for fid, f in doc["flows"].items():
         if fid in derived:
-            new = deriver.derive(f, lambda c, f=f: usable(f, c))
+            new = deriver.derive(f, functools.partial(usable, f))
             claimed.add(new)
             renamed[fid], f = new, {**f, "id": new}
             fid = new
@@ -282,7 +272,7 @@ def cmd_import(ctx: Ctx) -> int:
     """Merge a file into the store (``--replace``: also delete what the file lacks)."""
     args, client = ctx.args, ctx.client
     doc, derived = read_import(args.file)
-    ours, ours_current, _ = consistent_read(client)
+    ours, ours_current, _ = client.read_store()
     place_derived(doc, derived, ours)
     d = diff_flows(doc["flows"], ours, args.replace)
     summary = (f"{len(d.adds)} to add, {len(d.changes)} to change, {len(d.deletes)} to delete, "

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flowd_client import FlowClient, InvalidArgumentError, NotFoundError
-from flowd_client import mirror as cache_module
+from flowd_client import feed as feed_module
 from flowd_client.protocol import DEFAULT_PAGE, MAX_BATCH_OPS
 from store_probes import MISSING, revision, wait_until
 
@@ -77,8 +77,8 @@ def test_cached_client_resyncs_after_a_gap(make_daemon, monkeypatch) -> None:
     too short to fill the gap: the mirror must reload and converge."""
     d = make_daemon(None, "--history", "5").start()
     dropping = threading.Event()
-    real_decode = cache_module.decode_event
-    monkeypatch.setattr(cache_module, "decode_event",
+    real_decode = feed_module.decode_event
+    monkeypatch.setattr(feed_module, "decode_event",
                         lambda frames: None if dropping.is_set() else real_decode(frames))
     with d.client() as plain, d.client(cache=True) as cached:
         mirror = cached._mirror

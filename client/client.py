@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from . import curve
 from .api import BatchBuilder, FlowAPI, Steps
 from .connection import Connection, Endpoints
 from .feed import Sequencer, configure_subscriber, decode_event
@@ -47,14 +48,20 @@ class FlowClient(FlowAPI):
     there instead. ``timeout``: every call's deadline in seconds, retries
     included. ``cache``: serve reads from a local mirror kept current by the
     change feed. ``autostart``: start a daemon for ``data_dir`` if none runs.
+    ``curve_secret`` / ``curve_server`` (else FLOWD_CURVE_SECRET / FLOWD_CURVE_SERVER):
+    this client's NAME.key_secret file and the daemon's server.key (path or z85 text),
+    for a tcp endpoint of a flowd with ``--curve-dir``.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None,
                  endpoint: str | None = None, timeout: float = 5.0, *, cache: bool = False,
-                 autostart: bool | None = None, retries: int = 2) -> None:
+                 autostart: bool | None = None, retries: int = 2,
+                 curve_secret: str | os.PathLike[str] | None = None,
+                 curve_server: str | os.PathLike[str] | None = None) -> None:
         if autostart is None:
             autostart = autostart_default(endpoint)
         self._endpoints = Endpoints(endpoint, data_dir, autostart)
+        self._endpoints.curve = curve.load_keys(curve_secret, curve_server)
         self._connection = Connection(self._endpoints, timeout, retries)
         self.timeout = timeout
         self._mirror = None
@@ -93,9 +100,14 @@ class FlowClient(FlowAPI):
         if builder.ops:
             builder.results = self.commit_batch(builder.ops)
 
+    @property
+    def curve_keys(self) -> curve.CurveKeys | None:
+        return self._endpoints.curve
+
     def events_endpoint(self) -> str:
         if self._endpoints.events is None:
-            self._endpoints.events = self.hello()["events"]
+            self._endpoints.events = curve.events_endpoint(self._endpoints.explicit,
+                                                           self.hello()["events"])
         return self._endpoints.events
 
     def watch(self, since: int | None = None, timeout: float | None = None) -> Iterator[Change]:
@@ -113,7 +125,7 @@ class FlowClient(FlowAPI):
 
     def _watch(self, since: int, timeout: float | None) -> Generator[Change, None, None]:
         sub = configure_subscriber(self._connection.context.socket(zmq.SUB),
-                                   self.events_endpoint())
+                                   self.events_endpoint(), self._endpoints.curve)
         try:
             seq = Sequencer(since)
             yield from self.catch_up(seq)

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import zmq
 
-from . import protocol
+from . import curve, protocol
 from .discovery import (
     check_daemon_owner,
     default_data_dir,
@@ -80,6 +80,8 @@ class Endpoints:
             data_dir if data_dir is not None else default_data_dir()).expanduser()
         self.autostart = autostart and endpoint is None
         self.events: str | None = None
+        #: CURVE keys for tcp endpoints (flowd_client.curve), set by the client
+        self.curve: curve.CurveKeys | None = None
 
     def resolve(self, deadline: float) -> str:
         """The request endpoint. A daemon that holds the lock but has not advertised
@@ -161,6 +163,7 @@ class Connection:
         self._lock = threading.Lock()
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
+        self._handshake: curve.HandshakeMonitor | None = None
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         #: the daemon's request limit, from hello on the current socket
@@ -185,11 +188,15 @@ class Connection:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
+            self._handshake = curve.prepare(sock, endpoint, self.endpoints.curve)
             sock.connect(endpoint)
             self._sock, self._endpoint = sock, endpoint
         return self._sock
 
     def _drop_socket(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -225,7 +232,7 @@ class Connection:
             sock = self._socket(deadline)
             sock.send(frame)
             wait_until = time.monotonic() + (deadline - time.monotonic()) / (attempts - attempt)
-            msg = self._receive(sock, rid, wait_until)
+            msg = self._receive(sock, rid, wait_until, self._handshake)
             if msg is not None:
                 if "error" in msg:
                     raise error_from_wire(msg["error"])
@@ -237,16 +244,18 @@ class Connection:
                                        timeout)
 
     @staticmethod
-    def _receive(sock: zmq.Socket, rid: int, until: float) -> dict[str, Any] | None:
+    def _receive(sock: zmq.Socket, rid: int, until: float,
+                 handshake: curve.HandshakeMonitor | None = None) -> dict[str, Any] | None:
         while True:
             left = until - time.monotonic()
             if left <= 0:
                 return None
-            sock.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
+            if not curve.wait_reply(sock, handshake, left):
+                continue  # a handshake event, or the time is up
             try:
-                frame = sock.recv()
+                frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return None
+                continue
             msg = protocol.unpack(frame, protocol.MAX_REPLY_BYTES)
             if not isinstance(msg, dict):
                 raise ProtocolError("reply is not a map")

@@ -13,6 +13,7 @@ from typing import Any
 import zmq
 
 from . import protocol
+from .curve import CurveKeys, apply_to_subscriber
 from .model import Change, changes_of
 
 TOPIC = b"rev"
@@ -43,8 +44,9 @@ class Sequencer:
         return out
 
 
-def configure_subscriber(sock: Any, endpoint: str) -> Any:
+def configure_subscriber(sock: Any, endpoint: str, keys: CurveKeys | None = None) -> Any:
     """Options and subscription for a SUB socket (sync or asyncio), then connect."""
+    apply_to_subscriber(sock, endpoint, keys)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, SUB_HWM)
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)

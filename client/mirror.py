@@ -70,7 +70,7 @@ class Mirror:
 
     def start(self) -> None:
         sub = self.client._connection.context.socket(zmq.SUB)
-        configure_subscriber(sub, self.client.events_endpoint())
+        configure_subscriber(sub, self.client.events_endpoint(), self.client.curve_keys)
         self.reload()
         self._thread = threading.Thread(target=self._follow, args=(sub,), daemon=True,
                                         name="flowd-mirror")

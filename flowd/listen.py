@@ -80,6 +80,15 @@ def ask_hello(ctx: zmq.Context, endpoint: str) -> dict | None:
         sock.close(0)
 
 
+def use_curve(sock: zmq.Socket, secret: bytes, domain: bytes) -> None:
+    """CURVE server options for a tcp socket, before it binds: every peer must pass the
+    ZAP handler (enforced: with no handler bound, handshakes fail instead of passing)."""
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain)
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
 def _listening(path: Path) -> bool:
     """True if a process accepts connections on the unix socket at ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

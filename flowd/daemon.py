@@ -213,7 +213,7 @@ class Daemon:
         """Tell clients where we listen (after the sockets are bound)."""
         self.lock.write({"pid": os.getpid(), "started": time.time(), "endpoint": self.endpoint,
                          "events": self.events, "version": __version__,
-                         "data_dir": str(self.data_dir)})
+                         "data_dir": str(self.data_dir), "curve": self.gate is not None})
 
     # ------------------------------------------------------------ timers
 

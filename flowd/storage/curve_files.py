@@ -70,6 +70,8 @@ def _read_pair(curve_dir: Path) -> ServerKeys:
 
 def server_keys(curve_dir: Path) -> ServerKeys:
     """The daemon's key pair, created (0600, atomically) if neither file exists."""
+    if not zmq.has("curve"):
+        raise CurveDirRefused("--curve-dir: this pyzmq's libzmq has no CURVE support")
     os.close(claim_dir(curve_dir, what="curve dir"))
     os.close(claim_dir(curve_dir / CLIENTS, what="curve allow-list dir"))
     have = [(curve_dir / n).exists() or (curve_dir / n).is_symlink()

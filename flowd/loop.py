@@ -31,9 +31,10 @@ from flowd_client.errors import NotAllowedError
 from flowd_client.protocol import socket_limit
 
 from .curve_keys import ZAP_DOMAIN
+from .curve_keys import refused_log as handshake_log
 from .daemon import Daemon
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
-from .listen import Listeners, use_curve
+from .listen import Listeners, open_zap
 from .logsetup import RateLimitedLogger
 from .notify import watchdog_interval
 from .request_handler import refused_log
@@ -52,8 +53,6 @@ BACKLOG = 32
 PAD = b"\x80"
 PAD_TOPIC = b"rev-pad"
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-#: where libzmq sends ZAP requests (RFC 27): one handler per context
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
 
 class Loop:
@@ -79,7 +78,10 @@ class Loop:
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.BACKLOG, BACKLOG)
         self.monitors = [self._monitor(sock) for sock in (self.router, self.pub)]
-        self.zap = self._curve(rt)
+        #: with --curve-dir: the ZAP handler this loop answers (CURVE on the tcp sockets)
+        self.zap = None if rt.curve_keys is None else open_zap(
+            self.ctx, ((self.router, rt.endpoint), (self.pub, rt.events)),
+            rt.curve_keys.secret, ZAP_DOMAIN)
         #: requests carry a User-Id to check against the allow-list in force
         self.curve_router = self.zap is not None and rt.endpoint.startswith("tcp://")
         self.listeners = Listeners(self.ctx, rt.settings.socket_gid)
@@ -107,19 +109,6 @@ class Loop:
         mon.setsockopt(zmq.LINGER, 0)
         mon.connect(addr)
         return mon
-
-    def _curve(self, rt: Daemon) -> zmq.Socket | None:
-        """With --curve-dir: the ZAP handler, bound before any tcp socket binds, and
-        CURVE on every tcp socket (ipc keeps its file permissions)."""
-        if rt.gate is None or rt.curve_keys is None:
-            return None
-        zap = self.ctx.socket(zmq.REP)
-        zap.setsockopt(zmq.LINGER, 0)
-        zap.bind(ZAP_ENDPOINT)
-        for sock, endpoint in ((self.router, rt.endpoint), (self.pub, rt.events)):
-            if endpoint.startswith("tcp://"):
-                use_curve(sock, rt.curve_keys.secret, ZAP_DOMAIN)
-        return zap
 
     def bind(self) -> None:
         """Raises EndpointBusy or EndpointRefused (flowd.listen) naming the endpoint."""
@@ -344,6 +333,7 @@ class Loop:
             rt.sync_journal()
         if self._due("log-flush", now, 10.0):
             refused_log.flush()  # report how many refusals the rate limit swallowed
+            handshake_log.flush()
         if self._due("refusals", now, 0.25):  # the counts line within ~1 s of the first
             rt.service.refusals.flush()
         if self._due("snapshot-summary", now, 60.0):

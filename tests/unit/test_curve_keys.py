@@ -120,3 +120,28 @@ def test_client_keys_from_files_text_or_environment(tmp_path: Path) -> None:
                                 (tmp_path / "missing", spub.decode())):
         with pytest.raises(InvalidArgumentError):
             load_keys(secret_path, server, {})
+
+
+def test_curve_sockets_fail_closed_without_a_zap_handler() -> None:
+    """use_curve enforces ZAP: were the handler ever missing, nobody gets in (libzmq's
+    default would let every key in)."""
+    from flowd.listen import use_curve
+
+    ctx = zmq.Context()
+    spub, ssec = pair()
+    cpub, csec = pair()
+    router = ctx.socket(zmq.ROUTER)
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        use_curve(router, ssec, ZAP_DOMAIN)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        for opt, value in ((zmq.CURVE_PUBLICKEY, cpub), (zmq.CURVE_SECRETKEY, csec),
+                           (zmq.CURVE_SERVERKEY, spub), (zmq.LINGER, 0)):
+            dealer.setsockopt(opt, value)
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        dealer.send(b"knock")
+        assert not router.poll(500)
+    finally:
+        dealer.close(0)
+        router.close(0)
+        ctx.term()

@@ -55,6 +55,14 @@ PAD_TOPIC = b"rev-pad"
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The key the ZAP handler gave this message's connection (None: no such property)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+
+
 class Loop:
     def __init__(self, rt: Daemon, notifier: Any = None) -> None:
         self.rt = rt
@@ -248,7 +256,7 @@ class Loop:
             envelope = tuple(f.bytes for f in frames[:-1])
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and envelope[1]):
                 continue
-            body, user = frames[-1].bytes, frames[-1].get("User-Id")
+            body, user = frames[-1].bytes, _user_id(frames[-1])
             if gate.admit(user) is None:
                 self._send(service.refuse(envelope, body, NotAllowedError(
                     f"key not allowed: {user} was revoked after it connected; nothing was done")))

@@ -245,6 +245,26 @@ def stray_section(res: Results, st: Settings) -> list[str]:
     return out
 
 
+def curve_section(res: Results, st: Settings) -> list[str]:
+    """Issue 14: what CURVE costs per round trip, as ratios to plain tcp of the same run."""
+    plain, curve = "flowd tcp", "flowd CURVE tcp"
+    rows = []
+    for workload, what in (("curve_read", "get_flow_by_id"), ("curve_write", "durable add_flow")):
+        a, b = res.sample(workload, plain), res.sample(workload, curve)
+        if a is None or b is None:
+            continue
+        rows.append([what, f_us(a.p50_us), f_us(b.p50_us), f_x(ratio(b.p50_us, a.p50_us)),
+                     f_ops(a.ops_per_s), f_ops(b.ops_per_s),
+                     f_x(ratio(b.ops_per_s, a.ops_per_s))])
+    if not rows:
+        return []
+    return ["## CURVE on tcp (tools on other hosts)", "",
+            "One client, 127.0.0.1 tcp, two daemons (one with --curve-dir), runs alternated. "
+            "CURVE ÷ tcp p50: lower is better (1.00x = free); ops/s ratio: higher is better.",
+            ""] + table(["op", "tcp p50 µs", "CURVE p50 µs", "CURVE ÷ tcp p50", "tcp ops/s",
+                         "CURVE ops/s", "CURVE ÷ tcp ops/s"], rows)
+
+
 def footer(res: Results, st: Settings) -> list[str]:
     out = []
     for title, lines in (("Skipped", res.skipped), ("Failed", res.failed),
@@ -264,5 +284,6 @@ def render(res: Results, st: Settings, targets: list[Target]) -> str:
     parts += latency_table(res, "write", WRITE_ORDER, "flowd strict")
     parts += throughput_section(res, st) + lifecycle_section(res, st)
     parts += snapwrite_section(res, st) + stray_section(res, st) + client_section(res, st)
+    parts += curve_section(res, st)
     parts += footer(res, st)
     return "\n".join(parts)

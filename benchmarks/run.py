@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    curve_bench,
     flowd_bench,
     flowd_lifecycle,
     machine,
@@ -118,6 +119,9 @@ def once(st: Settings, work: Path, res: Results, datasets: Datasets, redis_bin: 
         guard("flowd empty RSS", lambda: flowd_lifecycle.empty_rss(work, res))
     if st.wants("echo"):
         guard("zmq echo floor", lambda: peer_bench.echo(st, work, res))
+    if st.wants("curve"):
+        guard(f"flowd plain tcp vs CURVE tcp @{st.tp_size}",
+              lambda: curve_bench.tcp_vs_curve(datasets.get(st.tp_size), st, work, res))
     big = datasets.get(st.big)
     if st.wants("restart"):
         guard(f"restart after SIGKILL with a full journal @{st.big}",

@@ -21,9 +21,10 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from . import curve
 from .api import BatchBuilder, FlowAPI, Steps
 from .endpoints import Endpoints, autostart_default
-from .errors import FlowdError
+from .errors import FlowdError, NotAllowedError
 from .feed import CatchUp, Wait, follow
 from .model import Change
 from .request_core import Request, RequestCore
@@ -35,10 +36,15 @@ class AsyncFlowClient(FlowAPI):
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None,
                  endpoint: str | None = None, timeout: float = 5.0, *,
-                 autostart: bool | None = None, retries: int = 2) -> None:
+                 autostart: bool | None = None, retries: int = 2,
+                 curve_secret: str | os.PathLike[str] | None = None,
+                 curve_server: str | os.PathLike[str] | None = None) -> None:
         if autostart is None:
             autostart = autostart_default(endpoint)
         self._endpoints = Endpoints(endpoint, data_dir, autostart)
+        self._endpoints.curve = curve.load_keys(curve_secret, curve_server)
+        self._handshake: curve.HandshakeMonitor | None = None
+        self._handshake_task: asyncio.Task[None] | None = None
         #: one connection for the client's life: the daemon's limit is asked once
         self._core = RequestCore(timeout, retries)
         self.timeout = timeout
@@ -63,10 +69,20 @@ class AsyncFlowClient(FlowAPI):
             endpoint = await asyncio.to_thread(self._endpoints.resolve, deadline)
             if self._sock is not None:  # another request connected meanwhile
                 return self._sock
-            sock = open_dealer(self._ctx, endpoint)
+            sock, self._handshake = open_dealer(self._ctx, endpoint, self._endpoints.curve)
             self._sock, self._endpoint = sock, endpoint
-            self._reader = asyncio.get_running_loop().create_task(self._read_replies(sock))
+            loop = asyncio.get_running_loop()
+            self._reader = loop.create_task(self._read_replies(sock))
+            if self._handshake is not None:
+                self._handshake_task = loop.create_task(
+                    self._handshake.follow(self._handshake_failed))
         return self._sock
+
+    def _handshake_failed(self, exc: NotAllowedError) -> None:
+        """Every request waiting on this connection fails at once (not at its timeout)."""
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(exc)
 
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -98,6 +114,9 @@ class AsyncFlowClient(FlowAPI):
             wait = self._core.wait_until(req, attempt) - time.monotonic()
             try:
                 msg = await asyncio.wait_for(fut, max(wait, 0.001))
+            except NotAllowedError:
+                self._waiting.pop(req.rid, None)
+                raise
             except TimeoutError:
                 self._waiting.pop(req.rid, None)
                 if self._endpoints.daemon_down() or self._core.expired(req):
@@ -119,13 +138,14 @@ class AsyncFlowClient(FlowAPI):
 
     async def events_endpoint(self) -> str:
         if self._endpoints.events is None:
-            self._endpoints.events = (await self.hello())["events"]
+            self._endpoints.events = curve.events_endpoint(self._endpoints.explicit,
+                                                           (await self.hello())["events"])
         return self._endpoints.events
 
     async def watch(self, since: int | None = None,
                     timeout: float | None = None) -> AsyncIterator[Change]:
         """As FlowClient.watch: in order, no gap, no repeat; CompactedError if too old."""
-        sub = open_subscriber(self._ctx, await self.events_endpoint())
+        sub = open_subscriber(self._ctx, await self.events_endpoint(), self._endpoints.curve)
         try:
             if since is None:
                 since = (await self.ping())["revision"]
@@ -147,10 +167,13 @@ class AsyncFlowClient(FlowAPI):
             sub.close(0)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
-                await self._reader
+        for task in (self._reader, self._handshake_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
+                    await task
+        if self._handshake is not None:
+            self._handshake.close()
         for fut in self._waiting.values():
             fut.cancel()
         if self._sock is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from . import curve
 from .api import BatchBuilder, FlowAPI, Steps
 from .connection import Connection, drive
 from .endpoints import Endpoints, autostart_default
@@ -33,14 +34,20 @@ class FlowClient(FlowAPI):
     there instead. ``timeout``: every call's deadline in seconds, retries
     included. ``cache``: serve reads from a local mirror kept current by the
     change feed. ``autostart``: start a daemon for ``data_dir`` if none runs.
+    ``curve_secret`` / ``curve_server`` (else FLOWD_CURVE_SECRET / FLOWD_CURVE_SERVER):
+    this client's NAME.key_secret file and the daemon's server.key (path or z85 text),
+    for a tcp endpoint of a flowd with ``--curve-dir``.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None,
                  endpoint: str | None = None, timeout: float = 5.0, *, cache: bool = False,
-                 autostart: bool | None = None, retries: int = 2) -> None:
+                 autostart: bool | None = None, retries: int = 2,
+                 curve_secret: str | os.PathLike[str] | None = None,
+                 curve_server: str | os.PathLike[str] | None = None) -> None:
         if autostart is None:
             autostart = autostart_default(endpoint)
         self._endpoints = Endpoints(endpoint, data_dir, autostart)
+        self._endpoints.curve = curve.load_keys(curve_secret, curve_server)
         self._connection = Connection(self._endpoints, timeout, retries)
         self.timeout = timeout
         self._mirror = None
@@ -79,7 +86,8 @@ class FlowClient(FlowAPI):
 
     def events_endpoint(self) -> str:
         if self._endpoints.events is None:
-            self._endpoints.events = self.hello()["events"]
+            self._endpoints.events = curve.events_endpoint(self._endpoints.explicit,
+                                                           self.hello()["events"])
         return self._endpoints.events
 
     def watch(self, since: int | None = None, timeout: float | None = None) -> Iterator[Change]:
@@ -96,7 +104,8 @@ class FlowClient(FlowAPI):
         return gen
 
     def _watch(self, since: int, timeout: float | None) -> Generator[Change, None, None]:
-        sub = open_subscriber(self._connection.context, self.events_endpoint())
+        sub = open_subscriber(self._connection.context, self.events_endpoint(),
+                              self._endpoints.curve)
         try:
             for changes in run_follow(follow(since, timeout), sub, self.catch_up):
                 yield from changes

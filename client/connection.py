@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from . import curve
 from .endpoints import Endpoints
 from .request_core import Request, RequestCore, Steps
 from .sockets import open_dealer
@@ -49,6 +50,7 @@ class Connection:
         self._lock = threading.Lock()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
+        self._handshake: curve.HandshakeMonitor | None = None
         self._endpoint: str | None = None
 
     def _check_fork(self) -> None:
@@ -67,10 +69,15 @@ class Connection:
     def _socket(self, deadline: float) -> zmq.Socket[bytes]:
         if self._sock is None:
             endpoint = self.endpoints.resolve(deadline)
-            self._sock, self._endpoint = open_dealer(self.context, endpoint), endpoint
+            self._sock, self._handshake = open_dealer(self.context, endpoint,
+                                                      self.endpoints.curve)
+            self._endpoint = endpoint
         return self._sock
 
     def _drop_socket(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = None
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -105,15 +112,26 @@ class Connection:
             left = until - time.monotonic()
             if left <= 0:
                 return None
-            sock.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
-            try:
-                frame = sock.recv()
-            except zmq.Again:
-                return None
+            frame = self._recv(sock, left)
+            if frame is None:
+                continue  # a handshake event, or the time is up
             msg = self.core.decode(frame)
             if self.core.match(msg, (rid,)) is not None:
                 return msg
             # a late reply to an earlier, abandoned attempt (or a padding): drop it
+
+    def _recv(self, sock: zmq.Socket[bytes], seconds: float) -> bytes | None:
+        """One frame within ``seconds``. On tcp the handshake monitor is watched too, so
+        a refused key is NotAllowedError at once; ipc keeps the cheaper blocking recv."""
+        try:
+            if self._handshake is None:
+                sock.setsockopt(zmq.RCVTIMEO, max(1, int(seconds * 1000)))
+                return sock.recv()
+            if curve.wait_reply(sock, self._handshake, seconds):
+                return sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        return None
 
     def close(self) -> None:
         if os.getpid() != self._pid:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from .curve import CurveKeys
 from .discovery import (
     check_daemon_owner,
     default_data_dir,
@@ -59,6 +60,8 @@ class Endpoints:
             data_dir if data_dir is not None else default_data_dir()).expanduser()
         self.autostart = autostart and endpoint is None
         self.events: str | None = None
+        #: CURVE keys for tcp endpoints (flowd_client.curve), set by the client
+        self.curve: CurveKeys | None = None
 
     def resolve(self, deadline: float) -> str:
         """The request endpoint. A daemon that holds the lock but has not advertised

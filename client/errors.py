@@ -72,6 +72,13 @@ class UntrustedError(FlowdError):
     code = "UNTRUSTED"
 
 
+class NotAllowedError(FlowdError):
+    """A tcp peer's CURVE key is not (or no longer) on the daemon's allow-list, or the
+    handshake failed (no key, the wrong server key): nothing was read or written."""
+
+    code = "NOT_ALLOWED"
+
+
 class CompactedError(FlowdError):
     """A watch asked for history the daemon no longer keeps: resync from a full read."""
 
@@ -94,6 +101,7 @@ ERRORS: dict[str, type[FlowdError]] = {
         UnsupportedVersionError,
         UnavailableError,
         UntrustedError,
+        NotAllowedError,
         CompactedError,
         InternalError,
     )

@@ -76,7 +76,8 @@ class Mirror:
     # ------------------------------------------------------------ sync
 
     def start(self) -> None:
-        sub = open_subscriber(self.connection.context, self.events)
+        sub = open_subscriber(self.connection.context, self.events,
+                              self.connection.endpoints.curve)
         self.reload()
         self._thread = threading.Thread(target=self._follow, args=(sub,), daemon=True,
                                         name="flowd-mirror")

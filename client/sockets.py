@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import zmq
 
-from . import protocol
+from . import curve, protocol
 
 #: live events a slow subscriber may queue before ZeroMQ drops the newest
 SUB_HWM = 100_000
@@ -19,21 +19,29 @@ S = TypeVar("S", bound=zmq.Socket)
 
 
 def _common(sock: S, endpoint: str) -> S:
-    """Options every client socket gets, then connect (security options belong here)."""
+    """Options every client socket gets, before it connects."""
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REPLY_BYTES)
-    sock.connect(endpoint)
     return sock
 
 
-def open_dealer(ctx: zmq.Context[S], endpoint: str) -> S:
-    """The request socket (a ``zmq.asyncio.Context`` gives an asyncio one)."""
-    return _common(ctx.socket(zmq.DEALER), endpoint)
+def open_dealer(ctx: zmq.Context[S], endpoint: str, keys: curve.CurveKeys | None = None
+                ) -> tuple[S, curve.HandshakeMonitor | None]:
+    """The request socket (a ``zmq.asyncio.Context`` gives an asyncio one), and on tcp
+    the monitor of its handshake, started before connect so no refusal is missed."""
+    sock = _common(ctx.socket(zmq.DEALER), endpoint)
+    monitor = curve.prepare(sock, endpoint, keys)
+    sock.connect(endpoint)
+    return sock, monitor
 
 
-def open_subscriber(ctx: zmq.Context[S], endpoint: str) -> S:
-    """A SUB socket on the change feed, subscribed to the event topic."""
-    sock = ctx.socket(zmq.SUB)
+def open_subscriber(ctx: zmq.Context[S], endpoint: str,
+                    keys: curve.CurveKeys | None = None) -> S:
+    """A SUB socket on the change feed, subscribed to the event topic (with the
+    request socket's CURVE keys on tcp: the daemon's PUB is CURVE too)."""
+    sock = _common(ctx.socket(zmq.SUB), endpoint)
     sock.setsockopt(zmq.RCVHWM, SUB_HWM)
     sock.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_TOPIC)
-    return _common(sock, endpoint)
+    curve.apply_to_subscriber(sock, endpoint, keys)
+    sock.connect(endpoint)
+    return sock

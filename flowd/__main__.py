@@ -26,6 +26,7 @@ from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
 from .loop import Loop
 from .notify import Notifier
+from .storage.curve_files import CurveDirRefused
 from .storage.lock import DataDirBusy
 from .storage.ownfiles import DataDirRefused, PlantedFileError
 
@@ -35,7 +36,8 @@ log = logging.getLogger("flowd")
 FAILURES: tuple[tuple[type[BaseException], int], ...] = (
     (DataDirBusy, exitcodes.BUSY), (EndpointBusy, exitcodes.BUSY),
     (DataDirRefused, exitcodes.USAGE), (PlantedFileError, exitcodes.USAGE),
-    (EndpointRefused, exitcodes.USAGE), (OSError, exitcodes.FAILED),
+    (EndpointRefused, exitcodes.USAGE), (CurveDirRefused, exitcodes.USAGE),
+    (OSError, exitcodes.FAILED),
 )
 
 
@@ -50,7 +52,7 @@ def _settings(config) -> Settings:
         snapshot_interval=config.snapshot_interval, journal_max_bytes=config.journal_max_bytes,
         max_request_bytes=config.max_request_bytes, history=config.history,
         socket_gid=None if config.socket_group is None else group_id(config.socket_group),
-        limits=limits,
+        limits=limits, curve_dir=config.curve_dir,
     )
 
 

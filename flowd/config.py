@@ -77,6 +77,7 @@ class Config:
     peer_queue_bytes: int = 64 * MiB
     subscriber_queue_bytes: int = 64 * MiB
     socket_group: str | None = None
+    curve_dir: Path | None = None
     log_level: str = "INFO"
     log_file: Path | None = None
     tracemalloc: bool = False
@@ -123,7 +124,7 @@ _SETTINGS: tuple[_Setting, ...] = (
              "$XDG_STATE_HOME/flowd, else ~/.local/state/flowd", "DIR", is_path=True),
     _Setting("endpoint", to_endpoint, None,
              "request endpoint, ipc://PATH or tcp://HOST:PORT; tcp must be a loopback "
-             "address (127.0.0.0/8, ::1, localhost): flowd has no network authentication",
+             "address (127.0.0.0/8, ::1, localhost) unless --curve-dir authenticates peers",
              "ipc://DATA_DIR/flowd.sock", "URL"),
     _Setting("events_endpoint", to_endpoint, None,
              "change-feed (PUB) endpoint, same rules as --endpoint",
@@ -162,6 +163,11 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("subscriber_queue_bytes", to_size(QUEUE_SLOT_BYTES), 64 * MiB,
              "change events queued for one slow watcher, at most (it refills the rest "
              "from the history)", "64M", "BYTES"),
+    _Setting("curve_dir", to_path, None,
+             "CURVE keys for every tcp endpoint: DIR/server.key and server.key_secret (made "
+             "0600 on first start), DIR/clients/NAME.key the allowed clients (reloaded on "
+             "SIGHUP and when DIR/clients changes); then tcp may be any address",
+             "none (tcp on loopback only)", "DIR", is_path=True),
     _Setting("socket_group", to_group, None,
              "group whose members may connect: sockets 0660 and data dir 0750 with that "
              "group (flowd's user must be a member); without it only flowd's own user (and "
@@ -291,10 +297,11 @@ def _validate(config: Config) -> None:
         if value is None or not value.startswith("tcp://"):
             continue
         host, _ = split_tcp(value)
-        if not is_loopback(host.strip("[]")):
+        if config.curve_dir is None and not is_loopback(host.strip("[]")):
             raise ConfigError(
                 f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
-                "address (127.0.0.0/8, ::1, localhost); flowd serves this machine only")
+                "address (127.0.0.0/8, ::1, localhost); flowd serves this machine only "
+                "unless --curve-dir authenticates peers")
     if config.endpoint is not None and config.endpoint == config.events_endpoint:
         raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
                           f"same as endpoint ({config.endpoint})")

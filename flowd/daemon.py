@@ -19,11 +19,13 @@ from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 
 from . import __version__
 from .bases import FileMemory
+from .curve_keys import AllowList, Gate
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
 from .request_handler import RequestHandler
 from .snapshotter import Snapshotter
+from .storage.curve_files import ServerKeys, read_client_keys, server_keys
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
 from .storage.ownfiles import claim_dir, remove_stale_temps
@@ -52,6 +54,8 @@ class Settings:
     #: group allowed to connect (sockets 0660, dirs 0750); None: the owner only
     socket_gid: int | None = None
     limits: Limits = field(default_factory=Limits)
+    #: --curve-dir: CURVE on every tcp endpoint (server key pair, clients/*.key)
+    curve_dir: Path | None = None
 
 
 def runtime_dir(data_dir: Path) -> Path:
@@ -99,6 +103,10 @@ class Daemon:
         self.watch: DirWatch | None = None
         #: flows.json may have changed (an inotify event) while a snapshot ran
         self._stray_suspected = False
+        #: with --curve-dir: the server key pair, the allow-list gate, DIR/clients' watch
+        self.curve_keys: ServerKeys | None = None
+        self.gate: Gate | None = None
+        self.clients_watch: DirWatch | None = None
 
     # ------------------------------------------------------------ start
 
@@ -113,6 +121,7 @@ class Daemon:
             log.info("removed %d temp file(s) left by an earlier run: %s", len(removed),
                      ", ".join(removed))
         self.watch = DirWatch.open(self.data_dir)
+        self._open_curve()
         rec = recover(self.data_dir, self.store, self.journal)
         self.recovery = rec
         snap = self.snap
@@ -136,6 +145,35 @@ class Daemon:
         elif rec.replayed:
             snap.note_change(time.monotonic())
         return rec
+
+    def _open_curve(self) -> None:
+        """The key pair (made on first start) and the allow-list; raises CurveDirRefused."""
+        curve_dir = self.settings.curve_dir
+        if curve_dir is None:
+            return
+        self.curve_keys = keys = server_keys(curve_dir)
+        log.info("CURVE on tcp endpoints: server public key %s (%s %s/server.key)",
+                 keys.public.decode("ascii"), "created" if keys.created else "from", curve_dir)
+        self.gate = Gate()
+        self.service.curve_stats = self.gate.stats
+        self.reload_allow_list()
+        self.clients_watch = DirWatch.open(curve_dir / "clients")
+
+    def reload_allow_list(self) -> None:
+        """Read DIR/clients again (SIGHUP, or its watch saw a change); bad files skipped."""
+        if self.gate is None or self.settings.curve_dir is None:
+            return
+        files, problems = read_client_keys(self.settings.curve_dir)
+        allow, more = AllowList.parse(files)
+        for line in problems + more:
+            log.warning("curve allow-list: %s", line)
+        added, removed = self.gate.replace(allow)
+        log.info("curve allow-list: %d key(s) allowed (%d added, %d removed)",
+                 len(allow.names), added, removed)
+
+    def on_clients_event(self) -> None:
+        if self.clients_watch is not None and self.clients_watch.changed():
+            self.reload_allow_list()
 
     def _load_memory(self, rec: Recovery) -> None:
         """The memory of written files, and the file just loaded in it (see adopt_loaded)."""
@@ -175,7 +213,7 @@ class Daemon:
         """Tell clients where we listen (after the sockets are bound)."""
         self.lock.write({"pid": os.getpid(), "started": time.time(), "endpoint": self.endpoint,
                          "events": self.events, "version": __version__,
-                         "data_dir": str(self.data_dir)})
+                         "data_dir": str(self.data_dir), "curve": self.gate is not None})
 
     # ------------------------------------------------------------ timers
 
@@ -258,7 +296,8 @@ class Daemon:
             if not ok:
                 log.error("final snapshot failed; the journal still holds every change")
         self.journal.close()
-        if self.watch is not None:
-            self.watch.close()
+        for watch in (self.watch, self.clients_watch):
+            if watch is not None:
+                watch.close()
         self.lock.release()
         return ok

@@ -96,7 +96,7 @@ def check_sockets(d: Path) -> Check:
         return Check("sockets", "ok", "no daemon running: nothing to check")
     eps = [ep for ep in (info.get("endpoint"), info.get("events")) if isinstance(ep, str)]
     owner = d.stat().st_uid
-    problems = [p for ep in eps for p in _endpoint_problems(ep, owner)]
+    problems = [p for ep in eps for p in _endpoint_problems(ep, owner, info.get("curve") is True)]
     if problems:
         return Check("sockets", "fail", "; ".join(problems),
                      "a socket file that was removed or replaced is bound again within a "
@@ -105,10 +105,10 @@ def check_sockets(d: Path) -> Check:
     return Check("sockets", "ok", ", ".join(eps) + f" are {user_name(owner)}'s")
 
 
-def _endpoint_problems(ep: str, owner: int) -> list[str]:
+def _endpoint_problems(ep: str, owner: int, curve: bool = False) -> list[str]:
     if ep.startswith("tcp://"):
         host = ep[6:].rsplit(":", 1)[0].strip("[]")
-        ok = host in ("127.0.0.1", "localhost", "::1")
+        ok = curve or host in ("127.0.0.1", "localhost", "::1")  # CURVE: peers prove keys
         return [] if ok else [f"{ep} is not loopback: other machines can connect"]
     if not ep.startswith("ipc://"):
         return []

@@ -13,6 +13,10 @@ file was removed or replaced and binds it again (the old listener keeps the
 connections it accepted, so no client loses a request). Near the open-file
 limit, :meth:`Listeners.pause` hides the socket files so that no new
 connection can arrive, while every accepted one is still served.
+
+With --curve-dir, :func:`open_zap` binds the ZAP handler's socket and gives
+every tcp socket CURVE before anything binds, so no peer ever reaches a tcp
+endpoint unauthenticated (the loop answers the ZAP requests).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +41,8 @@ from .storage.ownfiles import describe, user_name
 log = logging.getLogger("flowd.listen")
 
 PROBE_SECONDS = 1.0
+#: where libzmq sends ZAP requests (RFC 27): one handler per context
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 
 
 class EndpointBusy(Exception):
@@ -78,6 +84,28 @@ def ask_hello(ctx: zmq.Context, endpoint: str) -> dict | None:
         return None
     finally:
         sock.close(0)
+
+
+def use_curve(sock: zmq.Socket, secret: bytes, domain: bytes) -> None:
+    """CURVE server options for a tcp socket, before it binds: every peer must pass the
+    ZAP handler (enforced: with no handler bound, handshakes fail instead of passing)."""
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain)
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+
+def open_zap(ctx: zmq.Context, sockets: Iterable[tuple[zmq.Socket, str]], secret: bytes,
+             domain: bytes) -> zmq.Socket:
+    """The ZAP handler's socket, bound before any tcp socket binds, and CURVE on every
+    socket whose endpoint is tcp (ipc keeps its file permissions). The loop answers it."""
+    zap = ctx.socket(zmq.REP)
+    zap.setsockopt(zmq.LINGER, 0)
+    zap.bind(ZAP_ENDPOINT)
+    for sock, endpoint in sockets:
+        if endpoint.startswith("tcp://"):
+            use_curve(sock, secret, domain)
+    return zap
 
 
 def _listening(path: Path) -> bool:

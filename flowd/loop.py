@@ -1,9 +1,11 @@
 """The loop: the only socket code in the daemon (with flowd.listen, its endpoints).
 
 ROUTER for requests, PUB for changes, a wake-up socketpair for signals and the
-snapshot thread. Each turn drains every ready request (bounded), lets the
-service group-commit the writes with one fsync, sends the replies, publishes
-the events, then runs the timers.
+snapshot thread; with --curve-dir, a ZAP handler (inproc REP, answered by this
+loop from the allow-list, flowd.curve_keys) and CURVE on the tcp sockets.
+Each turn drains every ready request (bounded), lets the service group-commit
+the writes with one fsync, sends the replies, publishes the events, then runs
+the timers.
 
 What a peer that never reads can make the daemon hold is bounded in bytes:
 ZeroMQ counts its queues in messages, so a message of n bytes is sent as
@@ -26,11 +28,14 @@ from typing import Any
 
 import zmq
 from flowd_client import protocol
+from flowd_client.errors import NotAllowedError
 from flowd_client.protocol import socket_limit
 
+from .curve_keys import ZAP_DOMAIN
+from .curve_keys import refused_log as handshake_log
 from .daemon import Daemon
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
-from .listen import Listeners
+from .listen import Listeners, open_zap
 from .logsetup import RateLimitedLogger
 from .notify import watchdog_interval
 from .request_handler import refused_log
@@ -48,6 +53,14 @@ BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The key the ZAP handler gave this message's connection (None: no such property)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
 
 
 class Loop:
@@ -73,6 +86,12 @@ class Loop:
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.BACKLOG, BACKLOG)
         self.monitors = [self._monitor(sock) for sock in (self.router, self.pub)]
+        #: with --curve-dir: the ZAP handler this loop answers (CURVE on the tcp sockets)
+        self.zap = None if rt.curve_keys is None else open_zap(
+            self.ctx, ((self.router, rt.endpoint), (self.pub, rt.events)),
+            rt.curve_keys.secret, ZAP_DOMAIN)
+        #: requests carry a User-Id to check against the allow-list in force
+        self.curve_router = self.zap is not None and rt.endpoint.startswith("tcp://")
         self.listeners = Listeners(self.ctx, rt.settings.socket_gid)
         self.fds = FdGuard(raise_nofile()[0])
         self.replies_dropped = 0
@@ -140,11 +159,16 @@ class Loop:
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         if watch is not None:  # flows.json rewritten by an old tool: merge it at once
             poller.register(watch, zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap, zmq.POLLIN)
+        if self.rt.clients_watch is not None:  # a key allowed or revoked: reload at once
+            poller.register(self.rt.clients_watch.fileno(), zmq.POLLIN)
         return poller
 
     def run(self) -> None:
         poller = self._poller()
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
+        keys = self.rt.clients_watch.fileno() if self.rt.clients_watch is not None else None
         self.rt.snap.on_done = self.wake
         if self.notifier is not None:
             self.notifier.ready()
@@ -162,8 +186,13 @@ class Loop:
                 next_tick = 0.0  # a snapshot finished or a signal came: look at timers now
             if any(mon in ready for mon in self.monitors):
                 self._drain_monitors()
+            if self.zap is not None:
+                if keys in ready:  # before the handshakes: a revoked key is refused now
+                    self.rt.on_clients_event()
+                if self.zap in ready:
+                    self._answer_zap(self.zap)
             if self.router in ready:
-                self._drain_requests()
+                (self._drain_curve_requests if self.curve_router else self._drain_requests)()
             if service.pending:
                 self._send(service.commit())
                 deadline = snap.next_deadline(time.monotonic())
@@ -195,6 +224,7 @@ class Loop:
             self.reload_requested = False
             if self.on_reload is not None:
                 self.on_reload()
+            self.rt.reload_allow_list()
 
     def _drain_requests(self) -> None:
         service = self.rt.service
@@ -206,6 +236,32 @@ class Loop:
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
                 continue  # not a DEALER/REQ envelope: nothing sane to answer
             self._send(service.handle(tuple(frames[:-1]), frames[-1]))
+
+    def _answer_zap(self, zap: zmq.Socket) -> None:
+        gate = self.rt.gate
+        assert gate is not None
+        for _ in range(MAX_DRAIN):
+            if not zap.getsockopt(_EVENTS) & _POLLIN:
+                return
+            zap.send_multipart(gate.answer(zap.recv_multipart(zmq.NOBLOCK)))
+
+    def _drain_curve_requests(self) -> None:
+        """As _drain_requests, and each request's key (User-Id) must still be allowed."""
+        service, router, gate = self.rt.service, self.router, self.rt.gate
+        assert gate is not None
+        for _ in range(MAX_DRAIN):
+            if not router.getsockopt(_EVENTS) & _POLLIN:
+                return
+            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            envelope = tuple(f.bytes for f in frames[:-1])
+            if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and envelope[1]):
+                continue
+            body, user = frames[-1].bytes, _user_id(frames[-1])
+            if gate.admit(user) is None:
+                self._send(service.refuse(envelope, body, NotAllowedError(
+                    f"key not allowed: {user} was revoked after it connected; nothing was done")))
+                continue
+            self._send(service.handle(envelope, body))
 
     def _send(self, out: list[tuple[tuple[bytes, ...], bytes]]) -> None:
         router, most = self.router, self.reply_slots // 2
@@ -285,6 +341,7 @@ class Loop:
             rt.sync_journal()
         if self._due("log-flush", now, 10.0):
             refused_log.flush()  # report how many refusals the rate limit swallowed
+            handshake_log.flush()
         if self._due("refusals", now, 0.25):  # the counts line within ~1 s of the first
             rt.service.refusals.flush()
         if self._due("snapshot-summary", now, 60.0):
@@ -336,6 +393,8 @@ class Loop:
             sock.disable_monitor()
         for sock in (*self.monitors, self.router, self.pub):
             sock.close(0)
+        if self.zap is not None:
+            self.zap.close(0)
         self.listeners.close()
         self.ctx.term()
         signal.set_wakeup_fd(-1)

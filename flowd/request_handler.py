@@ -84,6 +84,8 @@ class RequestHandler:
         self.extra_stats: Any = None
         #: the stray side's rows (unresolved conflicts, memory of written files)
         self.stray_stats: Any = None
+        #: the CURVE gate's counters (requests per key name), with --curve-dir
+        self.curve_stats: Any = None
 
     # ------------------------------------------------------------ requests
 
@@ -112,6 +114,14 @@ class RequestHandler:
         except Exception:
             log.exception("internal error on %s", op)
             return [(client, self._refuse(InternalError(f"internal error on {op}"), rid))]
+
+    def refuse(self, client: Any, frame: bytes, exc: FlowdError) -> Out:
+        """A request refused before it is served (its peer's key is no longer allowed)."""
+        try:
+            rid = protocol.parse_request(frame, self.max_request_bytes)[0]
+        except Exception:  # noqa: BLE001 - the refusal goes out without an id then
+            rid = None
+        return [(client, self._refuse(exc, rid))]
 
     def _refuse(self, exc: FlowdError, rid: Any) -> bytes:
         self.stats.count_error(exc.code)
@@ -319,6 +329,8 @@ class RequestHandler:
             out.update(self.stray_stats())
         if self.extra_stats is not None:
             out.update(self.extra_stats())
+        if self.curve_stats is not None:
+            out["curve"] = self.curve_stats()
         return out
 
     def limit_stats(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ because this package never imports the daemon.
 
 This module holds the command table, the parser and ``main``; the commands
 live in the modules of this package: ``flows``, ``daemon``, ``stop``, ``transfer``,
-``doctor``, ``service`` and ``completion``.
+``doctor``, ``service``, ``keys`` and ``completion``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .context import CliError, Ctx
 from .daemon import cmd_ping, cmd_stats, cmd_status, cmd_watch
 from .doctor import cmd_doctor, cmd_migrate
 from .flows import cmd_add, cmd_current, cmd_ls, cmd_rename, cmd_rm, cmd_save, cmd_show, cmd_use
+from .keys import cmd_keys
 from .output import OneLineParser
 from .service import cmd_service
 from .stop import cmd_stop
@@ -81,6 +82,12 @@ COMMANDS: dict[str, tuple[Handler, str, list[tuple[str, dict[str, Any]]]]] = {
         ("--dry-run", {"action": "store_true", "help": "print the unit, write nothing"}),
         ("--unit-dir", {"help": "write it here instead of systemd's directory"}),
         ("--force", {"action": "store_true", "help": "replace a different unit file"})]),
+    "keys": (cmd_keys, "CURVE keys for tools on other hosts (tcp)", [
+        ("action", {"choices": ("new", "allow", "revoke", "list")}),
+        ("target", {"nargs": "?", "help": "NAME (new, revoke) or PATH/NAME.key (allow)"}),
+        ("--dir", {"help": "where keys new writes NAME.key and NAME.key_secret (default: .)"}),
+        ("--curve-dir", {"help": "flowd's --curve-dir (allow, revoke, list; default: "
+                                 "FLOWD_CURVE_DIR)"}), _JSON]),
     "completion": (cmd_completion, "print a shell completion script",
                    [("shell", {"choices": ("bash", "zsh")})]),
 }
@@ -99,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output (read commands)")
     p.add_argument("--autostart", action="store_true", default=None,
                    help="start a flowd for the data dir if none runs (also FLOWD_AUTOSTART=1)")
+    p.add_argument("--curve-secret", metavar="PATH", help="this tool's NAME.key_secret, for a "
+                   "tcp --endpoint of a CURVE flowd (also FLOWD_CURVE_SECRET)")
+    p.add_argument("--curve-server", metavar="PATH_OR_Z85", help="that flowd's server.key or "
+                   "its public key (also FLOWD_CURVE_SERVER)")
     p.add_argument("--version", action="version", version=f"flowctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="CMD")
     for name, (fn, text, arguments) in COMMANDS.items():

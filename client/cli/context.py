@@ -52,6 +52,8 @@ class Ctx:
         """A client for the chosen daemon; ``--autostart`` (else FLOWD_AUTOSTART) applies
         unless the command passes ``autostart`` itself."""
         kw.setdefault("autostart", self.args.autostart)
+        kw.setdefault("curve_secret", self.args.curve_secret)
+        kw.setdefault("curve_server", self.args.curve_server)
         return FlowClient(self.data_dir, self.args.endpoint,
                           timeout=self.args.timeout if timeout is None else timeout, **kw)
 

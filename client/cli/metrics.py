@@ -99,6 +99,13 @@ class StatsCollector:
             for value, count in sorted((s.get(key) or {}).items()):
                 family.add_metric([str(value)], float(count))
             yield family
+        by_key = (s.get("curve") or {}).get("requests_by_key")
+        if isinstance(by_key, dict):  # only a daemon with --curve-dir has them
+            family = CounterMetricFamily("flowd_curve_requests", "Requests by allowed CURVE "
+                                         "key name.", labels=["key"])
+            for value, count in sorted(by_key.items()):
+                family.add_metric([str(value)], float(count))
+            yield family
         cpu = CounterMetricFamily("flowd_process_cpu_seconds", "CPU time of flowd.",
                                   labels=["mode"])
         for mode in ("user", "system"):

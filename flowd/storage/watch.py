@@ -65,5 +65,12 @@ class DirWatch:
                 touched = True
         return touched
 
+    def changed(self) -> bool:
+        """Read every queued event; True if there was any (a watched dir of key files)."""
+        try:
+            return bool(self.inotify.read(timeout=0))
+        except (BlockingIOError, InterruptedError):
+            return False
+
     def close(self) -> None:
         self.inotify.close()

@@ -87,7 +87,7 @@ def test_all_settings_from_env(tmp_path: Path) -> None:
              FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes",
              FLOWD_HISTORY_BYTES="2M", FLOWD_RETRY_KEYS_BYTES="3M", FLOWD_REPLY_PAGE_BYTES="64K",
              FLOWD_PEER_QUEUE_BYTES="8M", FLOWD_SUBSCRIBER_QUEUE_BYTES="4M",
-             FLOWD_SOCKET_GROUP="0")
+             FLOWD_SOCKET_GROUP="0", FLOWD_CURVE_DIR="/k")
     assert c.describe() == {
         "data_dir": "/d", "endpoint": "tcp://127.0.0.1:5555",
         "events_endpoint": "ipc:///d/ev.sock", "durability": "relaxed",
@@ -96,7 +96,7 @@ def test_all_settings_from_env(tmp_path: Path) -> None:
         "log_file": "/var/log/flowd.log", "tracemalloc": True,
         "history_bytes": 2 << 20, "retry_keys_bytes": 3 << 20, "reply_page_bytes": 64 << 10,
         "peer_queue_bytes": 8 << 20, "subscriber_queue_bytes": 4 << 20, "socket_group": "0",
-        "config_file": None,
+        "curve_dir": "/k", "config_file": None,
     }
 
 
@@ -174,6 +174,14 @@ def test_invalid_values_name_setting_and_source(argv, env, words) -> None:
 ])
 def test_accepted_endpoints(endpoint: str) -> None:
     assert load(["--endpoint", endpoint]).endpoint == endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5555", "tcp://*:5556", "tcp://[::]:1"])
+def test_any_tcp_address_with_a_curve_dir(endpoint: str) -> None:
+    c = load(["--endpoint", endpoint, "--curve-dir", "/k"])
+    assert c.endpoint == endpoint and str(c.curve_dir) == "/k"
+    with pytest.raises(ConfigError, match="loopback.*--curve-dir"):
+        load(["--endpoint", endpoint])
 
 
 def test_config_file_unknown_key_is_named(tmp_path: Path) -> None:

@@ -44,3 +44,11 @@ def test_every_stat_is_a_typed_flowd_metric() -> None:
 def test_down_is_up_zero_and_nothing_else() -> None:
     got = families(exposition(None))
     assert list(got) == ["flowd_up"] and got["flowd_up"].samples[0].value == 0
+
+
+def test_curve_requests_per_key_name() -> None:
+    stats = {**STATS, "curve": {"requests_by_key": {"buildbox": 7, "laptop": 2}}}
+    got = families(exposition(stats, "0.1.0"))
+    by_key = {s.labels["key"]: s.value for s in got["flowd_curve_requests"].samples}
+    assert by_key == {"buildbox": 7, "laptop": 2}
+    assert "flowd_curve_requests" not in families(exposition(STATS, "0.1.0"))

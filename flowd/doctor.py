@@ -99,7 +99,7 @@ def scan_segment(path: Path) -> tuple[int, int, int, str | None]:
 
 
 def check_journal(d: Path) -> Check:
-    segs = sorted(p for p in d.iterdir() if journal_mod.SEGMENT_RE.match(p.name))
+    segs = sorted(p for p in d.iterdir() if journal_mod.is_segment_name(p.name))
     if not segs:
         return Check("journal", "ok", "no segments: everything is in flows.json")
     total, torn, bad, used, disk = 0, [], [], 0, 0

@@ -172,7 +172,7 @@ def _segment(path: Path, *frames: bytes) -> None:
 
 
 def test_doctor_journal_torn_tail_is_a_warning(data_dir: Path) -> None:
-    seg = data_dir / "journal-00000001.log"
+    seg = data_dir / "journal-00000001.jnl"
     _segment(seg, frame({"rev": 1}), frame({"rev": 2})[:-3])
     head_and_one = len(frame({"journal": 1, "seq": 1, "base": 1})) + len(frame({"rev": 1}))
     assert doctor.scan_segment(seg)[:3] == (1, head_and_one, len(frame({"rev": 2})) - 3)
@@ -180,7 +180,7 @@ def test_doctor_journal_torn_tail_is_a_warning(data_dir: Path) -> None:
 
 
 def test_doctor_journal_corruption_fails_and_moves_nothing(data_dir: Path) -> None:
-    seg = data_dir / "journal-00000001.log"
+    seg = data_dir / "journal-00000001.jnl"
     _segment(seg, frame({"rev": 1}), b"\x07garbage\x00", frame({"rev": 2}))
     before = sorted(p.name for p in data_dir.iterdir())
     records, _, torn, corrupt = doctor.scan_segment(seg)

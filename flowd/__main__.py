@@ -19,9 +19,7 @@ import tracemalloc
 from flowd_client import exitcodes
 
 from .config import ConfigError, load_config, reload_live
-from .config_values import group_id
-from .daemon import Daemon, Settings
-from .limits import Limits
+from .daemon import Daemon
 from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
 from .loop import Loop
@@ -37,21 +35,6 @@ FAILURES: tuple[tuple[type[BaseException], int], ...] = (
     (DataDirRefused, exitcodes.USAGE), (PlantedFileError, exitcodes.USAGE),
     (EndpointRefused, exitcodes.USAGE), (OSError, exitcodes.FAILED),
 )
-
-
-def _settings(config) -> Settings:
-    limits = Limits(history_bytes=config.history_bytes, retry_keys_bytes=config.retry_keys_bytes,
-                    reply_page_bytes=config.reply_page_bytes,
-                    peer_queue_bytes=config.peer_queue_bytes,
-                    subscriber_queue_bytes=config.subscriber_queue_bytes)
-    return Settings(
-        data_dir=config.data_dir, endpoint=config.endpoint,
-        events_endpoint=config.events_endpoint, durability=config.durability,
-        snapshot_interval=config.snapshot_interval, journal_max_bytes=config.journal_max_bytes,
-        max_request_bytes=config.max_request_bytes, history=config.history,
-        socket_gid=None if config.socket_group is None else group_id(config.socket_group),
-        limits=limits,
-    )
 
 
 def _reloader(config, argv):
@@ -106,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config, argv) -> int:
-    rt = Daemon(_settings(config))
+    rt = Daemon(config)
     try:
         rt.open()
     except Exception as exc:  # noqa: BLE001 - every start failure is one line

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 
 from . import __version__
 from .bases import FileMemory
+from .config import Config
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
@@ -39,21 +39,6 @@ failing_log = RateLimitedLogger(log, interval=10.0, burst=1)
 UNIX_PATH_MAX = 107
 
 
-@dataclass
-class Settings:
-    data_dir: Path
-    endpoint: str | None = None
-    events_endpoint: str | None = None
-    durability: str = "strict"
-    snapshot_interval: float = 1.0
-    journal_max_bytes: int = 64 << 20
-    max_request_bytes: int = 16 << 20
-    history: int = 10_000
-    #: group allowed to connect (sockets 0660, dirs 0750); None: the owner only
-    socket_gid: int | None = None
-    limits: Limits = field(default_factory=Limits)
-
-
 def runtime_dir(data_dir: Path) -> Path:
     """The private dir for sockets whose path under ``data_dir`` is too long."""
     digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
@@ -72,27 +57,31 @@ def socket_endpoint(data_dir: Path, name: str) -> str:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.data_dir = settings.data_dir
-        self.max_request_bytes = settings.max_request_bytes
-        self.lock = DataDirLock(self.data_dir, settings.socket_gid)
+    """The one place where the settings reach their components (each takes its
+    slice of the Config; the loop reads ``config`` for its socket options)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.socket_gid = config.socket_gid
+        self.limits = config.slice(Limits)
+        self.lock = DataDirLock(self.data_dir, self.socket_gid)
         self.store = Store()
-        self.journal = Journal(self.data_dir, settings.durability)
+        self.journal = Journal(self.data_dir, config.durability)
         files = SnapshotFiles(self.data_dir)
         self.memory = FileMemory(self.data_dir)
-        self.snap = Snapshotter(files, self.journal, interval=settings.snapshot_interval,
-                                max_journal_bytes=settings.journal_max_bytes,
+        self.snap = Snapshotter(files, self.journal, interval=config.snapshot_interval,
+                                max_journal_bytes=config.journal_max_bytes,
                                 take_number=self.memory.take_number,
                                 remember=self._remember_written)
-        self.endpoint = settings.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
-        self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
-                                                                  EVENTS_SOCKET_NAME)
-        self.service = RequestHandler(self.store, self.journal, self.snap, history=settings.history,
-                               info={"events": self.events, "server": __version__,
-                                     "pid": os.getpid(), "data_dir": str(self.data_dir)},
-                               max_request_bytes=settings.max_request_bytes,
-                               limits=settings.limits)
+        self.endpoint = config.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
+        self.events = config.events_endpoint or socket_endpoint(self.data_dir,
+                                                                EVENTS_SOCKET_NAME)
+        self.service = RequestHandler(
+            self.store, self.journal, self.snap, history=config.history,
+            info={"events": self.events, "server": __version__, "pid": os.getpid(),
+                  "data_dir": str(self.data_dir)},
+            max_request_bytes=config.max_request_bytes, limits=self.limits)
         self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
         self.service.stray_stats = self._stray_stats
         self.recovery: Recovery | None = None
@@ -106,7 +95,7 @@ class Daemon:
         """Claim and lock the data dir, load the store. Raises DataDirRefused (not
         flowd's dir), PlantedFileError (a link, FIFO or foreign file where flowd
         expects its own), DataDirBusy (another daemon has it) or OSError."""
-        self.lock.acquire(claim_dir(self.data_dir, gid=self.settings.socket_gid))
+        self.lock.acquire(claim_dir(self.data_dir, gid=self.socket_gid))
         self._claim_runtime_dir()
         removed = remove_stale_temps(self.data_dir)
         if removed:
@@ -160,7 +149,7 @@ class Daemon:
         """The fallback dir of long socket paths follows the data dir's rules."""
         run = runtime_dir(self.data_dir)
         if any(ep.startswith(f"ipc://{run}/") for ep in (self.endpoint, self.events)):
-            os.close(claim_dir(run, gid=self.settings.socket_gid, what="socket runtime dir"))
+            os.close(claim_dir(run, gid=self.socket_gid, what="socket runtime dir"))
 
     def _seed_feed(self, rec: Recovery) -> None:
         """Replayed records back the change feed and the retry-key window after a restart."""

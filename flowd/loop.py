@@ -55,17 +55,17 @@ class Loop:
         self.rt = rt
         self.notifier = notifier
         self.ctx = zmq.Context()
-        limits = rt.settings.limits
+        limits = rt.limits
         self.reply_slots = limits.slots(limits.peer_queue_bytes)
         self.event_slots = limits.slots(limits.subscriber_queue_bytes)
         self.router = self.ctx.socket(zmq.ROUTER)
         # a bit above the limit: a modestly oversized request gets a TOO_LARGE reply
-        self.router.setsockopt(zmq.MAXMSGSIZE, socket_limit(rt.max_request_bytes))
+        self.router.setsockopt(zmq.MAXMSGSIZE, socket_limit(rt.config.max_request_bytes))
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.SNDHWM, self.reply_slots)
         # requests are read at once; this only bounds what a fast sender queues meanwhile
         self.router.setsockopt(zmq.RCVHWM,
-                               max(4, limits.peer_queue_bytes // rt.max_request_bytes))
+                               max(4, limits.peer_queue_bytes // rt.config.max_request_bytes))
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full peer raises: counted
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, self.event_slots)
@@ -73,7 +73,7 @@ class Loop:
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.BACKLOG, BACKLOG)
         self.monitors = [self._monitor(sock) for sock in (self.router, self.pub)]
-        self.listeners = Listeners(self.ctx, rt.settings.socket_gid)
+        self.listeners = Listeners(self.ctx, rt.socket_gid)
         self.fds = FdGuard(raise_nofile()[0])
         self.replies_dropped = 0
         rt.service.server_stats = self.queue_stats

@@ -56,15 +56,14 @@ class RequestHandler:
     """Owns the store's request path; the server loop feeds it frames."""
 
     def __init__(self, store: Store, journal: Any, snapshotter: Any, *,
-                 history: int = 10_000, info: dict[str, Any] | None = None,
-                 max_request_bytes: int = protocol.MAX_REQUEST_BYTES,
-                 limits: Limits | None = None) -> None:
+                 history: int, info: dict[str, Any] | None = None,
+                 max_request_bytes: int, limits: Limits) -> None:
         self.store = store
         #: the configured request limit: enforced here, reported by hello
         self.max_request_bytes = max_request_bytes
         self.journal = journal
         self.snap = snapshotter
-        self.limits = limits = limits or Limits()
+        self.limits = limits
         self.history = History(history, store.revision, limits.history_bytes,
                                limits.reply_page_bytes)
         self.keys = RetryKeys(max_bytes=limits.retry_keys_bytes)

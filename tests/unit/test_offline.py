@@ -12,6 +12,7 @@ from pathlib import Path
 
 import portalocker
 import pytest
+from flowd_client.cli.output import print_checks
 from flowd_client.discovery import LOCK_NAME
 from flowd_client.exitcodes import BUSY
 
@@ -149,6 +150,8 @@ def test_doctor_healthy_dir(data_dir: Path, tmp_path: Path, capsys) -> None:
 def test_doctor_corrupt_flows_json_fails(data_dir: Path, capsys) -> None:
     (data_dir / "flows.json").write_text('{"version": "3.0", "flows": {')
     assert offline.main(["doctor", str(data_dir)]) == 1
+    doc = json.loads(capsys.readouterr().out)  # data; flowctl doctor prints it
+    print_checks(doc["checks"])
     out = capsys.readouterr().out
     assert "FAIL  flows.json" in out and "->" in out
 

@@ -1,17 +1,17 @@
-"""The daemon's parts wired together, without sockets: lock, recovery, store, service.
+"""The daemon's parts wired together, without sockets or file I/O of its own (that
+is under flowd.storage): lock, recovery, store, request handler.
 
-:func:`open_runtime` is start-up up to "ready to serve"; the server loop then
-calls the small methods here on its timers, and :meth:`Daemon.close` is the
-orderly end (final snapshot, journal closed, lock released).
+:meth:`Daemon.open` is start-up up to "ready to serve"; the loop then calls the
+small methods here when its timers (flowd.timers) say so, and
+:meth:`Daemon.close` is the orderly end (final snapshot, journal closed, lock
+released).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
@@ -27,34 +27,16 @@ from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
 from .storage.ownfiles import claim_dir, remove_stale_temps
-from .storage.recovery import Recovery, recover, written_fingerprint
-from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View, fingerprint
+from .storage.recovery import Recovery, recover, snapshot_exists, written_fingerprint
+from .storage.runtime_dir import claim_runtime_dir, socket_endpoint
+from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View
+from .storage.stray_files import file_fingerprint
 from .storage.watch import DirWatch
 from .store import Store
 from .stray import Strays
 
 log = logging.getLogger("flowd")
 failing_log = RateLimitedLogger(log, interval=10.0, burst=1)
-
-UNIX_PATH_MAX = 107
-
-
-def runtime_dir(data_dir: Path) -> Path:
-    """The private dir for sockets whose path under ``data_dir`` is too long."""
-    digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
-    env = os.environ  # systemd's RuntimeDirectory= first: a service's /tmp is private
-    base = env.get("RUNTIME_DIRECTORY") or env.get("XDG_RUNTIME_DIR") or "/tmp"
-    return Path(base) / f"flowd-{os.geteuid()}-{digest}"
-
-
-def socket_endpoint(data_dir: Path, name: str) -> str:
-    """``ipc://<data_dir>/<name>``, or under :func:`runtime_dir` if too long for AF_UNIX
-    (that dir is claimed, i.e. created or checked, when the daemon opens)."""
-    path = data_dir / name
-    if len(os.fsencode(str(path))) <= UNIX_PATH_MAX:
-        return f"ipc://{path}"
-    return f"ipc://{runtime_dir(data_dir) / name}"
-
 
 class Daemon:
     """The one place where the settings reach their components (each takes its
@@ -96,7 +78,7 @@ class Daemon:
         flowd's dir), PlantedFileError (a link, FIFO or foreign file where flowd
         expects its own), DataDirBusy (another daemon has it) or OSError."""
         self.lock.acquire(claim_dir(self.data_dir, gid=self.socket_gid))
-        self._claim_runtime_dir()
+        claim_runtime_dir(self.data_dir, (self.endpoint, self.events), self.socket_gid)
         removed = remove_stale_temps(self.data_dir)
         if removed:
             log.info("removed %d temp file(s) left by an earlier run: %s", len(removed),
@@ -107,7 +89,7 @@ class Daemon:
         snap = self.snap
         known = written_fingerprint(self.data_dir)
         if rec.foreign:  # flowd's last file, so that the tool's counts as changed until merged
-            known = fingerprint(os.stat(self.data_dir / WRITTEN))
+            known = file_fingerprint(self.data_dir / WRITTEN)
         on_disk = rec.source == SNAPSHOT
         snap.start_from(known, WRITTEN if rec.foreign else {SNAPSHOT: SNAPSHOT,
                                                             WRITTEN: WRITTEN}.get(rec.source),
@@ -120,7 +102,7 @@ class Daemon:
                  len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
         if rec.foreign:
             self.strays.absorb()
-        if rec.needs_snapshot or not snap.files.path.exists() or rec.foreign:
+        if rec.needs_snapshot or not snapshot_exists(self.data_dir) or rec.foreign:
             self._snapshot_now()
         elif rec.replayed:
             snap.note_change(time.monotonic())
@@ -144,12 +126,6 @@ class Daemon:
         return {"stray_conflicts": self.strays.open_conflicts(),
                 "file_memory": self.memory.stats(),
                 "stray_watch": "inotify" if self.watch is not None else "stat every second"}
-
-    def _claim_runtime_dir(self) -> None:
-        """The fallback dir of long socket paths follows the data dir's rules."""
-        run = runtime_dir(self.data_dir)
-        if any(ep.startswith(f"ipc://{run}/") for ep in (self.endpoint, self.events)):
-            os.close(claim_dir(run, gid=self.socket_gid, what="socket runtime dir"))
 
     def _seed_feed(self, rec: Recovery) -> None:
         """Replayed records back the change feed and the retry-key window after a restart."""

@@ -195,3 +195,7 @@ def written_fingerprint(data_dir: Path) -> tuple[int, int, int] | None:
         return fingerprint(os.stat(path))
     except FileNotFoundError:
         return None
+
+
+def snapshot_exists(data_dir: Path) -> bool:
+    return (data_dir / SNAPSHOT).exists()

@@ -23,6 +23,11 @@ from .snapshot import SNAPSHOT, Fingerprint, fingerprint
 
 log = logging.getLogger("flowd.stray")
 
+
+def file_fingerprint(path: Path) -> Fingerprint:
+    """The fingerprint of the file at ``path`` now (FileNotFoundError if none)."""
+    return fingerprint(os.stat(path))
+
 HOLD = ".flows.json.absorbing"
 #: an aside file bigger than this is not read back at start (it is still listed)
 MAX_MERGE_FILE = 64 << 20

@@ -33,16 +33,13 @@ from .listen import Listeners
 from .logsetup import RateLimitedLogger
 from .notify import watchdog_interval
 from .request_handler import refused_log
+from .timers import RETRY_SECONDS, Timers
 
 log = logging.getLogger("flowd.loop")
 fd_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 MAX_DRAIN = 1024
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
-STRAY_CHECK_SECONDS = 1.0
-STATUS_SECONDS = 5.0
-#: how often flowd.lock and the socket files are checked (the issue: within a second)
-OWN_FILES_SECONDS = 0.5
 BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
@@ -83,8 +80,11 @@ class Loop:
         self.stopping = False
         self.reload_requested = False
         self.on_reload: Callable[[], None] | None = None
-        self.timers: dict[str, float] = {}
         self.watchdog_every = watchdog_interval()
+        self.timers = Timers(time.monotonic(), relaxed=rt.journal.durability == "relaxed",
+                             notify=notifier is not None, watchdog_every=self.watchdog_every,
+                             snapshot_deadline=rt.snap.next_deadline)
+        self._jobs = self._job_table()
 
     # ------------------------------------------------------------ set-up
 
@@ -152,7 +152,6 @@ class Loop:
         log.info("ready: %d flows at revision %d, serving %s", len(self.rt.store),
                  self.rt.store.revision, self.rt.endpoint)
         service, snap = self.rt.service, self.rt.snap
-        self.timers["snapshot-summary"] = time.monotonic() + 60.0
         next_tick = 0.0
         while not self.stopping:
             timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
@@ -179,10 +178,10 @@ class Loop:
             if now >= next_tick:
                 try:
                     self._tick(now)
-                    next_tick = self._next_tick(now)
+                    next_tick = self.timers.next_deadline(now)
                 except Exception:  # a timer's failure must not take the requests down
                     log.exception("timer work failed; retrying in a second")
-                    next_tick = now + 1.0
+                    next_tick = now + RETRY_SECONDS
         self._shutdown()
 
     def _drain_wake(self) -> None:
@@ -267,37 +266,32 @@ class Loop:
 
     # ------------------------------------------------------------ timers
 
-    def _due(self, name: str, now: float, every: float) -> bool:
-        if now >= self.timers.get(name, 0.0):
-            self.timers[name] = now + every
-            return True
-        return False
-
     def _tick(self, now: float) -> None:
         rt = self.rt
         self._send(rt.collect_snapshot())
-        if self._due("stray", now, STRAY_CHECK_SECONDS):
-            rt.check_stray()
-        if self._due("own-files", now, OWN_FILES_SECONDS):
-            self._check_own_files()
-        rt.maybe_snapshot(now)
-        if rt.journal.durability == "relaxed" and self._due("fsync", now, 1.0):
-            rt.sync_journal()
-        if self._due("log-flush", now, 10.0):
-            refused_log.flush()  # report how many refusals the rate limit swallowed
-        if self._due("refusals", now, 0.25):  # the counts line within ~1 s of the first
-            rt.service.refusals.flush()
-        if self._due("snapshot-summary", now, 60.0):
-            line = rt.snap.stats.summary()
-            if line:
-                log.info("last minute: %s", line)
-        if self.notifier is not None:
-            interval = self.watchdog_every
-            if interval and self._due("watchdog", now, interval):
-                self.notifier.watchdog()
-            if self._due("status", now, STATUS_SECONDS):
-                self._status()
+        for job in self.timers.due(now):
+            self._jobs[job](now)
         self._publish()
+
+    def _job_table(self) -> dict[str, Callable[[float], None]]:
+        """What each timer job of flowd.timers does."""
+        rt = self.rt
+        return {
+            "stray": lambda now: rt.check_stray(),
+            "own-files": lambda now: self._check_own_files(),
+            "snapshot": rt.maybe_snapshot,
+            "fsync": lambda now: rt.sync_journal(),
+            "log-flush": lambda now: refused_log.flush(),
+            "refusals": lambda now: rt.service.refusals.flush(),
+            "snapshot-summary": lambda now: self._snapshot_summary(),
+            "watchdog": lambda now: self.notifier.watchdog(),
+            "status": lambda now: self._status(),
+        }
+
+    def _snapshot_summary(self) -> None:
+        line = self.rt.snap.stats.summary()
+        if line:
+            log.info("last minute: %s", line)
 
     def _check_own_files(self) -> None:
         """flowd.lock and the socket files still flowd's? Put back what is not."""
@@ -310,13 +304,6 @@ class Loop:
                          "bound again yet: %s", exc)
         if self.fds.paused:
             self._count_fds()  # connections may have closed without an event we saw
-
-    def _next_tick(self, now: float) -> float:
-        deadlines = list(self.timers.values())
-        snap = self.rt.snap.next_deadline(now)
-        if snap is not None:
-            deadlines.append(snap)
-        return min(deadlines, default=now + 1.0)
 
     def _status(self) -> None:
         if self.notifier is not None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ./data
 
-.PHONY: run test bench soak lint clean
+.PHONY: run test bench soak lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(VENV)/.installed-bench: $(BIN)/python pyproject.toml
 run: $(VENV)/.installed-run
 	$(BIN)/flowd --data-dir $(DATA)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-bench
@@ -38,6 +38,9 @@ soak: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check flowd client tests benchmarks
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy flowd
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -22,7 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from flowd_client.protocol import socket_limit
@@ -32,7 +32,7 @@ from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
 from .listen import Listeners
 from .logsetup import RateLimitedLogger
 from .notify import watchdog_interval
-from .request_handler import refused_log
+from .request_handler import Out, refused_log
 from .timers import RETRY_SECONDS, Timers
 
 log = logging.getLogger("flowd.loop")
@@ -199,14 +199,14 @@ class Loop:
         service = self.rt.service
         router = self.router
         for _ in range(MAX_DRAIN):
-            if not router.getsockopt(_EVENTS) & _POLLIN:  # plain ints: enums cost µs here
+            if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:  # ints: enums cost µs
                 return
             frames = router.recv_multipart(zmq.NOBLOCK)
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
                 continue  # not a DEALER/REQ envelope: nothing sane to answer
             self._send(service.handle(tuple(frames[:-1]), frames[-1]))
 
-    def _send(self, out: list[tuple[tuple[bytes, ...], bytes]]) -> None:
+    def _send(self, out: Out) -> None:
         router, most = self.router, self.reply_slots // 2
         for envelope, reply in out:
             # a REQ peer (envelope with its empty delimiter) takes exactly one reply

@@ -104,7 +104,7 @@ def _refuse_if_held(*paths: Path) -> None:
 def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
     """Write SRC as schema 3.0 to DST (never an existing file) or in place with a backup."""
     in_place = dst is None or (dst != "-" and Path(dst).resolve() == src.resolve())
-    target = src if in_place else (None if dst == "-" else Path(dst))
+    target = src if in_place or dst is None else (None if dst == "-" else Path(dst))
     _refuse_if_held(*([src] if target is None else [src, target]))
     if target is not None and not in_place and os.path.lexists(target):
         raise OfflineError(f"{target} exists; refusing to overwrite it (pick a new name)")

@@ -166,7 +166,8 @@ def parse_segment(data: bytes) -> Parsed:
             return Parsed(None, [], 0, "clean")
         torn = len(data) < HEADER.size or _is_torn(data, 0)
         return Parsed(None, [], 0, "torn" if torn else "corrupt")
-    records, pos = [], got[1]
+    records: list[dict[str, Any]] = []
+    pos = got[1]
     while pos < len(data):
         nxt = _frame_at(data, pos)
         if nxt is None:
@@ -332,6 +333,7 @@ class Journal:
         opened now, before the writers hear "failed"; if the disk refuses that
         too, the next append opens it.
         """
+        assert self.fd is not None  # only after an append to the open segment
         try:
             IO.ftruncate(self.fd, start)
         except OSError:

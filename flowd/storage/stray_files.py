@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -73,7 +74,7 @@ def read_conflicts(directory: Path) -> Iterator[tuple[str, int, str, bool]]:
     for path in merge_files(directory):
         try:
             data = _read_small(path)
-            doc = orjson.loads(data) if data is not None else None
+            doc: Any = orjson.loads(data) if data is not None else None
             revision = doc["merge"]["revision"]
             conflicts = doc["conflicts"]
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:

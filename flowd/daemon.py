@@ -66,7 +66,6 @@ class Daemon:
             max_request_bytes=config.max_request_bytes, limits=self.limits)
         self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
         self.service.stray_stats = self._stray_stats
-        self.recovery: Recovery | None = None
         self.watch: DirWatch | None = None
         #: flows.json may have changed (an inotify event) while a snapshot ran
         self._stray_suspected = False
@@ -85,7 +84,6 @@ class Daemon:
                      ", ".join(removed))
         self.watch = DirWatch.open(self.data_dir)
         rec = recover(self.data_dir, self.store, self.journal)
-        self.recovery = rec
         snap = self.snap
         known = written_fingerprint(self.data_dir)
         if rec.foreign:  # flowd's last file, so that the tool's counts as changed until merged

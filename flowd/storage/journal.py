@@ -207,7 +207,6 @@ class Journal:
         self.fd: int | None = None
         self.active: Segment | None = None
         self.unsynced = False
-        self.appended_bytes = 0
         self.prealloc = True
         self.allocated = 0
 
@@ -298,7 +297,6 @@ class Journal:
             raise
         self.active.size += len(data)
         self.active.last_rev = records[-1]["rev"]
-        self.appended_bytes += len(data)
         return len(data)
 
     def _preallocate(self, fd: int, offset: int, length: int, need: int) -> int:

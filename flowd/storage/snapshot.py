@@ -52,8 +52,6 @@ class View:
     file_revision: int
     meta_extra: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: local ISO time the view was taken: no flow in it was updated later
-    captured: str = field(default_factory=lambda: datetime.now().isoformat())
 
 
 def encode(view: View) -> Iterator[bytes]:
@@ -95,7 +93,6 @@ class SnapshotFiles:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.path = directory / SNAPSHOT
-        self.prev = directory / PREVIOUS
         #: the temp file of the snapshot being written (a fresh name each time)
         self.tmp = fresh_name(self.path)
         self.known: Fingerprint | None = None

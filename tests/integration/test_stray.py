@@ -238,7 +238,7 @@ def test_concurrent_old_tool_loop_loses_nothing(make_daemon, tmp_path: Path) -> 
                     and not (data_dir / "flows.json.tmp").exists())
 
         wait_for("the last merge", settled, timeout=15)
-        time.sleep(1.5)  # one more stray check interval
+        c.save(force=True)  # a snapshot starts only after one more stray check
         got = names(c)
         missing = [fid for fid in acked if fid not in got and fid not in deleted]
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged flows lost"

@@ -84,6 +84,7 @@ def test_torn_final_record_is_dropped_with_a_warning(make_daemon, tmp_path: Path
                                                                 "after"]
 
 
+@pytest.mark.daemon_errors(r"journal corrupt \(")
 def test_mid_file_corruption_stops_replay_and_keeps_the_journal(make_daemon,
                                                                tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
@@ -124,6 +125,7 @@ def corrupt_in_place(path: Path) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.daemon_errors(r"flows.json is unreadable")
 def test_corrupt_snapshot_rebuilt_from_older_generation(make_daemon, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     d = make_daemon(data_dir, *QUIET).start()
@@ -170,6 +172,7 @@ def test_missing_snapshot_rebuilt_from_written_link(make_daemon, tmp_path: Path)
     assert read_doc(data_dir)["flows"].keys() == set(ids)
 
 
+@pytest.mark.daemon_errors(r"flows.json is unreadable")
 @pytest.mark.parametrize("content", [b"", b"\x00\x01garbage{", b'{"version": "3.0", "flo'],
                          ids=["empty", "garbage", "truncated"])
 def test_unreadable_snapshot_without_older_generation(make_daemon, tmp_path: Path,

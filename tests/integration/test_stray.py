@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Daemon
 from flowd_client import FlowClient
 from seed_tool import SeedTool
@@ -148,6 +149,7 @@ def test_stray_write_while_daemon_down_is_merged_at_start(make_daemon, tmp_path:
         assert set(read_doc(data_dir)["flows"]) == {ids[0], ids[2], ids[3], new}
 
 
+@pytest.mark.daemon_errors(r"overwritten with an unreadable file")
 def test_garbage_written_over_flows_json_is_kept_and_replaced(make_daemon,
                                                               tmp_path: Path) -> None:
     data_dir = tmp_path / "data"

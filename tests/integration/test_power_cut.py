@@ -35,45 +35,50 @@ def start_recorded(make_daemon, tmp_path: Path, *args: str) -> tuple[Daemon, Pat
     return d.start(), ledger
 
 
-def write_until_killed(d: Daemon) -> set[str]:
+def write_until_killed(d: Daemon) -> tuple[set[str], list[threading.Thread]]:
     """WRITERS threads add flows; the daemon is SIGKILLed while they still run.
-    Returns the ids the daemon acknowledged."""
+    Returns the ids it acknowledged, and the writers (they end at their next timeout)."""
     acked: set[str] = set()
-    enough = threading.Event()
+    enough, stop = threading.Event(), threading.Event()
     lock = threading.Lock()
 
     def writer(tag: int) -> None:
-        with FlowClient(d.data_dir, timeout=2.0, retries=0) as c:
+        with FlowClient(d.data_dir, timeout=1.0, retries=0) as c:
             for i in range(10_000):
+                if stop.is_set():  # no new write once the cut is near (one may be in flight)
+                    return
                 try:
                     fid = c.add_flow(f"w{tag}-{i}")
-                except Exception:  # the daemon is gone: stop
-                    return
+                except Exception:  # the daemon is gone (or slow, before the cut: go on)
+                    if stop.is_set() or d.proc is None or d.proc.poll() is not None:
+                        return
+                    continue
                 with lock:
                     acked.add(fid)
                     if len(acked) >= ACKED_BEFORE_CUT:
                         enough.set()
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(WRITERS)]
+    threads = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(WRITERS)]
     for t in threads:
         t.start()
     assert enough.wait(60), "the writers did not get their writes acknowledged"
+    stop.set()
     d.kill()
-    for t in threads:
-        t.join(30)
-    with lock:
-        return set(acked)
+    with lock:  # a reply that arrived before the kill but is not counted yet: not checked
+        return set(acked), threads
 
 
 def survivors_of_power_cut(make_daemon, tmp_path: Path, durability: str) -> tuple[set, set]:
     d, ledger = start_recorded(make_daemon, tmp_path, "--durability", durability)
-    acked = write_until_killed(d)
+    acked, writers = write_until_killed(d)
     cut_power(d.data_dir, ledger)
     d.command = [sys.executable, "-m", "flowd"]
-    d.start()
+    d.start()  # meanwhile the writers time out on the dead daemon
     with d.client(timeout=10) as c:
         present = set(c.get_all_flows())
     d.stop()
+    for t in writers:
+        t.join(30)
     return acked, present
 
 

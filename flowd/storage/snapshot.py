@@ -80,7 +80,6 @@ class StrayWriterDetected(Exception):
 
 @dataclass
 class Installed:
-    fingerprint: Fingerprint
     bytes: int
     seconds: float
     #: the replaced flows.json became flows.json.prev
@@ -121,7 +120,7 @@ class SnapshotFiles:
             self._discard_tmp()
             raise
         self.rotate_from = SNAPSHOT
-        return Installed(fp, fp[1], time.perf_counter() - t0, rotated)
+        return Installed(fp[1], time.perf_counter() - t0, rotated)
 
     def _discard_tmp(self) -> None:
         try:

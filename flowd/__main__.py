@@ -15,10 +15,12 @@ import logging
 import os
 import sys
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 from flowd_client import exitcodes
 
-from .config import ConfigError, load_config, reload_live
+from .config import Config, ConfigError, load_config, reload_live
 from .daemon import Daemon
 from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
@@ -37,7 +39,7 @@ FAILURES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-def _reloader(config, argv):
+def _reloader(config: Config, argv: list[str]) -> Callable[[], None]:
     def reload() -> None:
         nonlocal config
         try:
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     return _run(config, argv)
 
 
-def _run(config, argv) -> int:
+def _run(config: Config, argv: list[str]) -> int:
     rt = Daemon(config)
     try:
         rt.open()
@@ -123,7 +125,7 @@ def _run(config, argv) -> int:
     return code
 
 
-def _heap_stats() -> dict:
+def _heap_stats() -> dict[str, Any]:
     current, peak = tracemalloc.get_traced_memory()
     return {"python_heap_bytes": current, "python_heap_peak_bytes": peak}
 

@@ -22,7 +22,7 @@ from .config import Config
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
-from .request_handler import RequestHandler
+from .request_handler import Out, RequestHandler
 from .snapshotter import Snapshotter
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
@@ -142,7 +142,7 @@ class Daemon:
 
     # ------------------------------------------------------------ timers
 
-    def collect_snapshot(self) -> list[Any]:
+    def collect_snapshot(self) -> Out:
         out = self.snap.finish()
         if out is None:
             return []

@@ -31,7 +31,7 @@ from .daemon import Daemon
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
 from .listen import Listeners
 from .logsetup import RateLimitedLogger
-from .notify import watchdog_interval
+from .notify import Notifier, watchdog_interval
 from .request_handler import Out, refused_log
 from .timers import RETRY_SECONDS, Timers
 
@@ -48,7 +48,7 @@ _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
 class Loop:
-    def __init__(self, rt: Daemon, notifier: Any = None) -> None:
+    def __init__(self, rt: Daemon, notifier: Notifier | None = None) -> None:
         self.rt = rt
         self.notifier = notifier
         self.ctx = zmq.Context()
@@ -284,9 +284,13 @@ class Loop:
             "log-flush": lambda now: refused_log.flush(),
             "refusals": lambda now: rt.service.refusals.flush(),
             "snapshot-summary": lambda now: self._snapshot_summary(),
-            "watchdog": lambda now: self.notifier.watchdog(),
+            "watchdog": lambda now: self._watchdog(),
             "status": lambda now: self._status(),
         }
+
+    def _watchdog(self) -> None:
+        if self.notifier is not None:
+            self.notifier.watchdog()
 
     def _snapshot_summary(self) -> None:
         line = self.rt.snap.stats.summary()

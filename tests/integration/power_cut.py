@@ -9,12 +9,17 @@ appended at once, so it survives the daemon's SIGKILL) says:
 
     w INO            the first write to a file
     s INO END NAME KIND  an fsync or fdatasync: bytes [0, END) of INO are durable
+                     (on a directory: every rename and link in it so far is)
     f INO END        a ftruncate to END (the bytes after END are gone)
+    r DIR SRC DST OLD  SRC renamed over DST in DIR (OLD: a link to the file DST
+                     named before, or -)
+    l DIR DST        a new link DST in DIR
 
 After SIGKILL, :func:`cut_power` applies it to the data dir the way a power
 cut would: each file is cut back to what its last sync covered (a file never
-synced loses every byte it was given). SIGKILL alone keeps the page cache,
-so without this a test cannot tell ``--durability none`` from ``strict``.
+synced loses every byte it was given), and a rename or link that no fsync of
+its directory followed is undone. SIGKILL alone keeps the page cache, so
+without this a test cannot tell ``--durability none`` from ``strict``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ def main() -> int:
     ledger = os.open(ledger_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     ends: dict[int, int] = {}
     real_write, real_fsync, real_fdatasync = IO.write, IO.fsync, IO.fdatasync
-    real_ftruncate = IO.ftruncate
+    real_ftruncate, real_replace, real_link = IO.ftruncate, IO.replace, IO.link
+    olds = Path(ledger_path + ".old")
+    olds.mkdir(exist_ok=True)
+    renames = [0]
 
     def note(line: str) -> None:
         os.write(ledger, (line + "\n").encode())
@@ -58,6 +66,23 @@ def main() -> int:
         ends[ino] = min(ends.get(ino, 0), length)
         note(f"f {ino} {length}")
 
+    def replace(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        src, dst = Path(src), Path(dst)
+        renames[0] += 1
+        old = olds / str(renames[0])
+        try:  # keep the file DST names now: a power cut may bring it back
+            os.link(dst, old, follow_symlinks=False)
+        except FileNotFoundError:
+            old = Path("-")
+        real_replace(src, dst)
+        note(f"r {os.stat(dst.parent).st_ino} {src.name} {dst.name} {old}")
+
+    def link(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        real_link(src, dst)
+        note(f"l {os.stat(Path(dst).parent).st_ino} {Path(dst).name}")
+
+    IO.replace = replace  # type: ignore[method-assign]
+    IO.link = link  # type: ignore[method-assign]
     IO.write = write  # type: ignore[method-assign]
     IO.fsync = lambda fd: synced(real_fsync, "fsync", fd)  # type: ignore[method-assign]
     IO.fdatasync = lambda fd: synced(real_fdatasync, "fdatasync", fd)  # type: ignore[method-assign]
@@ -82,10 +107,32 @@ def read_ledger(ledger: Path) -> tuple[set[int], dict[int, int], list[tuple[str,
     return written, durable, syncs
 
 
+def unsynced_names(ledger: Path, dir_ino: int) -> list[list[str]]:
+    """The renames and links in directory ``dir_ino`` after its last fsync, in order."""
+    pending: list[list[str]] = []
+    for line in ledger.read_text().splitlines():
+        kind, *rest = line.split(" ")
+        if kind == "s" and int(rest[0]) == dir_ino:
+            pending = []
+        elif kind in ("r", "l") and int(rest[0]) == dir_ino:
+            pending.append([kind, *rest[1:]])
+    return pending
+
+
 def cut_power(data_dir: Path, ledger: Path) -> int:
-    """Drop from ``data_dir`` every byte that no sync covered; returns how many."""
+    """Drop from ``data_dir`` every byte that no sync covered, undo every rename and
+    link no directory fsync covered; returns how many bytes and names were dropped."""
     written, durable, _ = read_ledger(ledger)
     dropped = 0
+    for entry in reversed(unsynced_names(ledger, data_dir.stat().st_ino)):
+        dropped += 1
+        if entry[0] == "l":
+            (data_dir / entry[1]).unlink(missing_ok=True)
+            continue
+        src, dst, old = entry[1:]
+        os.rename(data_dir / dst, data_dir / src)
+        if old != "-":
+            os.link(old, data_dir / dst)
     for p in data_dir.iterdir():
         st = p.lstat()
         if st.st_ino not in written or not p.is_file():

@@ -122,3 +122,24 @@ def test_one_fdatasync_per_group_commit(make_daemon, tmp_path: Path) -> None:
     assert len(syncs) == stats["commits"]
     assert stats["commits"] < stats["committed_records"]
 
+
+
+def test_the_cut_drops_unsynced_bytes_and_names(tmp_path: Path) -> None:
+    """The model itself: bytes after a file's last sync go, and so does a rename
+    that no fsync of its directory followed (the old file is back)."""
+    data, ledger = tmp_path / "data", tmp_path / "ledger"
+    data.mkdir()
+    seg, snap, old = data / "journal-00000001.jnl", data / "flows.json", tmp_path / "old"
+    seg.write_bytes(b"h" * 40 + b"r" * 60)
+    snap.write_bytes(b"new")
+    old.write_bytes(b"old")
+    d_ino, s_ino = data.stat().st_ino, seg.stat().st_ino
+    synced = [f"w {s_ino}", f"s {s_ino} 40 {seg.name} fdatasync",
+              f"r {d_ino} .flows.json.tmp flows.json {old}"]
+    ledger.write_text("\n".join(synced) + "\n")
+    assert cut_power(data, ledger) == 60 + 1
+    assert seg.read_bytes() == b"h" * 40
+    assert snap.read_bytes() == b"old" and (data / ".flows.json.tmp").read_bytes() == b"new"
+    (data / ".flows.json.tmp").rename(snap)  # the same rename, then the dir's fsync
+    ledger.write_text("\n".join([*synced, f"s {d_ino} 0 data fsync"]) + "\n")
+    assert cut_power(data, ledger) == 0 and snap.read_bytes() == b"new"

@@ -27,66 +27,74 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def main() -> int:
-    ledger_path = sys.argv[1]
-    from flowd.__main__ import main as flowd_main
-    from flowd.storage.fsio import IO
+class Recorder:
+    """Wraps the IO seam's calls, noting in the ledger what each made durable."""
 
-    ledger = os.open(ledger_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    ends: dict[int, int] = {}
-    real_write, real_fsync, real_fdatasync = IO.write, IO.fsync, IO.fdatasync
-    real_ftruncate, real_replace, real_link = IO.ftruncate, IO.replace, IO.link
-    olds = Path(ledger_path + ".old")
-    olds.mkdir(exist_ok=True)
-    renames = [0]
+    def __init__(self, io: Any, ledger_path: str) -> None:
+        self.io = io
+        self.ledger = os.open(ledger_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.olds = Path(ledger_path + ".old")
+        self.olds.mkdir(exist_ok=True)
+        self.ends: dict[int, int] = {}
+        self.renames = 0
+        self.real = {name: getattr(io, name)
+                     for name in ("write", "fsync", "fdatasync", "ftruncate", "replace", "link")}
 
-    def note(line: str) -> None:
-        os.write(ledger, (line + "\n").encode())
+    def install(self) -> None:
+        io = self.io
+        io.write, io.ftruncate = self.write, self.ftruncate
+        io.fsync = lambda fd: self.synced("fsync", fd)
+        io.fdatasync = lambda fd: self.synced("fdatasync", fd)
+        io.replace, io.link = self.replace, self.link
 
-    def write(fd: int, data: bytes | memoryview) -> int:
-        n = real_write(fd, data)
+    def note(self, line: str) -> None:
+        os.write(self.ledger, (line + "\n").encode())
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        n = self.real["write"](fd, data)
         ino = os.fstat(fd).st_ino
-        if ino not in ends:
-            ends[ino] = 0
-            note(f"w {ino}")
-        ends[ino] = max(ends[ino], os.lseek(fd, 0, os.SEEK_CUR))
+        if ino not in self.ends:
+            self.ends[ino] = 0
+            self.note(f"w {ino}")
+        self.ends[ino] = max(self.ends[ino], os.lseek(fd, 0, os.SEEK_CUR))
         return n
 
-    def synced(real, kind: str, fd: int) -> None:
-        real(fd)
+    def synced(self, kind: str, fd: int) -> None:
+        self.real[kind](fd)
         ino = os.fstat(fd).st_ino
         name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-        note(f"s {ino} {ends.get(ino, 0)} {name} {kind}")
+        self.note(f"s {ino} {self.ends.get(ino, 0)} {name} {kind}")
 
-    def ftruncate(fd: int, length: int) -> None:
-        real_ftruncate(fd, length)
+    def ftruncate(self, fd: int, length: int) -> None:
+        self.real["ftruncate"](fd, length)
         ino = os.fstat(fd).st_ino
-        ends[ino] = min(ends.get(ino, 0), length)
-        note(f"f {ino} {length}")
+        self.ends[ino] = min(self.ends.get(ino, 0), length)
+        self.note(f"f {ino} {length}")
 
-    def replace(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+    def replace(self, src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
         src, dst = Path(src), Path(dst)
-        renames[0] += 1
-        old = olds / str(renames[0])
+        self.renames += 1
+        old = self.olds / str(self.renames)
         try:  # keep the file DST names now: a power cut may bring it back
             os.link(dst, old, follow_symlinks=False)
         except FileNotFoundError:
             old = Path("-")
-        real_replace(src, dst)
-        note(f"r {os.stat(dst.parent).st_ino} {src.name} {dst.name} {old}")
+        self.real["replace"](src, dst)
+        self.note(f"r {os.stat(dst.parent).st_ino} {src.name} {dst.name} {old}")
 
-    def link(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
-        real_link(src, dst)
-        note(f"l {os.stat(Path(dst).parent).st_ino} {Path(dst).name}")
+    def link(self, src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        self.real["link"](src, dst)
+        self.note(f"l {os.stat(Path(dst).parent).st_ino} {Path(dst).name}")
 
-    IO.replace = replace  # type: ignore[method-assign]
-    IO.link = link  # type: ignore[method-assign]
-    IO.write = write  # type: ignore[method-assign]
-    IO.fsync = lambda fd: synced(real_fsync, "fsync", fd)  # type: ignore[method-assign]
-    IO.fdatasync = lambda fd: synced(real_fdatasync, "fdatasync", fd)  # type: ignore[method-assign]
-    IO.ftruncate = ftruncate  # type: ignore[method-assign]
+
+def main() -> int:
+    from flowd.__main__ import main as flowd_main
+    from flowd.storage.fsio import IO
+
+    Recorder(IO, sys.argv[1]).install()
     return flowd_main(sys.argv[2:])
 
 

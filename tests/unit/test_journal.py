@@ -19,6 +19,7 @@ import msgpack
 import pytest
 
 from flowd.storage import journal as jmod
+from flowd.storage.evidence import list_evidence
 from flowd.storage.fsio import IO
 from flowd.storage.journal import HEADER, Journal, _frame_at, frame
 
@@ -284,3 +285,21 @@ def test_failed_fdatasync_is_never_replayed(tmp_path: Path, monkeypatch: pytest.
         os.close(j.fd)
     out = Journal(tmp_path).scan()
     assert revs(out.records) == [1]
+
+
+def test_old_segment_names_are_renamed_and_a_taken_name_is_kept_aside(tmp_path: Path) -> None:
+    """journal-N.log (before 0.13) becomes journal-N.jnl; if both exist (never flowd's
+    doing) the .log is evidence, not replayed twice."""
+    j = Journal(tmp_path)
+    j.open_segment(1)
+    j.append([{"rev": 1, "op": "x"}])
+    j.close()
+    new = tmp_path / "journal-00000001.jnl"
+    old = new.with_suffix(".log")
+    new.rename(old)
+    assert [r["rev"] for r in Journal(tmp_path).scan().records] == [1]
+    assert new.exists() and not old.exists()
+    old.write_bytes(new.read_bytes())
+    assert [r["rev"] for r in Journal(tmp_path).scan().records] == [1]
+    kept = list(tmp_path.glob("journal-00000001.log.duplicate-*"))
+    assert not old.exists() and kept and list_evidence(tmp_path) == kept

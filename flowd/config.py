@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flowd_client import __version__, discovery, exitcodes, protocol
-from flowd_client.cli.output import OneLineParser
+from flowd_client.exitcodes import OneLineParser
 
 from . import logsetup
 from .config_values import (

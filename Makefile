@@ -41,6 +41,7 @@ lint: $(VENV)/.installed-test
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy client
+	$(BIN)/mypy flowd
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -22,8 +22,8 @@ from pathlib import Path
 import orjson
 
 from flowd import ops
+from flowd.config import Config as DaemonConfig
 from flowd.daemon import Daemon
-from flowd.daemon import Settings as RtSettings
 from flowd.storage import memory_file
 
 from .datagen import Dataset
@@ -58,7 +58,7 @@ def stray_merge(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
     n = ds.size
     data_dir = work / f"stray-{n}"
     ds.copy_to(data_dir)
-    rt = Daemon(RtSettings(data_dir=data_dir, snapshot_interval=3600.0))
+    rt = Daemon(DaemonConfig(data_dir=data_dir, snapshot_interval=3600.0))
     rt.open()
     try:
         sidecar = data_dir / memory_file.NAME

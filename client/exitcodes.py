@@ -2,10 +2,14 @@
 
 Scripts and service managers branch on these, so they mean the same thing in
 either command, and both ``--help`` epilogs and the README print this table.
-Pure (no imports beyond the stdlib): the daemon imports it too.
+Pure (no imports beyond the stdlib): the daemon imports it too, with the
+argparse both commands use, whose usage errors exit with USAGE.
 """
 
 from __future__ import annotations
+
+import argparse
+from typing import NoReturn
 
 OK = 0
 #: the operation failed: not found, refused, a FAIL check, the final snapshot failed
@@ -38,3 +42,11 @@ def epilog() -> str:
     """The table as the ``--help`` epilog shows it (argparse RawDescription layout)."""
     rows = "\n".join(f"  {code:<4} {text}" for code, text in TABLE)
     return f"exit codes (the same for flowd and flowctl):\n{rows}"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, ``prog: message (see prog --help)``,
+    with the table's USAGE code, as every other failure of flowd and flowctl."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")

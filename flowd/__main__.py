@@ -15,13 +15,13 @@ import logging
 import os
 import sys
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 from flowd_client import exitcodes
 
-from .config import ConfigError, load_config, reload_live
-from .config_values import group_id
-from .daemon import Daemon, Settings
-from .limits import Limits
+from .config import Config, ConfigError, load_config, reload_live
+from .daemon import Daemon
 from .listen import EndpointBusy, EndpointRefused
 from .logsetup import reopen_logs, setup_logging
 from .loop import Loop
@@ -41,22 +41,7 @@ FAILURES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-def _settings(config) -> Settings:
-    limits = Limits(history_bytes=config.history_bytes, retry_keys_bytes=config.retry_keys_bytes,
-                    reply_page_bytes=config.reply_page_bytes,
-                    peer_queue_bytes=config.peer_queue_bytes,
-                    subscriber_queue_bytes=config.subscriber_queue_bytes)
-    return Settings(
-        data_dir=config.data_dir, endpoint=config.endpoint,
-        events_endpoint=config.events_endpoint, durability=config.durability,
-        snapshot_interval=config.snapshot_interval, journal_max_bytes=config.journal_max_bytes,
-        max_request_bytes=config.max_request_bytes, history=config.history,
-        socket_gid=None if config.socket_group is None else group_id(config.socket_group),
-        limits=limits, curve_dir=config.curve_dir,
-    )
-
-
-def _reloader(config, argv):
+def _reloader(config: Config, argv: list[str]) -> Callable[[], None]:
     def reload() -> None:
         nonlocal config
         try:
@@ -107,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     return _run(config, argv)
 
 
-def _run(config, argv) -> int:
-    rt = Daemon(_settings(config))
+def _run(config: Config, argv: list[str]) -> int:
+    rt = Daemon(config)
     try:
         rt.open()
     except Exception as exc:  # noqa: BLE001 - every start failure is one line
@@ -142,7 +127,7 @@ def _run(config, argv) -> int:
     return code
 
 
-def _heap_stats() -> dict:
+def _heap_stats() -> dict[str, Any]:
     current, peak = tracemalloc.get_traced_memory()
     return {"python_heap_bytes": current, "python_heap_peak_bytes": peak}
 

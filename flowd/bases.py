@@ -75,7 +75,8 @@ def _digest_value(raw: Any) -> Digest | None:
 
 def _parse(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
     """One sidecar record, checked (the file is input like any other)."""
-    n, r, c, o, t, d = (frame.get(k) for k in ("n", "r", "c", "o", "t", "d"))
+    fields: list[Any] = [frame.get(k) for k in ("n", "r", "c", "o", "t", "d")]
+    n, r, c, o, t, d = fields
     if (type(n) is not int or type(r) is not int or not (c is None or type(c) is str)
             or type(o) is not bool or type(t) not in (int, float) or type(d) is not dict):
         raise ValueError("bad record")

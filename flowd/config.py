@@ -15,17 +15,18 @@ import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flowd_client import __version__, discovery, exitcodes, protocol
-from flowd_client.cli.output import OneLineParser
+from flowd_client.exitcodes import OneLineParser
 
 from . import logsetup
 from .config_values import (
     KiB,
     MiB,
+    group_id,
     is_loopback,
     split_tcp,
     to_bool,
@@ -58,49 +59,11 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return discovery.default_data_dir({k: v for k, v in env.items() if k != "FLOWD_DATA_DIR"})
 
 
-@dataclass
-class Config:
-    """All settings of one daemon run. Paths are absolute; endpoints None
-    mean "the daemon's default under data_dir"."""
-
-    data_dir: Path = field(default_factory=default_data_dir)
-    endpoint: str | None = None
-    events_endpoint: str | None = None
-    durability: str = "strict"
-    snapshot_interval: float = 1.0
-    journal_max_bytes: int = 64 * MiB
-    max_request_bytes: int = 16 * MiB
-    history: int = 10000
-    history_bytes: int = 64 * MiB
-    retry_keys_bytes: int = 32 * MiB
-    reply_page_bytes: int = 1 * MiB
-    peer_queue_bytes: int = 64 * MiB
-    subscriber_queue_bytes: int = 64 * MiB
-    socket_group: str | None = None
-    curve_dir: Path | None = None
-    log_level: str = "INFO"
-    log_file: Path | None = None
-    tracemalloc: bool = False
-    check_config: bool = False
-    config_file: Path | None = None
-    #: setting name -> where its value came from, e.g. "environment (FLOWD_DURABILITY)".
-    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def describe(self) -> dict[str, Any]:
-        """Every setting (plus config_file) as JSON-able values, for
-        `--check-config` output and the stats op."""
-        out: dict[str, Any] = {}
-        for name in (*SETTING_NAMES, "config_file"):
-            value = getattr(self, name)
-            out[name] = str(value) if isinstance(value, Path) else value
-        return out
-
-
-# --- the settings table: drives argparse, env names, TOML keys and defaults
-
-
 @dataclass(frozen=True)
 class _Setting:
+    """One row of the settings table. The env name and the option derive from the
+    name, which is also the TOML key and the Config attribute."""
+
     name: str
     convert: Callable[[Any], Any]
     default: Any
@@ -118,70 +81,129 @@ class _Setting:
         return "--" + self.name.replace("_", "-")
 
 
-_SETTINGS: tuple[_Setting, ...] = (
-    _Setting("data_dir", to_path, None,
-             "directory that holds flows.json, the journal, flowd.lock and the default socket",
-             "$XDG_STATE_HOME/flowd, else ~/.local/state/flowd", "DIR", is_path=True),
-    _Setting("endpoint", to_endpoint, None,
-             "request endpoint, ipc://PATH or tcp://HOST:PORT; tcp must be a loopback "
-             "address (127.0.0.0/8, ::1, localhost) unless --curve-dir authenticates peers",
-             "ipc://DATA_DIR/flowd.sock", "URL"),
-    _Setting("events_endpoint", to_endpoint, None,
-             "change-feed (PUB) endpoint, same rules as --endpoint",
-             "ipc://DATA_DIR/flowd-events.sock", "URL"),
-    _Setting("durability", to_choice(DURABILITY_MODES), "strict",
-             "strict: a write is acknowledged only once fsynced (survives a power cut); "
-             "relaxed: once handed to the OS, fsynced shortly after (survives a daemon "
-             "crash); none: no fsync at all (tests and throwaway data)",
-             "strict", "{strict,relaxed,none}"),
-    _Setting("snapshot_interval", to_seconds, 1.0,
-             "seconds changes may wait before flows.json is rewritten (float > 0)",
-             "1.0", "SECONDS"),
-    _Setting("journal_max_bytes", to_size(1), 64 * MiB,
-             "journal size that forces a snapshot; accepts K/M/G suffixes (binary)",
-             "64M", "BYTES"),
-    _Setting("max_request_bytes", to_size(protocol.MIN_REQUEST_LIMIT), 16 * MiB,
-             "largest request accepted; a bigger one gets a TOO_LARGE reply (far bigger "
-             "frames, over 1/8 or 64K above it, drop the connection); clients learn it "
-             "from hello (at least 1K; K/M/G suffixes)", "16M", "BYTES"),
-    _Setting("history", to_count, 10000,
-             "revisions kept in memory for the change feed (watchers further behind resync)",
-             "10000", "N"),
-    _Setting("history_bytes", to_size(0), 64 * MiB,
-             "bytes the change-feed history may hold (packed events; oldest dropped first)",
-             "64M", "BYTES"),
-    _Setting("retry_keys_bytes", to_size(0), 32 * MiB,
-             "bytes the retry-key window may hold (first replies of recent writes)",
-             "32M", "BYTES"),
-    _Setting("reply_page_bytes", to_size(KiB), MiB,
-             "a page of get_all_flows or history ends after about this many bytes "
-             "(at least one entry)", "1M", "BYTES"),
-    _Setting("peer_queue_bytes", to_size(QUEUE_SLOT_BYTES), 64 * MiB,
-             "replies queued for one client that does not read them, at most (the rest "
-             "are dropped; it retries); also the bound on requests queued from one client",
-             "64M", "BYTES"),
-    _Setting("subscriber_queue_bytes", to_size(QUEUE_SLOT_BYTES), 64 * MiB,
-             "change events queued for one slow watcher, at most (it refills the rest "
-             "from the history)", "64M", "BYTES"),
-    _Setting("curve_dir", to_path, None,
-             "CURVE keys for every tcp endpoint: DIR/server.key and server.key_secret (made "
-             "0600 on first start), DIR/clients/NAME.key the allowed clients (reloaded on "
-             "SIGHUP and when DIR/clients changes); then tcp may be any address",
-             "none (tcp on loopback only)", "DIR", is_path=True),
-    _Setting("socket_group", to_group, None,
-             "group whose members may connect: sockets 0660 and data dir 0750 with that "
-             "group (flowd's user must be a member); without it only flowd's own user (and "
-             "root) can connect", "none", "GROUP"),
-    _Setting("log_level", to_choice(LOG_LEVELS, upper=True), "INFO",
-             "log level; the one setting that SIGHUP applies without a restart",
-             "INFO", "{DEBUG,INFO,WARNING,ERROR}"),
-    _Setting("log_file", to_path, None,
-             "append log lines to FILE (reopened on SIGHUP) instead of stderr",
-             "stderr", "FILE", is_path=True),
-    _Setting("tracemalloc", to_bool, False,
-             "trace Python allocations so stats can report memory hot spots (slower)",
-             "off"),
-)
+def _row(default: Any, convert: Callable[[Any], Any], help: str, default_text: str,
+         metavar: str | None = None, *, is_path: bool = False,
+         factory: Callable[[], Any] | None = None) -> Any:
+    """A Config field that is a setting: its default and its table row in one place."""
+    meta = {"setting": (convert, default, help, default_text, metavar, is_path)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Config:
+    """The settings table (one field per setting: default, type, converter, help;
+    the environment name and TOML key follow from the name), and the values of
+    one daemon run. Paths are absolute; endpoints None mean "the daemon's
+    default under data_dir". Components take their slice (:meth:`slice`) or
+    single values from here in :class:`flowd.daemon.Daemon`, nowhere else."""
+
+    data_dir: Path = _row(
+        None, to_path,
+        "directory that holds flows.json, the journal, flowd.lock and the default socket",
+        "$XDG_STATE_HOME/flowd, else ~/.local/state/flowd", "DIR", is_path=True,
+        factory=default_data_dir)
+    endpoint: str | None = _row(
+        None, to_endpoint,
+        "request endpoint, ipc://PATH or tcp://HOST:PORT; tcp must be a loopback "
+        "address (127.0.0.0/8, ::1, localhost) unless --curve-dir authenticates peers",
+        "ipc://DATA_DIR/flowd.sock", "URL")
+    events_endpoint: str | None = _row(
+        None, to_endpoint, "change-feed (PUB) endpoint, same rules as --endpoint",
+        "ipc://DATA_DIR/flowd-events.sock", "URL")
+    durability: str = _row(
+        "strict", to_choice(DURABILITY_MODES),
+        "strict: a write is acknowledged only once fsynced (survives a power cut); "
+        "relaxed: once handed to the OS, fsynced shortly after (survives a daemon "
+        "crash); none: no fsync at all (tests and throwaway data)",
+        "strict", "{strict,relaxed,none}")
+    snapshot_interval: float = _row(
+        1.0, to_seconds, "seconds changes may wait before flows.json is rewritten (float > 0)",
+        "1.0", "SECONDS")
+    journal_max_bytes: int = _row(
+        64 * MiB, to_size(1),
+        "journal size that forces a snapshot; accepts K/M/G suffixes (binary)", "64M", "BYTES")
+    max_request_bytes: int = _row(
+        16 * MiB, to_size(protocol.MIN_REQUEST_LIMIT),
+        "largest request accepted; a bigger one gets a TOO_LARGE reply (far bigger "
+        "frames, over 1/8 or 64K above it, drop the connection); clients learn it "
+        "from hello (at least 1K; K/M/G suffixes)", "16M", "BYTES")
+    history: int = _row(
+        10000, to_count,
+        "revisions kept in memory for the change feed (watchers further behind resync)",
+        "10000", "N")
+    history_bytes: int = _row(
+        64 * MiB, to_size(0),
+        "bytes the change-feed history may hold (packed events; oldest dropped first)",
+        "64M", "BYTES")
+    retry_keys_bytes: int = _row(
+        32 * MiB, to_size(0),
+        "bytes the retry-key window may hold (first replies of recent writes)", "32M", "BYTES")
+    reply_page_bytes: int = _row(
+        MiB, to_size(KiB),
+        "a page of get_all_flows or history ends after about this many bytes "
+        "(at least one entry)", "1M", "BYTES")
+    peer_queue_bytes: int = _row(
+        64 * MiB, to_size(QUEUE_SLOT_BYTES),
+        "replies queued for one client that does not read them, at most (the rest "
+        "are dropped; it retries); also the bound on requests queued from one client",
+        "64M", "BYTES")
+    subscriber_queue_bytes: int = _row(
+        64 * MiB, to_size(QUEUE_SLOT_BYTES),
+        "change events queued for one slow watcher, at most (it refills the rest "
+        "from the history)", "64M", "BYTES")
+    curve_dir: Path | None = _row(
+        None, to_path,
+        "CURVE keys for every tcp endpoint: DIR/server.key and server.key_secret (made "
+        "0600 on first start), DIR/clients/NAME.key the allowed clients (reloaded on "
+        "SIGHUP and when DIR/clients changes); then tcp may be any address",
+        "none (tcp on loopback only)", "DIR", is_path=True)
+    socket_group: str | None = _row(
+        None, to_group,
+        "group whose members may connect: sockets 0660 and data dir 0750 with that "
+        "group (flowd's user must be a member); without it only flowd's own user (and "
+        "root) can connect", "none", "GROUP")
+    log_level: str = _row(
+        "INFO", to_choice(LOG_LEVELS, upper=True),
+        "log level; the one setting that SIGHUP applies without a restart",
+        "INFO", "{DEBUG,INFO,WARNING,ERROR}")
+    log_file: Path | None = _row(
+        None, to_path, "append log lines to FILE (reopened on SIGHUP) instead of stderr",
+        "stderr", "FILE", is_path=True)
+    tracemalloc: bool = _row(
+        False, to_bool,
+        "trace Python allocations so stats can report memory hot spots (slower)", "off")
+    check_config: bool = False
+    config_file: Path | None = None
+    #: setting name -> where its value came from, e.g. "environment (FLOWD_DURABILITY)".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting (plus config_file) as JSON-able values, for
+        `--check-config` output and the stats op."""
+        out: dict[str, Any] = {}
+        for name in (*SETTING_NAMES, "config_file"):
+            value = getattr(self, name)
+            out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    def slice(self, cls: type[T]) -> T:
+        """A component's settings dataclass (e.g. Limits) filled from the fields of
+        the same names: the component declares what it needs, no copy by hand."""
+        return cls(**{f.name: getattr(self, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+
+    @property
+    def socket_gid(self) -> int | None:
+        """The group allowed to connect (sockets 0660, dirs 0750); None: the owner only."""
+        return None if self.socket_group is None else group_id(self.socket_group)
+
+
+_SETTINGS: tuple[_Setting, ...] = tuple(
+    _Setting(f.name, *f.metadata["setting"]) for f in fields(Config) if "setting" in f.metadata)
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in _SETTINGS)
 _BY_NAME = {s.name: s for s in _SETTINGS}
 

@@ -1,36 +1,38 @@
-"""The daemon's parts wired together, without sockets: lock, recovery, store, service.
+"""The daemon's parts wired together, without sockets or file I/O of its own (that
+is under flowd.storage): lock, recovery, store, request handler.
 
-:func:`open_runtime` is start-up up to "ready to serve"; the server loop then
-calls the small methods here on its timers, and :meth:`Daemon.close` is the
-orderly end (final snapshot, journal closed, lock released).
+:meth:`Daemon.open` is start-up up to "ready to serve"; the loop then calls the
+small methods here when its timers (flowd.timers) say so, and
+:meth:`Daemon.close` is the orderly end (final snapshot, journal closed, lock
+released).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 
 from . import __version__
 from .bases import FileMemory
+from .config import Config
 from .curve_keys import AllowList, Gate
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
-from .request_handler import RequestHandler
+from .request_handler import Out, RequestHandler
 from .snapshotter import Snapshotter
 from .storage.curve_files import ServerKeys, read_client_keys, server_keys
 from .storage.journal import Journal
 from .storage.lock import DataDirLock
 from .storage.ownfiles import claim_dir, remove_stale_temps
-from .storage.recovery import Recovery, recover, written_fingerprint
-from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View, fingerprint
+from .storage.recovery import Recovery, recover, snapshot_exists, written_fingerprint
+from .storage.runtime_dir import claim_runtime_dir, socket_endpoint
+from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View
+from .storage.stray_files import file_fingerprint
 from .storage.watch import DirWatch
 from .store import Store
 from .stray import Strays
@@ -38,68 +40,34 @@ from .stray import Strays
 log = logging.getLogger("flowd")
 failing_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
-UNIX_PATH_MAX = 107
-
-
-@dataclass
-class Settings:
-    data_dir: Path
-    endpoint: str | None = None
-    events_endpoint: str | None = None
-    durability: str = "strict"
-    snapshot_interval: float = 1.0
-    journal_max_bytes: int = 64 << 20
-    max_request_bytes: int = 16 << 20
-    history: int = 10_000
-    #: group allowed to connect (sockets 0660, dirs 0750); None: the owner only
-    socket_gid: int | None = None
-    limits: Limits = field(default_factory=Limits)
-    #: --curve-dir: CURVE on every tcp endpoint (server key pair, clients/*.key)
-    curve_dir: Path | None = None
-
-
-def runtime_dir(data_dir: Path) -> Path:
-    """The private dir for sockets whose path under ``data_dir`` is too long."""
-    digest = hashlib.sha256(os.fsencode(str(data_dir))).hexdigest()[:16]
-    env = os.environ  # systemd's RuntimeDirectory= first: a service's /tmp is private
-    base = env.get("RUNTIME_DIRECTORY") or env.get("XDG_RUNTIME_DIR") or "/tmp"
-    return Path(base) / f"flowd-{os.geteuid()}-{digest}"
-
-
-def socket_endpoint(data_dir: Path, name: str) -> str:
-    """``ipc://<data_dir>/<name>``, or under :func:`runtime_dir` if too long for AF_UNIX
-    (that dir is claimed, i.e. created or checked, when the daemon opens)."""
-    path = data_dir / name
-    if len(os.fsencode(str(path))) <= UNIX_PATH_MAX:
-        return f"ipc://{path}"
-    return f"ipc://{runtime_dir(data_dir) / name}"
-
-
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.data_dir = settings.data_dir
-        self.max_request_bytes = settings.max_request_bytes
-        self.lock = DataDirLock(self.data_dir, settings.socket_gid)
+    """The one place where the settings reach their components (each takes its
+    slice of the Config; the loop reads ``config`` for its socket options)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.socket_gid = config.socket_gid
+        self.limits = config.slice(Limits)
+        self.lock = DataDirLock(self.data_dir, self.socket_gid)
         self.store = Store()
-        self.journal = Journal(self.data_dir, settings.durability)
+        self.journal = Journal(self.data_dir, config.durability)
         files = SnapshotFiles(self.data_dir)
         self.memory = FileMemory(self.data_dir)
-        self.snap = Snapshotter(files, self.journal, interval=settings.snapshot_interval,
-                                max_journal_bytes=settings.journal_max_bytes,
+        self.snap = Snapshotter(files, self.journal, interval=config.snapshot_interval,
+                                max_journal_bytes=config.journal_max_bytes,
                                 take_number=self.memory.take_number,
                                 remember=self._remember_written)
-        self.endpoint = settings.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
-        self.events = settings.events_endpoint or socket_endpoint(self.data_dir,
-                                                                  EVENTS_SOCKET_NAME)
-        self.service = RequestHandler(self.store, self.journal, self.snap, history=settings.history,
-                               info={"events": self.events, "server": __version__,
-                                     "pid": os.getpid(), "data_dir": str(self.data_dir)},
-                               max_request_bytes=settings.max_request_bytes,
-                               limits=settings.limits)
+        self.endpoint = config.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
+        self.events = config.events_endpoint or socket_endpoint(self.data_dir,
+                                                                EVENTS_SOCKET_NAME)
+        self.service = RequestHandler(
+            self.store, self.journal, self.snap, history=config.history,
+            info={"events": self.events, "server": __version__, "pid": os.getpid(),
+                  "data_dir": str(self.data_dir)},
+            max_request_bytes=config.max_request_bytes, limits=self.limits)
         self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
         self.service.stray_stats = self._stray_stats
-        self.recovery: Recovery | None = None
         self.watch: DirWatch | None = None
         #: flows.json may have changed (an inotify event) while a snapshot ran
         self._stray_suspected = False
@@ -114,8 +82,8 @@ class Daemon:
         """Claim and lock the data dir, load the store. Raises DataDirRefused (not
         flowd's dir), PlantedFileError (a link, FIFO or foreign file where flowd
         expects its own), DataDirBusy (another daemon has it) or OSError."""
-        self.lock.acquire(claim_dir(self.data_dir, gid=self.settings.socket_gid))
-        self._claim_runtime_dir()
+        self.lock.acquire(claim_dir(self.data_dir, gid=self.socket_gid))
+        claim_runtime_dir(self.data_dir, (self.endpoint, self.events), self.socket_gid)
         removed = remove_stale_temps(self.data_dir)
         if removed:
             log.info("removed %d temp file(s) left by an earlier run: %s", len(removed),
@@ -123,11 +91,10 @@ class Daemon:
         self.watch = DirWatch.open(self.data_dir)
         self._open_curve()
         rec = recover(self.data_dir, self.store, self.journal)
-        self.recovery = rec
         snap = self.snap
         known = written_fingerprint(self.data_dir)
         if rec.foreign:  # flowd's last file, so that the tool's counts as changed until merged
-            known = fingerprint(os.stat(self.data_dir / WRITTEN))
+            known = file_fingerprint(self.data_dir / WRITTEN)
         on_disk = rec.source == SNAPSHOT
         snap.start_from(known, WRITTEN if rec.foreign else {SNAPSHOT: SNAPSHOT,
                                                             WRITTEN: WRITTEN}.get(rec.source),
@@ -140,7 +107,7 @@ class Daemon:
                  len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
         if rec.foreign:
             self.strays.absorb()
-        if rec.needs_snapshot or not snap.files.path.exists() or rec.foreign:
+        if rec.needs_snapshot or not snapshot_exists(self.data_dir) or rec.foreign:
             self._snapshot_now()
         elif rec.replayed:
             snap.note_change(time.monotonic())
@@ -148,7 +115,7 @@ class Daemon:
 
     def _open_curve(self) -> None:
         """The key pair (made on first start) and the allow-list; raises CurveDirRefused."""
-        curve_dir = self.settings.curve_dir
+        curve_dir = self.config.curve_dir
         if curve_dir is None:
             return
         self.curve_keys = keys = server_keys(curve_dir)
@@ -161,9 +128,9 @@ class Daemon:
 
     def reload_allow_list(self) -> None:
         """Read DIR/clients again (SIGHUP, or its watch saw a change); bad files skipped."""
-        if self.gate is None or self.settings.curve_dir is None:
+        if self.gate is None or self.config.curve_dir is None:
             return
-        files, problems = read_client_keys(self.settings.curve_dir)
+        files, problems = read_client_keys(self.config.curve_dir)
         allow, more = AllowList.parse(files)
         for line in problems + more:
             log.warning("curve allow-list: %s", line)
@@ -194,12 +161,6 @@ class Daemon:
                 "file_memory": self.memory.stats(),
                 "stray_watch": "inotify" if self.watch is not None else "stat every second"}
 
-    def _claim_runtime_dir(self) -> None:
-        """The fallback dir of long socket paths follows the data dir's rules."""
-        run = runtime_dir(self.data_dir)
-        if any(ep.startswith(f"ipc://{run}/") for ep in (self.endpoint, self.events)):
-            os.close(claim_dir(run, gid=self.settings.socket_gid, what="socket runtime dir"))
-
     def _seed_feed(self, rec: Recovery) -> None:
         """Replayed records back the change feed and the retry-key window after a restart."""
         svc = self.service
@@ -217,7 +178,7 @@ class Daemon:
 
     # ------------------------------------------------------------ timers
 
-    def collect_snapshot(self) -> list[Any]:
+    def collect_snapshot(self) -> Out:
         out = self.snap.finish()
         if out is None:
             return []

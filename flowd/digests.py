@@ -48,7 +48,7 @@ def digest(flow: Mapping[str, Any]) -> Digest:
 
 
 def core_of(d: Digest) -> int:
-    return d[1] if type(d) is tuple else d  # type: ignore[index,return-value]
+    return d[1] if type(d) is tuple else d  # type: ignore[return-value]
 
 
 def same(a: Digest | None, b: Digest | None) -> bool:

@@ -2,8 +2,9 @@
 
 Each check looks at one part of the dir (lock, flows.json, journal, kept-aside
 evidence, sockets) and says what is wrong and what to do; nothing here writes
-or moves a file. ``flowctl doctor`` runs these through ``flowd.offline`` and
-prints them with the same code (:func:`flowd_client.cli.output.print_checks`).
+or moves a file. This module returns data (:func:`report`); ``python -m
+flowd.offline doctor`` writes it as JSON and ``flowctl doctor`` prints it (the
+daemon never imports the CLI's printer).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from flowd_client.cli.output import emit_json, print_checks
 from flowd_client.discovery import LOCK_NAME, is_locked, read_lock_info
 
 from .doctor_check import Check
@@ -99,7 +100,7 @@ def scan_segment(path: Path) -> tuple[int, int, int, str | None]:
 
 
 def check_journal(d: Path) -> Check:
-    segs = sorted(p for p in d.iterdir() if journal_mod.SEGMENT_RE.match(p.name))
+    segs = sorted(p for p in d.iterdir() if journal_mod.is_segment_name(p.name))
     if not segs:
         return Check("journal", "ok", "no segments: everything is in flows.json")
     total, torn, bad, used, disk = 0, [], [], 0, 0
@@ -156,12 +157,8 @@ def doctor_checks(d: Path) -> list[Check]:
     return out
 
 
-def doctor(d: Path, as_json: bool) -> int:
-    """Run every check and print them (``--json``: one document); 1 if any failed."""
+def report(d: Path) -> dict[str, Any]:
+    """Every check as JSON-able data: the document ``flowctl doctor`` reads."""
     checks = [asdict(c) for c in doctor_checks(d)]
-    failed = any(c["status"] == "fail" for c in checks)
-    if as_json:
-        emit_json({"data_dir": str(d), "checks": checks, "ok": not failed})
-    else:
-        print_checks(checks)
-    return 1 if failed else 0
+    return {"data_dir": str(d), "checks": checks,
+            "ok": not any(c["status"] == "fail" for c in checks)}

@@ -18,7 +18,7 @@ from flowd_client.discovery import (
 )
 
 from .doctor_check import Check
-from .storage.journal import SEGMENT_RE
+from .storage.journal import is_segment_name
 from .storage.ownfiles import TEMP_RE, dir_modes, group_name, kind, user_name
 from .storage.snapshot import PREVIOUS, SNAPSHOT, WRITTEN
 
@@ -69,7 +69,7 @@ def _problem(entry: os.DirEntry, owner: int) -> str | None:
     st = entry.stat(follow_symlinks=False)
     name = entry.name
     want = "a socket" if name in SOCKETS else "a regular file"
-    expected = name in OWN_FILES or name in SOCKETS or SEGMENT_RE.match(name)
+    expected = name in OWN_FILES or name in SOCKETS or is_segment_name(name)
     if expected and kind(st) != want:
         return f"{name} is {kind(st)}, not {want}"
     if st.st_uid != owner and (expected or TEMP_RE.match(name)):

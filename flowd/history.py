@@ -75,7 +75,8 @@ class History:
         if not self.events or revision >= self.events[-1][0]:
             return []
         skip = max(0, revision - self.events[0][0] + 1)
-        out, size = [], 0
+        out: list[Any] = []
+        size = 0
         for i in range(skip, len(self.events)):
             packed = self.events[i][1]
             if out and (len(out) >= limit or size + len(packed) > self.page_bytes):

@@ -27,14 +27,15 @@ QUEUE_SLOT_BYTES = 64 * KiB
 
 @dataclass(frozen=True)
 class Limits:
-    """Memory bounds in bytes; defaults sum to 224 MiB with one slow client and one
-    slow watcher (each further one that never reads adds its queue bound)."""
+    """Memory bounds in bytes, the settings of the same names (``Config.slice``; the
+    defaults, in flowd.config, sum to 224 MiB with one slow client and one slow
+    watcher; each further one that never reads adds its queue bound)."""
 
-    history_bytes: int = 64 * MiB
-    retry_keys_bytes: int = 32 * MiB
-    reply_page_bytes: int = 1 * MiB
-    peer_queue_bytes: int = 64 * MiB
-    subscriber_queue_bytes: int = 64 * MiB
+    history_bytes: int
+    retry_keys_bytes: int
+    reply_page_bytes: int
+    peer_queue_bytes: int
+    subscriber_queue_bytes: int
 
     def slots(self, queue_bytes: int) -> int:
         """A byte bound as a ZeroMQ high-water mark (messages of one slot each)."""

@@ -7,6 +7,7 @@ Modules log through `logging.getLogger("flowd.<module>")`.
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
@@ -15,9 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
-LOGGER_NAME = "flowd"
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JOURNAL_FORMAT = "%(name)s: %(message)s"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -59,12 +59,13 @@ class ReopenableFileHandler(logging.handlers.WatchedFileHandler):
     It reopens by itself when logrotate moves the file, and on `reopen()`
     for `copytruncate`-free rotation schemes that signal with SIGHUP."""
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> io.TextIOWrapper:
         def opener(path: str, flags: int) -> int:
             return os.open(path, flags, 0o600)
 
-        return open(self.baseFilename, self.mode, encoding=self.encoding,
-                    errors=self.errors, opener=opener)
+        # text mode: a TextIOWrapper, as logging.FileHandler's own
+        return cast(io.TextIOWrapper, open(self.baseFilename, self.mode, encoding=self.encoding,
+                                           errors=self.errors, opener=opener))
 
     def reopen(self) -> None:
         self.acquire()

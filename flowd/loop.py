@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from flowd_client import protocol
@@ -37,18 +37,15 @@ from .daemon import Daemon
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
 from .listen import Listeners, open_zap
 from .logsetup import RateLimitedLogger
-from .notify import watchdog_interval
-from .request_handler import refused_log
+from .notify import Notifier, watchdog_interval
+from .request_handler import Out, refused_log
+from .timers import RETRY_SECONDS, Timers
 
 log = logging.getLogger("flowd.loop")
 fd_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 MAX_DRAIN = 1024
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
-STRAY_CHECK_SECONDS = 1.0
-STATUS_SECONDS = 5.0
-#: how often flowd.lock and the socket files are checked (the issue: within a second)
-OWN_FILES_SECONDS = 0.5
 BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
@@ -58,27 +55,28 @@ _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 def _user_id(frame: zmq.Frame) -> str | None:
     """The key the ZAP handler gave this message's connection (None: no such property)."""
     try:
-        return frame.get("User-Id")
+        user = frame.get("User-Id")
     except zmq.ZMQError:
         return None
+    return user if isinstance(user, str) else None
 
 
 class Loop:
-    def __init__(self, rt: Daemon, notifier: Any = None) -> None:
+    def __init__(self, rt: Daemon, notifier: Notifier | None = None) -> None:
         self.rt = rt
         self.notifier = notifier
         self.ctx = zmq.Context()
-        limits = rt.settings.limits
+        limits = rt.limits
         self.reply_slots = limits.slots(limits.peer_queue_bytes)
         self.event_slots = limits.slots(limits.subscriber_queue_bytes)
         self.router = self.ctx.socket(zmq.ROUTER)
         # a bit above the limit: a modestly oversized request gets a TOO_LARGE reply
-        self.router.setsockopt(zmq.MAXMSGSIZE, socket_limit(rt.max_request_bytes))
+        self.router.setsockopt(zmq.MAXMSGSIZE, socket_limit(rt.config.max_request_bytes))
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.SNDHWM, self.reply_slots)
         # requests are read at once; this only bounds what a fast sender queues meanwhile
         self.router.setsockopt(zmq.RCVHWM,
-                               max(4, limits.peer_queue_bytes // rt.max_request_bytes))
+                               max(4, limits.peer_queue_bytes // rt.config.max_request_bytes))
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full peer raises: counted
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, self.event_slots)
@@ -92,7 +90,7 @@ class Loop:
             rt.curve_keys.secret, ZAP_DOMAIN)
         #: requests carry a User-Id to check against the allow-list in force
         self.curve_router = self.zap is not None and rt.endpoint.startswith("tcp://")
-        self.listeners = Listeners(self.ctx, rt.settings.socket_gid)
+        self.listeners = Listeners(self.ctx, rt.socket_gid)
         self.fds = FdGuard(raise_nofile()[0])
         self.replies_dropped = 0
         rt.service.server_stats = self.queue_stats
@@ -102,8 +100,11 @@ class Loop:
         self.stopping = False
         self.reload_requested = False
         self.on_reload: Callable[[], None] | None = None
-        self.timers: dict[str, float] = {}
         self.watchdog_every = watchdog_interval()
+        self.timers = Timers(time.monotonic(), relaxed=rt.journal.durability == "relaxed",
+                             notify=notifier is not None, watchdog_every=self.watchdog_every,
+                             snapshot_deadline=rt.snap.next_deadline)
+        self._jobs = self._job_table()
 
     # ------------------------------------------------------------ set-up
 
@@ -176,7 +177,6 @@ class Loop:
         log.info("ready: %d flows at revision %d, serving %s", len(self.rt.store),
                  self.rt.store.revision, self.rt.endpoint)
         service, snap = self.rt.service, self.rt.snap
-        self.timers["snapshot-summary"] = time.monotonic() + 60.0
         next_tick = 0.0
         while not self.stopping:
             timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
@@ -208,10 +208,10 @@ class Loop:
             if now >= next_tick:
                 try:
                     self._tick(now)
-                    next_tick = self._next_tick(now)
+                    next_tick = self.timers.next_deadline(now)
                 except Exception:  # a timer's failure must not take the requests down
                     log.exception("timer work failed; retrying in a second")
-                    next_tick = now + 1.0
+                    next_tick = now + RETRY_SECONDS
         self._shutdown()
 
     def _drain_wake(self) -> None:
@@ -230,7 +230,7 @@ class Loop:
         service = self.rt.service
         router = self.router
         for _ in range(MAX_DRAIN):
-            if not router.getsockopt(_EVENTS) & _POLLIN:  # plain ints: enums cost µs here
+            if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:  # ints: enums cost µs
                 return
             frames = router.recv_multipart(zmq.NOBLOCK)
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
@@ -241,7 +241,7 @@ class Loop:
         gate = self.rt.gate
         assert gate is not None
         for _ in range(MAX_DRAIN):
-            if not zap.getsockopt(_EVENTS) & _POLLIN:
+            if not cast(int, zap.getsockopt(_EVENTS)) & _POLLIN:
                 return
             zap.send_multipart(gate.answer(zap.recv_multipart(zmq.NOBLOCK)))
 
@@ -250,7 +250,7 @@ class Loop:
         service, router, gate = self.rt.service, self.router, self.rt.gate
         assert gate is not None
         for _ in range(MAX_DRAIN):
-            if not router.getsockopt(_EVENTS) & _POLLIN:
+            if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:
                 return
             frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
             envelope = tuple(f.bytes for f in frames[:-1])
@@ -263,7 +263,7 @@ class Loop:
                 continue
             self._send(service.handle(envelope, body))
 
-    def _send(self, out: list[tuple[tuple[bytes, ...], bytes]]) -> None:
+    def _send(self, out: Out) -> None:
         router, most = self.router, self.reply_slots // 2
         for envelope, reply in out:
             # a REQ peer (envelope with its empty delimiter) takes exactly one reply
@@ -323,38 +323,42 @@ class Loop:
 
     # ------------------------------------------------------------ timers
 
-    def _due(self, name: str, now: float, every: float) -> bool:
-        if now >= self.timers.get(name, 0.0):
-            self.timers[name] = now + every
-            return True
-        return False
-
     def _tick(self, now: float) -> None:
         rt = self.rt
         self._send(rt.collect_snapshot())
-        if self._due("stray", now, STRAY_CHECK_SECONDS):
-            rt.check_stray()
-        if self._due("own-files", now, OWN_FILES_SECONDS):
-            self._check_own_files()
-        rt.maybe_snapshot(now)
-        if rt.journal.durability == "relaxed" and self._due("fsync", now, 1.0):
-            rt.sync_journal()
-        if self._due("log-flush", now, 10.0):
-            refused_log.flush()  # report how many refusals the rate limit swallowed
-            handshake_log.flush()
-        if self._due("refusals", now, 0.25):  # the counts line within ~1 s of the first
-            rt.service.refusals.flush()
-        if self._due("snapshot-summary", now, 60.0):
-            line = rt.snap.stats.summary()
-            if line:
-                log.info("last minute: %s", line)
-        if self.notifier is not None:
-            interval = self.watchdog_every
-            if interval and self._due("watchdog", now, interval):
-                self.notifier.watchdog()
-            if self._due("status", now, STATUS_SECONDS):
-                self._status()
+        for job in self.timers.due(now):
+            self._jobs[job](now)
         self._publish()
+
+    @staticmethod
+    def _flush_logs() -> None:
+        """Say how many lines the rate limits swallowed."""
+        refused_log.flush()
+        handshake_log.flush()
+
+    def _job_table(self) -> dict[str, Callable[[float], None]]:
+        """What each timer job of flowd.timers does."""
+        rt = self.rt
+        return {
+            "stray": lambda now: rt.check_stray(),
+            "own-files": lambda now: self._check_own_files(),
+            "snapshot": rt.maybe_snapshot,
+            "fsync": lambda now: rt.sync_journal(),
+            "log-flush": lambda now: self._flush_logs(),
+            "refusals": lambda now: rt.service.refusals.flush(),
+            "snapshot-summary": lambda now: self._snapshot_summary(),
+            "watchdog": lambda now: self._watchdog(),
+            "status": lambda now: self._status(),
+        }
+
+    def _watchdog(self) -> None:
+        if self.notifier is not None:
+            self.notifier.watchdog()
+
+    def _snapshot_summary(self) -> None:
+        line = self.rt.snap.stats.summary()
+        if line:
+            log.info("last minute: %s", line)
 
     def _check_own_files(self) -> None:
         """flowd.lock and the socket files still flowd's? Put back what is not."""
@@ -367,13 +371,6 @@ class Loop:
                          "bound again yet: %s", exc)
         if self.fds.paused:
             self._count_fds()  # connections may have closed without an event we saw
-
-    def _next_tick(self, now: float) -> float:
-        deadlines = list(self.timers.values())
-        snap = self.rt.snap.next_deadline(now)
-        if snap is not None:
-            deadlines.append(snap)
-        return min(deadlines, default=now + 1.0)
 
     def _status(self) -> None:
         if self.notifier is not None:

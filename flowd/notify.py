@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,17 +55,7 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        """Whether a service manager is listening (NOTIFY_SOCKET was set)."""
-        return self._address is not None
-
-    @property
-    def address(self) -> str | None:
-        """The socket address in use ("\\0..." for the abstract namespace)."""
-        return self._address
-
-    def send_raw(self, message: str) -> bool:
+    def _send_datagram(self, message: str) -> bool:
         """Send one datagram as is; True if it was handed to the socket."""
         if self._address is None:
             return False
@@ -87,38 +76,23 @@ class Notifier:
         if not fields:
             return False
         lines = [f"{key.upper()}={_format_value(value)}" for key, value in fields.items()]
-        return self.send_raw("\n".join(lines))
+        return self._send_datagram("\n".join(lines))
 
-    def ready(self, status: str | None = None) -> bool:
-        """Startup (or a reload) finished: the daemon is serving."""
-        if status is None:
-            return self.send(ready=1)
-        return self.send(ready=1, status=status)
+    def ready(self) -> bool:
+        """Startup finished: the daemon is serving."""
+        return self.send(ready=1)
 
     def status(self, text: str) -> bool:
         """Free-form status shown by `systemctl status`."""
         return self.send(status=text)
 
-    def stopping(self, status: str | None = None) -> bool:
+    def stopping(self) -> bool:
         """Shutdown began (final snapshot under way)."""
-        if status is None:
-            return self.send(stopping=1)
-        return self.send(stopping=1, status=status)
-
-    def reloading(self) -> bool:
-        """SIGHUP handling began; send ready() when it is done. MONOTONIC_USEC
-        lets systemd (Type=notify-reload, v253+) match it to its request."""
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        return self.send(reloading=1, monotonic_usec=usec)
+        return self.send(stopping=1)
 
     def watchdog(self) -> bool:
         """Keep-alive; send at least every watchdog_interval() seconds."""
         return self.send(watchdog=1)
-
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for `seconds` more to finish starting or stopping (a big store
-        can take longer than TimeoutStartSec/TimeoutStopSec)."""
-        return self.send(extend_timeout_usec=int(seconds * 1_000_000))
 
     def close(self) -> None:
         """Close the socket; a later send opens a new one."""
@@ -126,12 +100,6 @@ class Notifier:
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
-
-    def __enter__(self) -> Notifier:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:

@@ -11,7 +11,8 @@ Commands:
 - ``migrate SRC [DST|-]``: convert a legacy flows.json to schema 3.0
   (default DST: SRC itself, the original kept as ``SRC.backup-<UTC time>``).
 - ``normalize FILE``: print the normalized 3.0 document on stdout.
-- ``doctor DIR [--json]``: read-only checks of a data dir.
+- ``doctor DIR [--json]``: read-only checks of a data dir, as one JSON document
+  (``flowctl doctor`` prints it for people).
 
 The doctor checks live in :mod:`flowd.doctor`, the loading both share in
 :mod:`flowd.offline_load`.
@@ -31,10 +32,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 from flowd_client.discovery import is_locked
 from flowd_client.exitcodes import BUSY, FAILED, INTERRUPTED
 
-from .doctor import doctor
+from . import doctor
 from .offline_load import OfflineError, load_flows
 from .storage.evidence import keep_aside
 from .storage.fsio import atomic_write
@@ -102,7 +104,7 @@ def _refuse_if_held(*paths: Path) -> None:
 def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
     """Write SRC as schema 3.0 to DST (never an existing file) or in place with a backup."""
     in_place = dst is None or (dst != "-" and Path(dst).resolve() == src.resolve())
-    target = src if in_place else (None if dst == "-" else Path(dst))
+    target = src if in_place or dst is None else (None if dst == "-" else Path(dst))
     _refuse_if_held(*([src] if target is None else [src, target]))
     if target is not None and not in_place and os.path.lexists(target):
         raise OfflineError(f"{target} exists; refusing to overwrite it (pick a new name)")
@@ -158,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("file", type=Path)
     d = sub.add_parser("doctor", help="read-only checks of a data dir")
     d.add_argument("dir", type=Path)
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true",
+                   help="the output is always one JSON document (flowctl doctor prints it)")
     return p
 
 
@@ -167,7 +170,15 @@ def _run(args: argparse.Namespace) -> int:
         return migrate(args.src, args.dst, verbose=args.verbose)
     if args.cmd == "normalize":
         return normalize(args.file)
-    return doctor(args.dir, args.json)
+    return _doctor(args.dir)
+
+
+def _doctor(d: Path) -> int:
+    """The checks' document on stdout; 1 if any failed."""
+    out = doctor.report(d)
+    sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
+    return 0 if out["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,9 +49,9 @@ def add_flow(txn: Txn, args: Args) -> str:
     fid = args.get("flow_id")
     if fid is None:
         fid = txn.new_id()
-    elif txn.get(fid) is not None:
+    elif (existing := txn.get(fid)) is not None:
         raise ConflictError(f"flow {fid!r} already exists",
-                            {"flow_id": fid, "current_revision": txn.get(fid)["revision"]})
+                            {"flow_id": fid, "current_revision": existing["revision"]})
     ts = txn.ts
     flow = {"id": fid, "name": args["name"], "plans": args.get("plans") or [],
             "created": ts, "updated": ts, "revision": txn.rev, **(args.get("extra") or {})}
@@ -101,6 +101,7 @@ def _plan_index(plans: list[Any], args: Args, *, insert: bool = False) -> int:
                 return i
         raise NotFoundError(f"no plan with id {plan_id!r}", {"plan_id": plan_id})
     n = len(plans)
+    assert index is not None  # exactly one of the two was given
     if not -n <= index < n:
         raise NotFoundError(f"plan index {index} out of range (the flow has {n} plans)")
     return index % n

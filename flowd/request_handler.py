@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,23 +32,29 @@ from .limits import Limits
 from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
 from .retry_keys import RetryKeys
+from .snapshotter import Snapshotter
 from .stats import Stats
+from .storage.journal import Journal
 from .store import Store, Txn
 
 log = logging.getLogger("flowd.request_handler")
 refused_log = RateLimitedLogger(logging.getLogger("flowd.refused"))
 
-Out = list[tuple[bytes, bytes]]
+#: a peer's ROUTER envelope: its identity, plus the empty delimiter of a REQ socket
+Envelope = tuple[bytes, ...]
+#: replies ready to go out, each to its envelope
+Out = list[tuple[Envelope, bytes]]
+StatsRows = Callable[[], dict[str, Any]]
 
 
 @dataclass
 class PendingWrite:
-    client: bytes
+    client: Envelope
     rid: int
     key: tuple[str, int] | None
     record: dict[str, Any] | None
     result: Any
-    followers: list[tuple[bytes, int]]
+    followers: list[tuple[Envelope, int]]
     #: a refusal that depends on staged writes: sent only once they are durable
     error: FlowdError | None = None
 
@@ -55,16 +62,15 @@ class PendingWrite:
 class RequestHandler:
     """Owns the store's request path; the server loop feeds it frames."""
 
-    def __init__(self, store: Store, journal: Any, snapshotter: Any, *,
-                 history: int = 10_000, info: dict[str, Any] | None = None,
-                 max_request_bytes: int = protocol.MAX_REQUEST_BYTES,
-                 limits: Limits | None = None) -> None:
+    def __init__(self, store: Store, journal: Journal, snapshotter: Snapshotter, *,
+                 history: int, info: dict[str, Any] | None = None,
+                 max_request_bytes: int, limits: Limits) -> None:
         self.store = store
         #: the configured request limit: enforced here, reported by hello
         self.max_request_bytes = max_request_bytes
         self.journal = journal
         self.snap = snapshotter
-        self.limits = limits = limits or Limits()
+        self.limits = limits
         self.history = History(history, store.revision, limits.history_bytes,
                                limits.reply_page_bytes)
         self.keys = RetryKeys(max_bytes=limits.retry_keys_bytes)
@@ -75,21 +81,21 @@ class RequestHandler:
         self.group: Txn | None = None
         self.pending: list[PendingWrite] = []
         self.pending_keys: dict[tuple[str, int], PendingWrite] = {}
-        self.group_clients: set[bytes] = set()
+        self.group_clients: set[Envelope] = set()
         #: packed events for the change feed (History.add packs each once)
         self.events: list[bytes] = []
         #: the server's own figures (queues, file descriptors) for stats
-        self.server_stats: Any = None
-        self.save_waiters: list[tuple[bytes, int, int]] = []
-        self.extra_stats: Any = None
+        self.server_stats: StatsRows | None = None
+        self.save_waiters: list[tuple[Envelope, int, int]] = []
+        self.extra_stats: StatsRows | None = None
         #: the stray side's rows (unresolved conflicts, memory of written files)
-        self.stray_stats: Any = None
+        self.stray_stats: StatsRows | None = None
         #: the CURVE gate's counters (requests per key name), with --curve-dir
-        self.curve_stats: Any = None
+        self.curve_stats: StatsRows | None = None
 
     # ------------------------------------------------------------ requests
 
-    def handle(self, client: bytes, frame: bytes) -> Out:
+    def handle(self, client: Envelope, frame: bytes) -> Out:
         """One request frame; returns the replies that can go out now."""
         try:
             rid, op, args, key = protocol.parse_request(frame, self.max_request_bytes)
@@ -115,7 +121,7 @@ class RequestHandler:
             log.exception("internal error on %s", op)
             return [(client, self._refuse(InternalError(f"internal error on {op}"), rid))]
 
-    def refuse(self, client: Any, frame: bytes, exc: FlowdError) -> Out:
+    def refuse(self, client: Envelope, frame: bytes, exc: FlowdError) -> Out:
         """A request refused before it is served (its peer's key is no longer allowed)."""
         try:
             rid = protocol.parse_request(frame, self.max_request_bytes)[0]
@@ -153,7 +159,7 @@ class RequestHandler:
         return {"protocol": protocol.PROTOCOL_VERSION, "revision": self.store.revision,
                 "max_request_bytes": self.max_request_bytes, **self.info}
 
-    def _write(self, client: bytes, rid: int, op: str, args: dict[str, Any],
+    def _write(self, client: Envelope, rid: int, op: str, args: dict[str, Any],
                key: tuple[str, int] | None) -> Out:
         if key is not None:
             seen = self.keys.get(key)
@@ -286,7 +292,7 @@ class RequestHandler:
 
     # ------------------------------------------------------------ save
 
-    def save(self, client: bytes, rid: int, args: dict[str, Any]) -> Out:
+    def save(self, client: Envelope, rid: int, args: dict[str, Any]) -> Out:
         out = self.commit()
         if not args.get("force"):
             # every acknowledged write is already durable in the journal

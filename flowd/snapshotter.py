@@ -98,8 +98,8 @@ class SnapshotStats:
 class Snapshotter:
     files: SnapshotFiles
     journal: Journal
-    interval: float = 1.0
-    max_journal_bytes: int = 64 << 20
+    interval: float
+    max_journal_bytes: int
     #: the number (meta.file_revision) of the last file installed
     file_revision: int = 0
     #: revision of the snapshot now in flows.json / in flows.json.prev

@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from flowd_client.errors import InternalError
 
@@ -76,7 +76,7 @@ class Store:
             if have != fid:
                 names[name] = {have: None, fid: None}
         else:
-            have[fid] = None
+            cast("dict[str, None]", have)[fid] = None
 
     def _unindex(self, name: str, fid: str) -> None:
         names = self.names
@@ -85,6 +85,7 @@ class Store:
             if have == fid:
                 del names[name]
         elif have is not None:
+            have = cast("dict[str, None]", have)
             have.pop(fid, None)
             if len(have) == 1:
                 names[name] = next(iter(have))
@@ -158,9 +159,9 @@ class Txn:
         self.pending: dict[str, Flow | None] = {}
         self.added: dict[str, None] = {}
         self.changes: list[list[Any]] = []
-        self.current = parent.current if parent else store.current_flow_id
-        self.rev = (parent.next_rev if parent else store.revision + 1)
-        self.next_rev = self.rev
+        self.current: str | None = parent.current if parent else store.current_flow_id
+        self.rev: int = parent.next_rev if parent else store.revision + 1
+        self.next_rev: int = self.rev
 
     @cached_property
     def ts(self) -> str:

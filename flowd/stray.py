@@ -11,7 +11,6 @@ fails nothing is merged, flowd says so once and retries.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from .snapshotter import Snapshotter
 from .storage import stray_files
 from .storage.loader import load_file
 from .storage.migrate import CorruptFileError
-from .storage.snapshot import Fingerprint, fingerprint
+from .storage.snapshot import Fingerprint
 
 log = logging.getLogger("flowd.stray")
 
@@ -116,7 +115,7 @@ class Strays:
         """The tool's file, kept aside first: what is merged is what is kept."""
         path = self.snap.files.path
         try:
-            fp = fingerprint(os.stat(path))
+            fp = stray_files.file_fingerprint(path)
         except FileNotFoundError:
             log.warning("flows.json was removed behind flowd's back; writing it again")
             self.snap.file_lost()

@@ -1,8 +1,15 @@
-"""Shared fixtures: real flowd processes on temp data dirs, real clients."""
+"""Shared fixtures: real flowd processes on temp data dirs, real clients.
+
+Every flowd a test starts is checked when the test ends: a Traceback or an
+ERROR/CRITICAL line in its log fails the test, unless the test declares it
+with ``@pytest.mark.daemon_errors(REGEX, ...)`` (each line matching one of the
+patterns is expected; ``daemon_errors(".")`` expects any).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +23,9 @@ from flowd_client.discovery import is_locked, read_lock_info
 pytest_plugins = ["etcd_cluster"]  # real etcd clusters: fixtures etcd_cluster, etcd_single
 
 START_TIMEOUT = 20.0
+#: every Daemon made during the current test, for the log check at its end
+_MADE: list[Daemon] = []
+_PROBLEM = re.compile(r"^Traceback |^\S+ \S+ (ERROR|CRITICAL) ")
 
 
 class Daemon:
@@ -28,6 +38,7 @@ class Daemon:
         self.log = data_dir.parent / f"{data_dir.name}.log"
         #: how to run flowd (a test may wrap it, e.g. to hold its fsyncs)
         self.command = [sys.executable, "-m", "flowd"]
+        _MADE.append(self)
 
     def start(self, *extra: str, wait: bool = True, preexec_fn=None) -> Daemon:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -64,6 +75,15 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
+    def log_problems(self, expected: tuple[str, ...]) -> list[str]:
+        """Lines of its log that say something went wrong and no pattern expects."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if _PROBLEM.match(line)
+                and not any(re.search(p, line) for p in expected)]
+
     def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -79,6 +99,26 @@ class Daemon:
 
     def client(self, **kw) -> FlowClient:
         return FlowClient(self.data_dir, **kw)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "daemon_errors(*patterns): ERROR lines or tracebacks "
+                            "the test provokes in its daemons' logs (regexes)")
+
+
+@pytest.fixture(autouse=True)
+def _daemon_logs_clean(request: pytest.FixtureRequest):
+    """After the test (and the fixtures that stop its daemons): no unexpected ERROR
+    line and no traceback in the log of any flowd it started."""
+    _MADE.clear()
+    yield
+    marker = request.node.get_closest_marker("daemon_errors")
+    expected = tuple(marker.args) if marker else ()
+    problems = [f"{d.log.name}: {line}" for d in _MADE for line in d.log_problems(expected)]
+    _MADE.clear()
+    if problems:
+        pytest.fail("unexpected errors in the daemon log:\n" + "\n".join(problems[:20]),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -1,28 +1,18 @@
-"""How flowctl prints: JSON documents, warnings, times, nested stats, doctor checks,
-usage errors (flowd's parser uses the same one-line form).
-
-Also used by ``python -m flowd.offline doctor``, so both print checks alike.
+"""How flowctl prints: JSON documents, warnings, times, nested stats, doctor checks
+(the document ``python -m flowd.offline doctor`` writes), and one-line usage errors
+(:class:`~flowd_client.exitcodes.OneLineParser`, which flowd's parser is too).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
-from ..exitcodes import USAGE
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line, ``prog: message (see prog --help)``,
-    with the table's USAGE code, as every other failure of flowd and flowctl."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+from ..exitcodes import OneLineParser as OneLineParser  # flowctl's parser lives there
 
 
 def emit_json(obj: Any) -> None:

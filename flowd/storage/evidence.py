@@ -104,6 +104,7 @@ def write_aside(directory: Path, name: str, tag: str, data: bytes) -> Path:
 
 def list_evidence(directory: Path) -> list[Path]:
     """Files flowd kept aside in ``directory`` (for doctor and stats)."""
-    tags = (".corrupt-", ".stray-", ".backup-", ".merge-", ".torn-", ".foreign-")
+    tags = (".corrupt-", ".stray-", ".backup-", ".merge-", ".torn-", ".foreign-",
+            ".duplicate-")
     return sorted(p for p in directory.iterdir() if any(t in p.name for t in tags))
 

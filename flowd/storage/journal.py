@@ -1,6 +1,8 @@
 """The append-only journal: every acknowledged write is a framed record here first.
 
-Segments are files ``journal-<seq>.log``; each starts with a header frame
+Segments are files ``journal-<seq>.jnl`` (not ``.log``: a logrotate glob for
+``flowd.log`` must never catch them; segments of older versions, ``.log``, are
+renamed on start); each starts with a header frame
 naming the revision its first record will carry (``base``). A frame is
 ``<u32 length><u32 crc32><msgpack payload>``. A new segment is opened at every
 snapshot start and after a failed append, so a snapshot at revision S makes
@@ -47,7 +49,46 @@ PREALLOC = 1 << 20
 #: a segment a snapshot made obsolete stays this long after it stopped taking records:
 #: its retry keys answer a client still retrying one of its writes after a restart
 KEY_WINDOW_SECONDS = 10.0
-SEGMENT_RE = re.compile(r"^journal-(\d{8})\.log$")
+SEGMENT_SUFFIX = ".jnl"
+SEGMENT_RE = re.compile(r"^journal-(\d{8})\.jnl$")
+#: segments as versions before 0.13 named them; renamed on start
+OLD_SEGMENT_RE = re.compile(r"^journal-(\d{8})\.log$")
+
+
+def is_segment_name(name: str) -> bool:
+    """A journal segment under either name (doctor reads a dir flowd has not renamed yet)."""
+    return bool(SEGMENT_RE.match(name) or OLD_SEGMENT_RE.match(name))
+
+
+def segment_name(seq: int) -> str:
+    return f"journal-{seq:08d}{SEGMENT_SUFFIX}"
+
+
+def rename_old_segments(directory: Path) -> list[str]:
+    """``journal-N.log`` -> ``journal-N.jnl``; returns the names renamed.
+
+    Each rename is atomic and the scan reads only the new names after this ran,
+    so a kill between two renames leaves some of each, and the next start
+    renames the rest. A ``.log`` whose new name is taken (never by flowd) is
+    kept aside as evidence, not replayed twice.
+    """
+    renamed = []
+    for p in sorted(directory.iterdir()):
+        m = OLD_SEGMENT_RE.match(p.name)
+        if not m:
+            continue
+        new = directory / segment_name(int(m.group(1)))
+        if os.path.lexists(new):
+            kept = keep_aside(p, "duplicate", move=True)
+            log.warning("journal: %s and %s both exist; kept the old name aside as %s",
+                        p.name, new.name, kept.name)
+            continue
+        os.rename(p, new)
+        renamed.append(p.name)
+    if renamed:
+        fsync_dir(directory)
+        log.info("journal: renamed %d segment(s) from .log to %s", len(renamed), SEGMENT_SUFFIX)
+    return renamed
 
 
 def frame(obj: Any) -> bytes:
@@ -125,7 +166,8 @@ def parse_segment(data: bytes) -> Parsed:
             return Parsed(None, [], 0, "clean")
         torn = len(data) < HEADER.size or _is_torn(data, 0)
         return Parsed(None, [], 0, "torn" if torn else "corrupt")
-    records, pos = [], got[1]
+    records: list[dict[str, Any]] = []
+    pos = got[1]
     while pos < len(data):
         nxt = _frame_at(data, pos)
         if nxt is None:
@@ -165,7 +207,6 @@ class Journal:
         self.fd: int | None = None
         self.active: Segment | None = None
         self.unsynced = False
-        self.appended_bytes = 0
         self.prealloc = True
         self.allocated = 0
 
@@ -186,6 +227,7 @@ class Journal:
         (evidence), and the records before the corruption are returned.
         """
         out = ScanResult()
+        rename_old_segments(self.dir)
         files = self._segment_files()
         for i, (seq, path) in enumerate(files):
             seg, records, corrupt = _read_segment(path, seq, out)
@@ -212,7 +254,7 @@ class Journal:
         """Start a new segment whose first record will carry revision ``base``."""
         self.close()
         seq = max([s.seq for s in self.segments] + [n for n, _ in self._segment_files()] + [0]) + 1
-        path = self.dir / f"journal-{seq:08d}.log"
+        path = self.dir / segment_name(seq)
         fd = create_new(path)
         try:
             head = frame({"journal": 1, "seq": seq, "base": base})
@@ -255,7 +297,6 @@ class Journal:
             raise
         self.active.size += len(data)
         self.active.last_rev = records[-1]["rev"]
-        self.appended_bytes += len(data)
         return len(data)
 
     def _preallocate(self, fd: int, offset: int, length: int, need: int) -> int:
@@ -290,6 +331,7 @@ class Journal:
         opened now, before the writers hear "failed"; if the disk refuses that
         too, the next append opens it.
         """
+        assert self.fd is not None  # only after an append to the open segment
         try:
             IO.ftruncate(self.fd, start)
         except OSError:

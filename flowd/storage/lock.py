@@ -31,7 +31,7 @@ class DataDirBusy(Exception):
 
 def describe_holder(info: dict[str, Any]) -> str:
     """'pid 123 (flowd --data-dir ..., started 2026-...)' from the lock's content."""
-    pid = info.get("pid")
+    pid: Any = info.get("pid")  # the file's content: any type (int() is checked)
     text = f"pid {pid}"
     try:
         proc = psutil.Process(int(pid))

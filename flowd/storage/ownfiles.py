@@ -131,7 +131,8 @@ def read_own(path: Path, *, owner: int | None = None) -> bytes:
     fd = open_own(path, owner=owner)
     try:
         size = os.fstat(fd).st_size
-        chunks, got = [], 0
+        chunks: list[bytes] = []
+        got = 0
         while True:
             chunk = os.read(fd, max(1 << 16, size - got))
             if not chunk:

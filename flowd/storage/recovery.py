@@ -50,9 +50,8 @@ class Recovery:
     records: list[dict[str, Any]] = field(default_factory=list)
     #: (key, first result, revision) of every journal record the store holds
     keys: list[tuple[Any, Any, int]] = field(default_factory=list)
-    #: meta.file_revision and meta.last_saved of the loaded snapshot
+    #: meta.file_revision of the loaded snapshot
     file_revision: int = 0
-    last_saved: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "seconds": round(self.seconds, 4),
@@ -167,8 +166,6 @@ def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> N
     if got is not None:
         rec.file_revision = _meta_int(got, "file_revision")
         rec.base_revision = _meta_int(got, "revision")
-        saved = got.doc["meta"].get("last_saved")
-        rec.last_saved = saved if isinstance(saved, str) else ""
         rec.migrated, rec.notes = got.migrated, got.notes
         if got.migrated:
             aside = keep_aside(data_dir / SNAPSHOT, f"backup-v{got.source_version or 'none'}")
@@ -195,3 +192,7 @@ def written_fingerprint(data_dir: Path) -> tuple[int, int, int] | None:
         return fingerprint(os.stat(path))
     except FileNotFoundError:
         return None
+
+
+def snapshot_exists(data_dir: Path) -> bool:
+    return (data_dir / SNAPSHOT).exists()

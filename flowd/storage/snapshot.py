@@ -52,8 +52,6 @@ class View:
     file_revision: int
     meta_extra: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: local ISO time the view was taken: no flow in it was updated later
-    captured: str = field(default_factory=lambda: datetime.now().isoformat())
 
 
 def encode(view: View) -> Iterator[bytes]:
@@ -82,7 +80,6 @@ class StrayWriterDetected(Exception):
 
 @dataclass
 class Installed:
-    fingerprint: Fingerprint
     bytes: int
     seconds: float
     #: the replaced flows.json became flows.json.prev
@@ -95,7 +92,6 @@ class SnapshotFiles:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.path = directory / SNAPSHOT
-        self.prev = directory / PREVIOUS
         #: the temp file of the snapshot being written (a fresh name each time)
         self.tmp = fresh_name(self.path)
         self.known: Fingerprint | None = None
@@ -124,7 +120,7 @@ class SnapshotFiles:
             self._discard_tmp()
             raise
         self.rotate_from = SNAPSHOT
-        return Installed(fp, fp[1], time.perf_counter() - t0, rotated)
+        return Installed(fp[1], time.perf_counter() - t0, rotated)
 
     def _discard_tmp(self) -> None:
         try:

@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -22,6 +23,11 @@ from .fsio import IO
 from .snapshot import SNAPSHOT, Fingerprint, fingerprint
 
 log = logging.getLogger("flowd.stray")
+
+
+def file_fingerprint(path: Path) -> Fingerprint:
+    """The fingerprint of the file at ``path`` now (FileNotFoundError if none)."""
+    return fingerprint(os.stat(path))
 
 HOLD = ".flows.json.absorbing"
 #: an aside file bigger than this is not read back at start (it is still listed)
@@ -68,7 +74,7 @@ def read_conflicts(directory: Path) -> Iterator[tuple[str, int, str, bool]]:
     for path in merge_files(directory):
         try:
             data = _read_small(path)
-            doc = orjson.loads(data) if data is not None else None
+            doc: Any = orjson.loads(data) if data is not None else None
             revision = doc["merge"]["revision"]
             conflicts = doc["conflicts"]
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:

@@ -20,7 +20,7 @@ log = logging.getLogger("flowd.watch")
 try:
     from inotify_simple import INotify, flags
 except ImportError:  # pragma: no cover - a platform without inotify
-    INotify = None  # type: ignore[assignment,misc]
+    INotify = None
 
 
 class DirWatch:

@@ -22,6 +22,7 @@ def main() -> int:
     fifo_dir = Path(sys.argv[1])
     from flowd.__main__ import main as flowd_main
     from flowd.storage.fsio import IO
+    from flowd.storage.journal import is_segment_name
 
     # O_RDWR: opening never blocks waiting for the other end
     entered = os.open(fifo_dir / "entered", os.O_RDWR)
@@ -29,7 +30,7 @@ def main() -> int:
     real = IO.fdatasync
 
     def held(fd: int) -> None:
-        if not os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith("journal-"):
+        if not is_segment_name(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))):
             return real(fd)
         os.write(entered, b"e")
         verdict = os.read(grant, 1)

@@ -18,6 +18,7 @@ WRITER = r"""
 import json, os, sys, time
 from flowd_client import FlowClient
 data_dir, go, tag, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+open(f"{go}.ready-{os.getpid()}", "w").close()  # imported: polling for the signal now
 deadline = time.monotonic() + 60
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.005)
@@ -34,6 +35,7 @@ import json, os, sys, time
 from flowd_client import ConflictError, FlowClient
 data_dir, go, fid, n, mode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 cache = mode.endswith("-cached")
+open(f"{go}.ready-{os.getpid()}", "w").close()  # imported: polling for the signal now
 deadline = time.monotonic() + 60
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.005)
@@ -63,7 +65,10 @@ def run_at_once(script: str, argvs: list[list[str]], go: Path) -> list[str]:
     procs = [subprocess.Popen([sys.executable, "-c", script, *argv], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for argv in argvs]
     try:
-        time.sleep(0.5)  # let them import and start polling for the signal
+        deadline = time.monotonic() + START_WAIT  # every one imported and polling
+        while (len(list(go.parent.glob(f"{go.name}.ready-*"))) < len(procs)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
         go.touch()
         outs = []
         for p in procs:
@@ -136,6 +141,7 @@ def test_blind_writes_from_many_processes_keep_the_store_consistent(daemon,
 import os, sys, time
 from flowd_client import FlowClient
 data_dir, go, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+open(f"{go}.ready-{os.getpid()}", "w").close()  # imported: polling for the signal now
 deadline = time.monotonic() + 60
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.005)

@@ -105,6 +105,17 @@ def kill_loop(d: Any, rng: random.Random, kills: int, budget: float) -> int:
     return done
 
 
+def wait_for_new_acks(outs: list[Path], timeout: float = 10.0) -> None:
+    """Until every writer has recorded another acknowledged write (bounded)."""
+    def size(p: Path) -> int:
+        return p.stat().st_size if p.exists() else 0
+    start = [size(p) for p in outs]
+    deadline = time.monotonic() + timeout
+    while (any(size(p) <= s for p, s in zip(outs, start, strict=True))
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
+
+
 def check_file(data_dir: Path) -> dict[str, Any]:
     doc = json.loads((data_dir / "flows.json").read_text(encoding="utf-8"))
     assert doc["version"] == "3.0"
@@ -123,7 +134,7 @@ def run(make_daemon: Any, tmp_path: Path, durability: str, kills: int,
     procs, outs, stop = start_writers(data_dir, tmp_path, budget + 30)
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     done = kill_loop(d, rng, kills, budget)
-    time.sleep(0.3)  # writers get a few acks from the last daemon
+    wait_for_new_acks(outs)  # the last daemon acknowledges some writes too
     codes = stop_writers(procs, stop)
     assert d.stop() == 0, d.read_log()
     doc = check_file(data_dir)

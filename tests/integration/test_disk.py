@@ -60,6 +60,7 @@ def fill(mnt: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.daemon_errors(r"No space left on device")
 def test_preallocation_never_refuses_a_write_that_fits(make_daemon, tmpfs: Path) -> None:
     data = tmpfs / "data"
     d = make_daemon(data, "--snapshot-interval", "3600", "--journal-max-bytes", "1G")
@@ -82,6 +83,7 @@ def test_preallocation_never_refuses_a_write_that_fits(make_daemon, tmpfs: Path)
     assert acked > 150
 
 
+@pytest.mark.daemon_errors(r"No space left on device")
 def test_a_full_disk_logs_refusals_once_a_second_with_counts(make_daemon, tmpfs: Path) -> None:
     data = tmpfs / "data"
     d = make_daemon(data, "--snapshot-interval", "3600")

@@ -71,13 +71,13 @@ def test_loose_mode_warns_and_fails_while_running(make_daemon, data_dir: Path) -
 @pytest.mark.parametrize("plant", ["link", "fifo"])
 def test_planted_files_fail(data_dir: Path, plant: str) -> None:
     data_dir.mkdir(mode=0o700)
-    seg = data_dir / "journal-00000001.log"
+    seg = data_dir / "journal-00000001.jnl"
     if plant == "link":
         os.symlink("/etc/hostname", data_dir / "flowd.lock")
     os.mkfifo(seg) if plant == "fifo" else os.symlink("/dev/zero", seg)
     checks = doctor(data_dir)  # never hangs on the FIFO, never reads /dev/zero
     assert checks["files"]["status"] == "fail"
-    assert "journal-00000001.log is a" in checks["files"]["message"]
+    assert "journal-00000001.jnl is a" in checks["files"]["message"]
 
 
 def test_missing_lock_file_and_socket_are_reported(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 from flowd_client.protocol import build_request
 from raw_socket import Raw
@@ -93,6 +94,7 @@ def stage_write_then_cas(raw: Raw, fsync: HeldFsync, flow_id: str, base: int,
     fsync.wait_entered()
 
 
+@pytest.mark.daemon_errors(r"injected by held_fsync")
 def test_a_conflict_with_a_staged_write_is_answered_after_its_fsync(make_daemon,
                                                                     tmp_path: Path) -> None:
     fsync = HeldFsync(tmp_path / "fifo")

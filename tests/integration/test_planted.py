@@ -71,7 +71,7 @@ def test_foreign_data_dir_with_planted_links_is_refused(base: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["flowd.lock", "flows.json", ".flows.json.written",
-                                  "flows.json.prev", "journal-00000001.log"])
+                                  "flows.json.prev", "journal-00000001.jnl"])
 def test_a_link_in_flowds_own_dir_is_refused_never_followed(base: Path, name: str) -> None:
     target = victim(base)
     data = base / "data"
@@ -104,7 +104,7 @@ def test_a_planted_temp_name_is_never_written_through(make_daemon, base: Path) -
 def test_journal_segment_fifo_or_device_link_refuses_fast(base: Path, plant: str) -> None:
     data = base / "data"
     data.mkdir(mode=0o700)
-    seg = data / "journal-00000001.log"
+    seg = data / "journal-00000001.jnl"
     if plant == "fifo":
         os.mkfifo(seg)
     else:

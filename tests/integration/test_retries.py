@@ -127,12 +127,14 @@ def paused(daemon) -> Iterator[None]:
         os.kill(daemon.proc.pid, signal.SIGCONT)
 
 
-def count_calls(obj: Any, name: str) -> list[int]:
+def count_calls(obj: Any, name: str, called: threading.Event | None = None) -> list[int]:
     calls = [0]
     orig = getattr(obj, name)
 
     def wrapper(*a: Any, **kw: Any) -> Any:
         calls[0] += 1
+        if called is not None:
+            called.set()
         return orig(*a, **kw)
     setattr(obj, name, wrapper)
     return calls
@@ -142,7 +144,8 @@ def test_client_retries_after_timeout_and_write_applies_once(daemon) -> None:
     # three attempts of ~4 s each; the daemon is frozen for longer than one of them
     with daemon.client(timeout=12.0, retries=2) as c:
         c.ping()
-        drops = count_calls(c._connection, "_drop_socket")
+        resent = threading.Event()
+        drops = count_calls(c._connection, "_drop_socket", resent)
         out: dict[str, Any] = {}
 
         def write() -> None:
@@ -153,7 +156,8 @@ def test_client_retries_after_timeout_and_write_applies_once(daemon) -> None:
         with paused(daemon):
             t = threading.Thread(target=write)
             t.start()
-            time.sleep(5.0)
+            # frozen until the first attempt timed out and its socket was dropped
+            assert resent.wait(15), "the client never gave up on its first attempt"
         t.join(30)
         assert not t.is_alive() and "error" not in out, out
         assert drops[0] >= 1  # at least one attempt timed out and was resent

@@ -16,7 +16,7 @@ import pytest
 from flowd_client import FlowClient
 from other_user import NOBODY, NOGROUP, needs_root, run_as, shared_dir
 
-from flowd.daemon import runtime_dir
+from flowd.storage.runtime_dir import runtime_dir
 
 pytestmark = needs_root
 

@@ -425,11 +425,11 @@ def test_disk_full_during_merge_merges_nothing_then_retries(tmp_path: Path, capl
     from seed_tool import SeedTool
 
     from flowd import ops
+    from flowd.config import Config
     from flowd.daemon import Daemon as InProcess
-    from flowd.daemon import Settings
 
     data_dir = tmp_path / "data"
-    rt = InProcess(Settings(data_dir=data_dir, snapshot_interval=3600))
+    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
     rt.open()
 
     def write(op: str, **args: Any) -> Any:

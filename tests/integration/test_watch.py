@@ -75,7 +75,6 @@ def test_watch_from_now_sees_batches_and_deletes(client: FlowClient, daemon) -> 
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.extend(collect_n(watcher, 4)))
     t.start()
-    time.sleep(0.5)  # let the watch subscribe (it would catch up from history anyway)
     with daemon.client() as other:
         with other.batch() as b:
             b.add_flow("n1").update_flow(a, name="renamed")

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from flowd_client.protocol import build_request, unpack
 
-from flowd.daemon import Daemon, Settings
+from flowd.config import Config
+from flowd.daemon import Daemon
 from flowd.storage.fsio import IO
 
 SYSCALLS = ("write", "fsync", "fdatasync", "replace", "link", "ftruncate")
@@ -58,7 +59,7 @@ class Harness:
 
     def __init__(self, data_dir: Path, **settings: Any) -> None:
         settings.setdefault("snapshot_interval", 3600.0)
-        self.rt = Daemon(Settings(data_dir=data_dir, **settings))
+        self.rt = Daemon(Config(data_dir=data_dir, **settings))
         self.rec = self.rt.open()
         self.ids = itertools.count(1)
         self.seqs = itertools.count(1)

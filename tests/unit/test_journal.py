@@ -19,6 +19,7 @@ import msgpack
 import pytest
 
 from flowd.storage import journal as jmod
+from flowd.storage.evidence import list_evidence
 from flowd.storage.fsio import IO
 from flowd.storage.journal import HEADER, Journal, _frame_at, frame
 
@@ -31,7 +32,7 @@ def rec(rev: int, name: str = "x") -> dict[str, Any]:
 
 
 def write_segment(directory: Path, seq: int, base: int, records: list[dict[str, Any]]) -> Path:
-    path = directory / f"journal-{seq:08d}.log"
+    path = directory / f"journal-{seq:08d}.jnl"
     data = frame({"journal": 1, "seq": seq, "base": base}) + b"".join(frame(r) for r in records)
     path.write_bytes(data)
     return path
@@ -133,9 +134,9 @@ def test_garbage_tail_is_torn(tmp_path: Path, tail: bytes) -> None:
 
 def test_empty_and_torn_header_segments_are_ignored(tmp_path: Path) -> None:
     write_segment(tmp_path, 1, 1, [rec(1), rec(2)])
-    (tmp_path / "journal-00000002.log").write_bytes(b"")
+    (tmp_path / "journal-00000002.jnl").write_bytes(b"")
     head = frame({"journal": 1, "seq": 3, "base": 3})
-    (tmp_path / "journal-00000003.log").write_bytes(head[:7])
+    (tmp_path / "journal-00000003.jnl").write_bytes(head[:7])
     out = Journal(tmp_path).scan()
     assert revs(out.records) == [1, 2] and out.corrupt == []
 
@@ -155,11 +156,11 @@ def test_mid_file_corruption_stops_replay_and_keeps_bytes_aside(
     with caplog.at_level(logging.ERROR, logger="flowd.journal"):
         out = Journal(tmp_path).scan()
     assert revs(out.records) == [1, 2, 3, 4]  # everything before the damage
-    assert len(out.corrupt) == 1 and "journal-00000002.log" in out.corrupt[0]
+    assert len(out.corrupt) == 1 and "journal-00000002.jnl" in out.corrupt[0]
     assert not path.exists() and not later.exists() and first.exists()
     aside = aside_files(tmp_path)
     assert [p.name.split(".corrupt-")[0] for p in aside] == [
-        "journal-00000002.log", "journal-00000003.log"]
+        "journal-00000002.jnl", "journal-00000003.jnl"]
     assert aside[0].read_bytes() == bytes(data)  # byte-identical evidence
     assert aside[1].read_bytes() == later_bytes
     assert sorted(out.kept_aside) == aside
@@ -256,7 +257,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path,
         j.append([rec(2), rec(3)])
     monkeypatch.setattr(IO, "write", real_write)
     assert j.fd is None
-    assert (tmp_path / "journal-00000001.log").stat().st_size == size  # partial bytes cut
+    assert (tmp_path / "journal-00000001.jnl").stat().st_size == size  # partial bytes cut
     j.append([rec(2, "again")])
     j.close()
     out = Journal(tmp_path).scan()
@@ -284,3 +285,21 @@ def test_failed_fdatasync_is_never_replayed(tmp_path: Path, monkeypatch: pytest.
         os.close(j.fd)
     out = Journal(tmp_path).scan()
     assert revs(out.records) == [1]
+
+
+def test_old_segment_names_are_renamed_and_a_taken_name_is_kept_aside(tmp_path: Path) -> None:
+    """journal-N.log (before 0.13) becomes journal-N.jnl; if both exist (never flowd's
+    doing) the .log is evidence, not replayed twice."""
+    j = Journal(tmp_path)
+    j.open_segment(1)
+    j.append([{"rev": 1, "op": "x"}])
+    j.close()
+    new = tmp_path / "journal-00000001.jnl"
+    old = new.with_suffix(".log")
+    new.rename(old)
+    assert [r["rev"] for r in Journal(tmp_path).scan().records] == [1]
+    assert new.exists() and not old.exists()
+    old.write_bytes(new.read_bytes())
+    assert [r["rev"] for r in Journal(tmp_path).scan().records] == [1]
+    kept = list(tmp_path.glob("journal-00000001.log.duplicate-*"))
+    assert not old.exists() and kept and list_evidence(tmp_path) == kept

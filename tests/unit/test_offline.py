@@ -12,6 +12,7 @@ from pathlib import Path
 
 import portalocker
 import pytest
+from flowd_client.cli.output import print_checks
 from flowd_client.discovery import LOCK_NAME
 from flowd_client.exitcodes import BUSY
 
@@ -149,6 +150,8 @@ def test_doctor_healthy_dir(data_dir: Path, tmp_path: Path, capsys) -> None:
 def test_doctor_corrupt_flows_json_fails(data_dir: Path, capsys) -> None:
     (data_dir / "flows.json").write_text('{"version": "3.0", "flows": {')
     assert offline.main(["doctor", str(data_dir)]) == 1
+    doc = json.loads(capsys.readouterr().out)  # data; flowctl doctor prints it
+    print_checks(doc["checks"])
     out = capsys.readouterr().out
     assert "FAIL  flows.json" in out and "->" in out
 
@@ -172,7 +175,7 @@ def _segment(path: Path, *frames: bytes) -> None:
 
 
 def test_doctor_journal_torn_tail_is_a_warning(data_dir: Path) -> None:
-    seg = data_dir / "journal-00000001.log"
+    seg = data_dir / "journal-00000001.jnl"
     _segment(seg, frame({"rev": 1}), frame({"rev": 2})[:-3])
     head_and_one = len(frame({"journal": 1, "seq": 1, "base": 1})) + len(frame({"rev": 1}))
     assert doctor.scan_segment(seg)[:3] == (1, head_and_one, len(frame({"rev": 2})) - 3)
@@ -180,7 +183,7 @@ def test_doctor_journal_torn_tail_is_a_warning(data_dir: Path) -> None:
 
 
 def test_doctor_journal_corruption_fails_and_moves_nothing(data_dir: Path) -> None:
-    seg = data_dir / "journal-00000001.log"
+    seg = data_dir / "journal-00000001.jnl"
     _segment(seg, frame({"rev": 1}), b"\x07garbage\x00", frame({"rev": 2}))
     before = sorted(p.name for p in data_dir.iterdir())
     records, _, torn, corrupt = doctor.scan_segment(seg)

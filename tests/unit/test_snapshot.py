@@ -142,7 +142,10 @@ def test_stray_replace_while_flowd_waits_for_the_lock(tmp_path: Path) -> None:
 
     t = threading.Thread(target=snapshot)
     t.start()
-    time.sleep(0.3)  # flowd has opened the old inode and waits for its lock
+    deadline = time.monotonic() + 10  # flowd has opened the old inode (and waits for its lock)
+    while open_count(path) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert open_count(path) == 2, "the snapshot never opened flows.json"
     stray_rewrite(path, {"version": "3.0", "flows": {}, "stray": True})
     stray_bytes = path.read_bytes()
     fcntl.flock(holder, fcntl.LOCK_UN)
@@ -150,6 +153,18 @@ def test_stray_replace_while_flowd_waits_for_the_lock(tmp_path: Path) -> None:
     t.join(10)
     assert len(result) == 1 and isinstance(result[0], StrayWriterDetected), result
     assert path.read_bytes() == stray_bytes
+
+
+def open_count(path: Path) -> int:
+    """File descriptors of this process open on ``path``."""
+    fds = Path("/proc/self/fd")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += os.readlink(fd) == str(path)
+        except OSError:
+            pass
+    return n
 
 
 def test_lock_timeout_is_an_oserror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

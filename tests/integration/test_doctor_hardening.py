@@ -9,11 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import zmq
+from awaiting import wait_for
 from flowd_client.discovery import read_lock_info
 from flowd_client.protocol import build_request
 
@@ -32,11 +32,6 @@ def doctor(data_dir: Path) -> dict[str, dict]:
     return {c["name"]: c for c in doc["checks"]}
 
 
-def wait_for(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_healthy_running_daemon_reports_its_bounds(daemon, data_dir: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import zmq
+from awaiting import wait_for
 from flowd_client import FlowClient
 from flowd_client.discovery import read_lock_info
 from flowd_client.protocol import build_request
@@ -28,12 +29,6 @@ PEER_QUEUE, SUBSCRIBER_QUEUE, HISTORY, RETRY_KEYS = 64 * MiB, 64 * MiB, 64 * MiB
 SLACK = 96 * MiB
 
 
-def wait_for(cond, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def nofile(soft: int, hard: int | None = None):
@@ -79,7 +74,7 @@ def test_1100_idle_connections_under_a_soft_limit_of_1024(make_daemon, data_dir:
     assert proc.rlimit(psutil.RLIMIT_NOFILE) == (many_fds, many_fds)  # raised to the hard limit
     ctx, socks = idle_dealers(read_lock_info(data_dir)["endpoint"], 1100)
     try:
-        wait_for(lambda: proc.num_fds() >= 1100, what="1,100 accepted connections")
+        wait_for(lambda: proc.num_fds() >= 1100, timeout=60.0, what="1,100 accepted connections")
         with d.client(timeout=5) as c:
             assert c.add_flow("served") and c.ping()["pong"]
         assert d.proc.poll() is None  # before: libzmq aborted (EMFILE, rc -6)
@@ -95,7 +90,8 @@ def test_near_the_fd_limit_it_stops_accepting_and_keeps_serving(make_daemon, dat
     early.ping()  # connected before the flood
     ctx, socks = idle_dealers(read_lock_info(data_dir)["endpoint"], 600)
     try:
-        wait_for(lambda: "not accepting new connections" in d.read_log(), what="the pause")
+        wait_for(lambda: "not accepting new connections" in d.read_log(), timeout=60.0,
+                 what="the pause")
         time.sleep(0.5)  # let queued connection attempts land: none may kill the daemon
         assert d.proc.poll() is None
         assert early.add_flow("still served")
@@ -104,7 +100,7 @@ def test_near_the_fd_limit_it_stops_accepting_and_keeps_serving(make_daemon, dat
         print(f"fd limit 400: paused at {fds['pause_at']}, peak {fds['peak']}")
     finally:
         ctx.destroy(linger=0)
-    wait_for(lambda: "accepting connections again" in d.read_log(), what="the resume")
+    wait_for(lambda: "accepting connections again" in d.read_log(), timeout=60.0, what="the resume")
     with FlowClient(data_dir, timeout=5) as late:  # a new connection is accepted again
         assert late.ping()["pong"]
     early.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from awaiting import wait_for
 from conftest import Daemon
 from flowd_client import FlowClient
 from seed_tool import SeedTool
@@ -33,15 +34,6 @@ def evidence(data_dir: Path, tag: str) -> list[Path]:
     return sorted(p for p in data_dir.iterdir() if p.name.startswith(f"flows.json.{tag}-"))
 
 
-def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def read_doc(data_dir: Path) -> dict[str, Any]:
@@ -101,7 +93,7 @@ def test_stray_writer_merged_while_daemon_runs(make_daemon, tmp_path: Path) -> N
         tool.rename(ids["E"], "E-stray")
         stray_bytes = tool.save()
 
-        merges = wait_for("the stray merge", lambda: c.stats()["stray_merges"])
+        merges = wait_for(lambda: c.stats()["stray_merges"], what="the stray merge")
         report = merges[-1]
         assert (report["added"], report["updated"], report["deleted"]) == (1, 1, 1), report
         assert report["conflicts"] == 1 and report["conflict_ids"] == [ids["E"]]
@@ -112,7 +104,7 @@ def test_stray_writer_merged_while_daemon_runs(make_daemon, tmp_path: Path) -> N
         assert c.current_flow_id == s  # the tool's new current flow
 
         check_evidence(data_dir, report, stray_bytes, {ids["E"]: "E-stray"})
-        wait_for("flows.json rewritten by flowd", lambda: file_settled(c, data_dir))
+        wait_for(lambda: file_settled(c, data_dir), what="flows.json rewritten by flowd")
         check_rewritten(data_dir, names(c))
         before = names(c)
     assert d.stop() == 0
@@ -145,7 +137,7 @@ def test_stray_write_while_daemon_down_is_merged_at_start(make_daemon, tmp_path:
         assert c.current_flow_id == new
         strays = evidence(data_dir, "stray")
         assert len(strays) == 1 and strays[0].read_bytes() == stray_bytes
-        wait_for("flows.json rewritten by flowd", lambda: file_settled(c, data_dir))
+        wait_for(lambda: file_settled(c, data_dir), what="flows.json rewritten by flowd")
         assert set(read_doc(data_dir)["flows"]) == {ids[0], ids[2], ids[3], new}
 
 
@@ -161,9 +153,9 @@ def test_garbage_written_over_flows_json_is_kept_and_replaced(make_daemon,
         tmp = data_dir / "flows.json.tmp"
         tmp.write_bytes(b"\x00 not json {")
         os.replace(tmp, data_dir / "flows.json")
-        wait_for("the kept-aside garbage", lambda: evidence(data_dir, "stray-corrupt"))
-        wait_for("flows.json written again", lambda: (data_dir / "flows.json").read_bytes()
-                 .startswith(b"{") and file_settled(c, data_dir))
+        wait_for(lambda: evidence(data_dir, "stray-corrupt"), what="the kept-aside garbage")
+        wait_for(lambda: (data_dir / "flows.json").read_bytes()
+                 .startswith(b"{") and file_settled(c, data_dir), what="flows.json written again")
         assert list(c.get_all_flows()) == ids
         assert evidence(data_dir, "stray-corrupt")[0].read_bytes() == b"\x00 not json {"
         prev = json.loads((data_dir / "flows.json.prev").read_text(encoding="utf-8"))
@@ -189,7 +181,7 @@ def test_old_tool_that_loaded_long_ago_loses_nobody_elses_flows(make_daemon,
         c.save(force=True)
         mine = tool.add_flow("from-old-tool")
         tool.save()
-        wait_for("the stray merge", lambda: c.stats()["stray_merges"])
+        wait_for(lambda: c.stats()["stray_merges"], what="the stray merge")
         got = names(c)
         for fid in later:
             assert fid in got, "a flow added through the daemon was deleted by the merge"
@@ -239,7 +231,7 @@ def test_concurrent_old_tool_loop_loses_nothing(make_daemon, tmp_path: Path) -> 
                     and file_settled(c, data_dir)
                     and not (data_dir / "flows.json.tmp").exists())
 
-        wait_for("the last merge", settled, timeout=15)
+        wait_for(settled, timeout=15, what="the last merge")
         c.save(force=True)  # a snapshot starts only after one more stray check
         got = names(c)
         missing = [fid for fid in acked if fid not in got and fid not in deleted]
@@ -356,7 +348,7 @@ def test_doctor_lists_unresolved_conflicts_until_resolved(make_daemon, tmp_path:
         c.update_flow(a, name="A-daemon")
         tool.rename(a, "A-tool")
         tool.save()
-        report = wait_for("the merge", lambda: c.stats()["stray_merges"])[-1]
+        report = wait_for(lambda: c.stats()["stray_merges"], what="the merge")[-1]
     assert d.stop() == 0
     d.start()
 

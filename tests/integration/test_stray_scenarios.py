@@ -9,22 +9,22 @@ write is in that expectation, so a lost one fails the scenario.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from awaiting import wait_for
 from conftest import Daemon
 from flowd_client import FlowClient
+from io_faults import fault
 
 SEED_TOOL = Path(__file__).resolve().parent.parent / "seed_tool.py"
 PLANS = {"A": [{"id": 1, "title": "a"}], "B": [{"id": 1, "title": "b"}],
@@ -57,15 +57,6 @@ class Tool:
         self.proc.wait(10)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -83,8 +74,8 @@ class Run:
         return t
 
     def merges(self, n: int) -> list[dict[str, Any]]:
-        return wait_for(f"{n} stray merges",
-                        lambda: len(got := self.c.stats()["stray_merges"]) >= n and got)
+        return wait_for(lambda: len(got := self.c.stats()["stray_merges"]) >= n and got,
+                        timeout=15.0, what=f"{n} stray merges")
 
     def reconnect(self) -> None:
         self.c.close()
@@ -171,8 +162,8 @@ def busy(run: Run) -> tuple[State, str | None]:
     new = t.do("add", name="T")
     t.do("rename", id=run.ids["A"], name="A-tool")
     t.do("set_plans", id=ws[0], plans=[{"tool": 1}])  # a flow the writers rename meanwhile
-    wait_for("writes and snapshots while the tool holds its copy",
-             lambda: len(names) == 5 and run.c.stats()["snapshot"]["count"] >= 4)
+    wait_for(lambda: len(names) == 5 and run.c.stats()["snapshot"]["count"] >= 4,
+             timeout=15.0, what="writes and snapshots while the tool holds its copy")
     t.do("save")
     report = run.merges(1)[-1]
     run.later.append(lambda: _check(ws[0] in report["conflict_ids"], report))
@@ -307,7 +298,7 @@ def future_updated(run: Run) -> tuple[State, str | None]:
     t1.do("set_updated", id=f, value="2999-01-01T00:00:00")
     t1.do("save")
     run.merges(1)
-    wait_for("F in the store", lambda: run.c.get_flow_by_id(f))
+    wait_for(lambda: run.c.get_flow_by_id(f), timeout=15.0, what="F in the store")
     t2 = run.tool()
     t2.do("load")
     run.c.update_flow(f, name="F-daemon")
@@ -382,7 +373,7 @@ def test_old_tool_scenario(make_daemon, tmp_path: Path, monkeypatch: Any,
         for check in run.later:
             check()
         # and flowd's own file holds it again, so the next tool loads the merged state
-        wait_for("flows.json rewritten by flowd", lambda: _file_is_flowds(run))
+        wait_for(lambda: _file_is_flowds(run), timeout=15.0, what="flows.json rewritten by flowd")
         doc = json.loads((run.data_dir / "flows.json").read_text(encoding="utf-8"))
         assert {fid: (f["name"], f["plans"]) for fid, f in doc["flows"].items()} == want
     finally:
@@ -397,26 +388,6 @@ def _file_is_flowds(run: Run) -> bool:
 
 
 # ------------------------------------------------------------------ disk full during the merge
-
-
-@contextmanager
-def fault(*names: str) -> Iterator[None]:
-    """The named calls of the IO seam (flowd.storage.fsio.IO) fail with ENOSPC."""
-    from flowd.storage.fsio import IO
-
-    def failing(*args: Any) -> Any:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    saved = {name: IO.__dict__.get(name) for name in names}
-    for name in names:
-        setattr(IO, name, failing)
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                delattr(IO, name)
-            else:
-                setattr(IO, name, old)
 
 
 def test_disk_full_during_merge_merges_nothing_then_retries(tmp_path: Path, caplog: Any) -> None:
@@ -495,12 +466,13 @@ def test_real_full_tmpfs_during_merge(make_daemon, tmp_path: Path) -> None:
             with open(filler, "wb") as f:  # leave one page: the tool's save still fits
                 f.write(b"\0" * (st.f_bavail * st.f_frsize - st.f_frsize))
             tool.do("save")
-            wait_for("the disk-full error in the log", lambda: "No space left" in d.read_log())
+            wait_for(lambda: "No space left" in d.read_log(), timeout=15.0,
+                     what="the disk-full error in the log")
             assert c.stats()["stray_merges"] == []
             assert {fid: f.name for fid, f in c.get_all_flows().items()} == {a: "A-daemon",
                                                                            b: "B"}
             filler.unlink()
-            report = wait_for("the merge", lambda: c.stats()["stray_merges"])[-1]
+            report = wait_for(lambda: c.stats()["stray_merges"], timeout=15.0, what="the merge")[-1]
             assert {fid: f.name for fid, f in c.get_all_flows().items()} == {a: "A-daemon"}
             assert report["conflict_ids"] == [a]
             tool.close()

@@ -16,42 +16,17 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flowd_client.protocol import build_request, unpack
+from io_faults import fault
 
 from flowd.config import Config
 from flowd.daemon import Daemon
-from flowd.storage.fsio import IO
 
 SYSCALLS = ("write", "fsync", "fdatasync", "replace", "link", "ftruncate")
-
-
-@contextmanager
-def fault(*names: str, err: int = errno.ENOSPC) -> Iterator[dict[str, int]]:
-    """Every call of the named IO functions fails with ``err`` until the block ends."""
-    saved = {name: IO.__dict__.get(name) for name in names}
-    calls = dict.fromkeys(names, 0)
-
-    def failing(name: str) -> Any:
-        def call(*args: Any) -> Any:
-            calls[name] += 1
-            raise OSError(err, os.strerror(err))
-        return call
-
-    for name in names:
-        setattr(IO, name, failing(name))
-    try:
-        yield calls
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                delattr(IO, name)
-            else:
-                setattr(IO, name, old)
 
 
 class Harness:

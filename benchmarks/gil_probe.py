@@ -38,8 +38,8 @@ class Probe:
         self.out = out
         self.lates: list[tuple[float, float, bool]] = []
         self.wakes = 0
-        #: cyclic-GC passes over 1 ms: (wall time, generation, seconds)
-        self.gcs: list[tuple[float, int, float]] = []
+        #: cyclic-GC passes over 1 ms: (wall time, generation, seconds, thread, collected)
+        self.gcs: list[tuple[float, int, float, str, int]] = []
         self._gc_t0 = 0.0
         self.tid = 0
 
@@ -49,7 +49,8 @@ class Probe:
             return
         took = time.perf_counter() - self._gc_t0
         if took > 0.001 and len(self.gcs) < KEEP:
-            self.gcs.append((time.time(), info.get("generation", -1), took))
+            self.gcs.append((time.time(), info.get("generation", -1), took,
+                             threading.current_thread().name, info.get("collected", 0)))
 
     def run(self) -> None:
         self.tid = threading.get_native_id()

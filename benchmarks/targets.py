@@ -170,9 +170,10 @@ def scale_targets(res: Results, st: Settings) -> list[Target]:
         gil = res.get("scale_gil", "flowd", n)
         if gil:
             out.append(_judge(f"{at} no GIL hold over 10 ms while snapshots run",
-                              gil["max_snapshot_ms"] <= 10,
-                              f"longest probe lateness {gil['max_snapshot_ms']:.1f} ms "
-                              f"(whole paced window {gil['max_ms']:.1f} ms)"))
+                              gil["max_ms"] <= 10,
+                              f"longest probe lateness {gil['max_ms']:.1f} ms in the paced "
+                              f"window ({gil['max_snapshot_ms']:.1f} ms while a snapshot "
+                              "thread was alive; taking the view is before it starts)"))
     us = res.get("cpu_per_write_us", "flowd strict", st.procs)
     if us is not None:
         out.append(_judge(f"(issue 12) daemon CPU per durable write <= 35 µs ({st.procs} "

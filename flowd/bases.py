@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
 from pathlib import Path
@@ -163,7 +163,7 @@ class FileMemory:
     # ------------------------------------------------------------ remembering
 
     def remember_written(self, number: int, revision: int, current: str | None,
-                         items: list[tuple[str, dict]]) -> None:
+                         items: Collection[tuple[str, dict]]) -> None:
         """A file flowd just installed (snapshot thread). Only flows changed since the
         last file flowd wrote (higher ``revision``) are digested."""
         own, own_rev = self.own, self.own_rev

@@ -11,10 +11,11 @@ as ``flows.json.prev`` and replaces the file.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,9 +45,10 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
 
 @dataclass
 class View:
-    """What a snapshot holds; ``items`` share the store's immutable flow dicts."""
+    """What a snapshot holds; ``items`` share the store's immutable flow dicts (a list
+    of pairs, or the items of a copy of the store's dict)."""
 
-    items: list[tuple[str, dict[str, Any]]]
+    items: Collection[tuple[str, dict[str, Any]]]
     current_flow_id: str | None
     revision: int
     file_revision: int
@@ -54,6 +56,22 @@ class View:
     extra: dict[str, Any] = field(default_factory=dict)
     #: local ISO time the view was taken: no flow in it was updated later
     captured: str = field(default_factory=lambda: datetime.now().isoformat())
+    #: the dict ``items`` iterates when the view made its own copy (see release)
+    owned: dict[str, Any] | None = None
+    #: how many flows the view holds (stays right after release)
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.items)
+
+    def release(self) -> None:
+        """Empty the view's own copy a chunk at a time, in the thread that wrote it:
+        dropping a million references in one go holds the GIL ~20 ms."""
+        owned = self.owned
+        while owned:
+            for _ in range(min(CHUNK, len(owned))):
+                owned.popitem()  # from the end: no dead slots left to skip
 
 
 def encode(view: View) -> Iterator[bytes]:
@@ -63,13 +81,15 @@ def encode(view: View) -> Iterator[bytes]:
     head = orjson.dumps({"version": "3.0", "meta": meta,
                          "current_flow_id": view.current_flow_id}, option=OPT)
     yield head[:-2] + b',\n  "flows": {'
-    items = view.items
-    for start in range(0, len(items), CHUNK):
-        body = orjson.dumps(dict(items[start:start + CHUNK]), option=OPT)
+    items = iter(view.items)
+    first = True
+    while chunk := dict(itertools.islice(items, CHUNK)):
+        body = orjson.dumps(chunk, option=OPT)
         # '{\n  "id": {...}\n}' -> the same members indented one level deeper
         body = body[1:-2].replace(b"\n", b"\n  ")
-        yield (b"," if start else b"") + body
-    yield b"\n  }" if items else b"}"
+        yield (b"" if first else b",") + body
+        first = False
+    yield b"}" if first else b"\n  }"
     if view.extra:
         tail = orjson.dumps(view.extra, option=OPT)
         yield b"," + tail[1:-2]

@@ -130,6 +130,7 @@ class Daemon:
         self.service.stats.load = rec.summary()
         log.info("loaded %d flows at revision %d in %.3f s (%s, %d journal records replayed)",
                  len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
+        self.snap.prime(self.store)
         # the store is acyclic: the cyclic GC has nothing to find in the flows just
         # loaded, so it never walks them again (a full pass at 1M flows takes ~1 s)
         gc.freeze()

@@ -56,22 +56,30 @@ class View:
     extra: dict[str, Any] = field(default_factory=dict)
     #: local ISO time the view was taken: no flow in it was updated later
     captured: str = field(default_factory=lambda: datetime.now().isoformat())
-    #: the dict ``items`` iterates when the view made its own copy (see release)
-    owned: dict[str, Any] | None = None
-    #: how many flows the view holds (stays right after release)
+    #: the snapshot writer's replica of the store that ``items`` iterates, and the
+    #: store's changes it has not applied yet (see catch_up)
+    replica: dict[str, Any] | None = None
+    pending: list[tuple[str, Any]] | None = None
+    #: how many flows the view holds
     size: int = -1
 
     def __post_init__(self) -> None:
-        if self.size < 0:
+        if self.size < 0 and self.pending is None:
             self.size = len(self.items)
 
-    def release(self) -> None:
-        """Empty the view's own copy a chunk at a time, in the thread that wrote it:
-        dropping a million references in one go holds the GIL ~20 ms."""
-        owned = self.owned
-        while owned:
-            for _ in range(min(CHUNK, len(owned))):
-                owned.popitem()  # from the end: no dead slots left to skip
+    def catch_up(self) -> None:
+        """Apply the pending changes to the replica, in the snapshot thread: the loop
+        hands over only what changed since the last snapshot, never the whole store."""
+        replica, pending = self.replica, self.pending
+        if replica is None or pending is None:
+            return
+        for fid, flow in pending:
+            if flow is None:
+                replica.pop(fid, None)
+            else:
+                replica[fid] = flow
+        self.pending = None
+        self.size = len(replica)
 
 
 def encode(view: View) -> Iterator[bytes]:

@@ -34,6 +34,9 @@ PREVIOUS = "flows.json.prev"
 #: hard link to the flows.json flowd last wrote: tells a foreign rewrite apart at start
 WRITTEN = ".flows.json.written"
 CHUNK = 1000
+#: bytes of a snapshot written between flushes (bounds the writeback a journal fsync
+#: can queue behind)
+FLUSH_EVERY = 8 << 20
 OPT = orjson.OPT_INDENT_2
 
 Fingerprint = tuple[int, int, int]
@@ -146,7 +149,7 @@ class SnapshotFiles:
         t0 = time.perf_counter()
         self.tmp = fresh_name(self.path)
         try:  # a failed write (disk full) must not leave a partial temp file holding space
-            st = write_new(self.tmp, encode(view))
+            st = write_new(self.tmp, encode(view), flush_every=FLUSH_EVERY)
             fp, rotated = self._install(fingerprint(st))
         except BaseException:
             self._discard_tmp()

@@ -174,7 +174,11 @@ class FileMemory:
         new_ids = sum(1 for fid in changed if fid not in own)
         gone: list[str] = []
         if len(own) + new_ids > len(items):
-            present = dict(items)
+            # a snapshot's items are a view of its replica's dict: ask that, never build a
+            # million-entry dict here (the GC's young passes would walk it: 365 ms at 1M)
+            present = getattr(items, "mapping", None)
+            if present is None:
+                present = dict(items)
             gone = [fid for fid in own if fid not in present]
         self._remember_own(number, revision, current, changed, gone, time.time())
 

@@ -31,8 +31,11 @@ class DaemonFailed(RuntimeError):
 class Flowd:
     """One flowd on one data dir, started the way the brief prescribes."""
 
-    def __init__(self, data_dir: Path, durability: str = "strict", *extra: str) -> None:
+    def __init__(self, data_dir: Path, durability: str = "strict", *extra: str,
+                 launcher: tuple[str, ...] = ("-m", "flowd")) -> None:
         self.data_dir = data_dir
+        #: how the interpreter runs flowd (benchmarks.gil_probe wraps it with a probe)
+        self.launcher = launcher
         self.durability = durability
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -44,7 +47,7 @@ class Flowd:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for var in ("NOTIFY_SOCKET", "FLOWD_AUTOSTART", "FLOWD_CONFIG"):
             env.pop(var, None)
-        cmd = [sys.executable, "-m", "flowd", "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, *self.launcher, "--data-dir", str(self.data_dir),
                "--durability", self.durability, *self.extra]
         t0 = time.perf_counter()
         with open(self.log, "ab") as log:
@@ -77,6 +80,20 @@ class Flowd:
     def stats(self) -> dict[str, Any]:
         with self.client() as c:
             return c.stats()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the daemon has used so far."""
+        assert self.proc is not None
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+    def thread_cpu_seconds(self, native_id: int) -> float:
+        """CPU of one of the daemon's threads (to leave a probe thread out)."""
+        assert self.proc is not None
+        for t in psutil.Process(self.proc.pid).threads():
+            if t.id == native_id:
+                return t.user_time + t.system_time
+        return 0.0
 
     def rss(self) -> int:
         assert self.proc is not None

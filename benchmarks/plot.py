@@ -83,3 +83,34 @@ def render(res: Results, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def render_scale(res: Results, path: Path) -> None:
+    """Issue 12's scaling figures against store size: start, memory, latency, CPU."""
+    sizes = res.sizes("scale_start")
+    if not sizes:
+        return
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5))
+
+    def pick(workload: str, system: str, key: str | None = None, k: float = 1.0) -> list[float]:
+        vals = [res.get(workload, system, n) for n in sizes]
+        return [(v[key] if key else v) * k if v else float("nan") for v in vals]
+    panels = [
+        ("start to ready vs seed load", "seconds",
+         {"flowd start": pick("scale_start", "flowd"),
+          "seed load": pick("scale_seed_load", "seed")}),
+        ("memory vs flows.json", "MiB",
+         {"flowd RSS": pick("scale_rss", "flowd", None, 1 / 2**20),
+          "flows.json": pick("scale_file_bytes", "flowd", None, 1 / 2**20)}),
+        ("paced add_flow while snapshots run", "ms",
+         {k: pick("scale_add", "flowd", k) for k in ("p50_ms", "p99_ms", "max_ms")}
+         | {"GIL max (probe)": pick("scale_gil", "flowd", "max_snapshot_ms")}),
+        ("daemon CPU under paced writes", "% of a core",
+         {"flowd": pick("scale_cpu", "flowd", None, 100.0)}),
+    ]
+    for ax, (title, ylabel, series) in zip(axes, panels, strict=True):
+        _panel(ax, {name: (sizes, ys) for name, ys in series.items()}, title, ylabel)
+    fig.suptitle(f"flowd at scale — {res.machine.get('cores')} cores, {res.machine.get('date')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -29,6 +29,8 @@ from . import (
     memory,
     peer_bench,
     report,
+    scale_bench,
+    scale_report,
     stray_bench,
     targets,
     throughput_bench,
@@ -144,6 +146,18 @@ def once(st: Settings, work: Path, res: Results, datasets: Datasets, redis_bin: 
               lambda: throughput_bench.sqlite_writes(tp, st, work, res))
     if st.wants("mixed"):
         mixed(st, work, res, tp, redis_bin, guard)
+    if st.wants("scale"):
+        scale(st, work, res, datasets, tp, guard)
+
+
+def scale(st: Settings, work: Path, res: Results, datasets: Datasets, tp: Any,
+          guard: Guard) -> None:
+    """Issue 12: each figure at 10k, 100k (and with FLOWD_BENCH_1M=1, 1M) flows."""
+    for n in st.scale_sizes:
+        guard(f"scale: start, RSS, paced add_flow, CPU, GIL @{n}",
+              lambda n=n: scale_bench.scale(datasets.get(n), st, work, res))
+    guard(f"daemon CPU per durable write, 1 and {st.procs} procs",
+          lambda: scale_bench.cpu_per_write(tp, st, work, res))
 
 
 def mixed(st: Settings, work: Path, res: Results, tp: Any, redis_bin: str | None,
@@ -189,11 +203,13 @@ def write_outputs(res: Results, st: Settings) -> None:
     st.out_dir.mkdir(parents=True, exist_ok=True)
     checks = targets.evaluate(res, st)
     md = st.out_dir / f"{st.name}.md"
-    md.write_text(report.render(res, st, checks) + "\n", encoding="utf-8")
+    md.write_text("\n".join([report.render(res, st, checks), *scale_report.scale_section(res, st)])
+                  + "\n", encoding="utf-8")
     res.save(st.out_dir / f"{st.name}.json")
     try:
         from . import plot  # matplotlib: only here, not in every spawned worker
         plot.render(res, st.out_dir / f"{st.name}.png")
+        plot.render_scale(res, st.out_dir / f"{st.name}-scale.png")
     except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
         print(f"plot failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     print("\n".join(["", "Targets:", *(t.line() for t in checks), "",

@@ -40,6 +40,10 @@ class Settings:
     tp_size: int
     snap_seconds: float
     restart_writes: int
+    #: the scaling step (issue 12): its sizes, and its paced writes' rate and length
+    scale_sizes: tuple[int, ...]
+    scale_rate: float
+    scale_seconds: float
     apt: bool
     keep: bool
     only: frozenset[str]
@@ -73,6 +77,10 @@ def load() -> Settings:
         tp_size=int(_env("TP_SIZE", "1000")),
         snap_seconds=float(_env("SNAP_SECONDS", "3" if quick else "8")),
         restart_writes=int(_env("RESTART_WRITES", "3000" if quick else "30000")),
+        scale_sizes=(10_000,) if quick else (10_000, 100_000, *((1_000_000,) if _flag("1M")
+                                                                 else ())),
+        scale_rate=float(_env("SCALE_RATE", "100")),
+        scale_seconds=float(_env("SCALE_SECONDS", "5" if quick else "15")),
         apt=_flag("APT"),
         keep=_flag("KEEP"),
         only=frozenset(w for w in _env("ONLY", "").split(",") if w),

@@ -142,13 +142,52 @@ def group_commit(res: Results, st: Settings) -> Target:
                   f"({ratio:.2f}x; {rpc} records per fsync)")
 
 
+def scale_targets(res: Results, st: Settings) -> list[Target]:
+    """Issue 12 at 100k and 1M flows (the 1M bounds are checked at 100k as well)."""
+    out: list[Target] = []
+    for n in (n for n in res.sizes("scale_start") if n >= 100_000):
+        at = f"(issue 12) @{_size(n)}"
+        start, seed = res.get("scale_start", "flowd", n), res.get("scale_seed_load", "seed", n)
+        if start and seed:
+            out.append(_judge(f"{at} start-to-ready <= 1/10 of the seed's load",
+                              seed / start >= 10, f"{start:.2f} vs {seed:.2f} s "
+                              f"({seed / start:.1f}x)"))
+        rss, size = res.get("scale_rss", "flowd", n), res.get("scale_file_bytes", "flowd", n)
+        if rss and size:
+            out.append(_judge(f"{at} RSS <= 1.5x flows.json", rss / size <= 1.5,
+                              f"{rss / 2**20:.0f} vs {size / 2**20:.0f} MiB "
+                              f"({rss / size:.2f}x)"))
+        add = res.get("scale_add", "flowd", n)
+        if add:
+            out.append(_judge(f"{at} paced add_flow p99 <= 5x p50, max <= 50 ms",
+                              add["p99_ms"] <= 5 * add["p50_ms"] and add["max_ms"] <= 50,
+                              f"p50 {add['p50_ms']:.2f}, p99 {add['p99_ms']:.2f}, max "
+                              f"{add['max_ms']:.1f} ms at {add['rate']:.0f}/s"))
+        cpu = res.get("scale_cpu", "flowd", n)
+        if cpu is not None:
+            out.append(_judge(f"{at} daemon CPU <= 15 % of a core under paced writes",
+                              cpu <= 0.15, f"{cpu * 100:.1f} %"))
+        gil = res.get("scale_gil", "flowd", n)
+        if gil:
+            out.append(_judge(f"{at} no GIL hold over 10 ms while snapshots run",
+                              gil["max_ms"] <= 10,
+                              f"longest probe lateness {gil['max_ms']:.1f} ms in the paced "
+                              f"window ({gil['max_snapshot_ms']:.1f} ms while a snapshot "
+                              "thread was alive; taking the view is before it starts)"))
+    us = res.get("cpu_per_write_us", "flowd strict", st.procs)
+    if us is not None:
+        out.append(_judge(f"(issue 12) daemon CPU per durable write <= 35 µs ({st.procs} "
+                          "strict writers)", us <= 35, f"{us:.1f} µs"))
+    return out
+
+
 def evaluate(res: Results, st: Settings) -> list[Target]:
     checks: list[Callable[[], Target | list[Target]]] = [
         lambda: reads_vs_redis(res, st), lambda: writes_vs_redis(res, 1),
         lambda: writes_vs_redis(res, st.procs), lambda: add_vs_seed(res, st),
         lambda: start_vs_seed(res, st), lambda: rss_vs_plain(res, st),
         lambda: cached_vs_plain(res, st), lambda: snapshot_latency(res, st),
-        lambda: group_commit(res, st)]
+        lambda: group_commit(res, st), lambda: scale_targets(res, st)]
     out: list[Target] = []
     for check in checks:
         got = check()

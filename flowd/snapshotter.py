@@ -13,8 +13,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,20 +29,6 @@ from .storage.snapshot import (
 from .store import Store
 
 log = logging.getLogger("flowd.snapshot")
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Copying n pointers allocates n tuples: without this, the cyclic GC runs full
-    passes over the whole (acyclic) store meanwhile. py-spy under 8 writers at 67k
-    flows: 10% of the loop's time was such passes inside this copy."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass
@@ -115,6 +100,9 @@ class Snapshotter:
     on_done: Callable[[], None] | None = None
     _thread: threading.Thread | None = None
     _outcome: Outcome | None = None
+    #: the snapshot thread's copy of the store's dict, and which load of the store it is of
+    _replica: dict[str, Any] | None = None
+    _replica_of: int = -1
 
     @property
     def busy(self) -> bool:
@@ -139,14 +127,37 @@ class Snapshotter:
         return max(self.dirty_since + wait, self.retry_at)
 
     def view(self, store: Store) -> View:
-        with gc_paused():
-            items = list(store.flows.items())
+        """The store as of now, at the cost of what changed since the last snapshot.
+
+        The snapshot thread keeps a replica of the store's dict (sharing its flow
+        dicts, immutable once stored) and applies the store's change log to it before
+        encoding. Copying the store instead touches every flow on the loop thread
+        (a list of items: a million tuples and a 634 ms gen0 pass at 1M flows; a dict
+        copy: one increment per flow, ~100 ms of cache misses at 1M)."""
+        gc.collect()  # cheap: only what is younger than the last freeze (cyclic garbage)
+        pending = store.changes
+        if self._replica is None or self._replica_of != store.generation or pending is None:
+            self.prime(store)
+            pending = None
+        store.changes = []
+        # long-lived from here on (the replica, the flows stored since the last freeze):
+        # the cyclic GC has nothing to find in them and never walks them again
+        gc.freeze()
+        assert self._replica is not None
         number = self.take_number() if self.take_number else self.file_revision + 1
-        return View(items, store.current_flow_id, store.revision, number,
-                    store.meta_extra, store.extra)
+        return View(self._replica.items(), store.current_flow_id, store.revision, number,
+                    store.meta_extra, store.extra, replica=self._replica, pending=pending)
+
+    def prime(self, store: Store) -> None:
+        """Copy the store's dict once per load (before serving, when called at start);
+        from then on the store logs its changes for the replica."""
+        self._replica = store.flows.copy()
+        self._replica_of = store.generation
+        store.changes = []
 
     def start(self, store: Store) -> None:
-        """Capture a consistent view (O(n) pointer copy) and write it in the background."""
+        """Capture a consistent view (the changes since the last one) and write it in the
+        background."""
         view = self.view(store)
         if self.journal.fd is not None:
             try:
@@ -160,6 +171,7 @@ class Snapshotter:
 
     def _run(self, view: View) -> None:
         out = Outcome(view)
+        view.catch_up()
         try:
             out.installed = self.files.write(view)
         except StrayWriterDetected:
@@ -212,7 +224,7 @@ class Snapshotter:
         # every second under steady writes: INFO only when it is slow enough to matter
         level = logging.INFO if inst.seconds >= 1.0 else logging.DEBUG
         log.log(level, "snapshot: %d flows at revision %d, %d bytes in %.3f s",
-                len(view.items), view.revision, inst.bytes, inst.seconds)
+                view.size, view.revision, inst.bytes, inst.seconds)
 
     def start_from(self, known: Fingerprint | None, rotate_from: str | None,
                    installed_rev: int, file_revision: int) -> None:

@@ -46,12 +46,18 @@ class Store:
         self.extra: dict[str, Any] = {}
         self.meta_extra: dict[str, Any] = {}
         self._deleted = 0
+        #: (id, flow or None) per change since the snapshot writer last took them
+        #: (flowd.snapshotter keeps a replica; None: nobody does, nothing is logged)
+        self.changes: list[tuple[str, Flow | None]] | None = None
+        #: bumped by every load: a replica of an earlier store is void
+        self.generation = 0
 
     # ------------------------------------------------------------ loading
 
     def load(self, doc: dict[str, Any]) -> None:
         """Adopt a normalized schema-3.0 document (flows dicts are taken, not copied)."""
         self.flows = doc["flows"]
+        self.changes, self.generation = None, self.generation + 1
         meta = doc.get("meta") or {}
         self.revision = int(meta.get("revision", 0))
         self.meta_extra = {k: v for k, v in meta.items()
@@ -117,10 +123,12 @@ class Store:
         rev = record["rev"]
         if rev != self.revision + 1:
             raise InternalError(f"record revision {rev} does not follow {self.revision}")
-        flows = self.flows
+        flows, log = self.flows, self.changes
         for op, fid, flow in record["changes"]:
             if op == "set_current":
                 continue
+            if log is not None:
+                log.append((fid, flow))
             old = flows.get(fid)
             if old is not None and (flow is None or old["name"] != flow["name"]):
                 self._unindex(old["name"], fid)

@@ -49,13 +49,23 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> os.stat_result:
+def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
+              flush_every: int = 0) -> os.stat_result:
     """Create ``path`` (it must not exist: O_EXCL, so nothing planted is written
-    through), write ``chunks`` and fsync; not atomic. Returns the new file's stat."""
+    through), write ``chunks`` and fsync; not atomic. Returns the new file's stat.
+
+    ``flush_every`` bytes, the data written so far is flushed as well: a big file's
+    dirty pages otherwise pile up, and every other fsync on the disk (the journal's,
+    on the request path) waits behind their writeback (173 ms at 1M flows)."""
     fd = create_new(path, mode)
     try:
+        unflushed = 0
         for chunk in chunks:
             write_all(fd, chunk)
+            unflushed += len(chunk)
+            if flush_every and unflushed >= flush_every:
+                IO.fdatasync(fd)
+                unflushed = 0
         IO.fsync(fd)
         return os.fstat(fd)
     finally:

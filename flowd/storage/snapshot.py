@@ -11,10 +11,11 @@ as ``flows.json.prev`` and replaces the file.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,9 @@ PREVIOUS = "flows.json.prev"
 #: hard link to the flows.json flowd last wrote: tells a foreign rewrite apart at start
 WRITTEN = ".flows.json.written"
 CHUNK = 1000
+#: bytes of a snapshot written between flushes (bounds the writeback a journal fsync
+#: can queue behind)
+FLUSH_EVERY = 8 << 20
 OPT = orjson.OPT_INDENT_2
 
 Fingerprint = tuple[int, int, int]
@@ -44,14 +48,39 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
 
 @dataclass
 class View:
-    """What a snapshot holds; ``items`` share the store's immutable flow dicts."""
+    """What a snapshot holds; ``items`` share the store's immutable flow dicts (a list
+    of pairs, or the items of a copy of the store's dict)."""
 
-    items: list[tuple[str, dict[str, Any]]]
+    items: Collection[tuple[str, dict[str, Any]]]
     current_flow_id: str | None
     revision: int
     file_revision: int
     meta_extra: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the snapshot writer's replica of the store that ``items`` iterates, and the
+    #: store's changes it has not applied yet (see catch_up)
+    replica: dict[str, Any] | None = None
+    pending: list[tuple[str, Any]] | None = None
+    #: how many flows the view holds
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.size < 0 and self.pending is None:
+            self.size = len(self.items)
+
+    def catch_up(self) -> None:
+        """Apply the pending changes to the replica, in the snapshot thread: the loop
+        hands over only what changed since the last snapshot, never the whole store."""
+        replica, pending = self.replica, self.pending
+        if replica is None or pending is None:
+            return
+        for fid, flow in pending:
+            if flow is None:
+                replica.pop(fid, None)
+            else:
+                replica[fid] = flow
+        self.pending = None
+        self.size = len(replica)
 
 
 def encode(view: View) -> Iterator[bytes]:
@@ -61,13 +90,15 @@ def encode(view: View) -> Iterator[bytes]:
     head = orjson.dumps({"version": "3.0", "meta": meta,
                          "current_flow_id": view.current_flow_id}, option=OPT)
     yield head[:-2] + b',\n  "flows": {'
-    items = view.items
-    for start in range(0, len(items), CHUNK):
-        body = orjson.dumps(dict(items[start:start + CHUNK]), option=OPT)
+    items = iter(view.items)
+    first = True
+    while chunk := dict(itertools.islice(items, CHUNK)):
+        body = orjson.dumps(chunk, option=OPT)
         # '{\n  "id": {...}\n}' -> the same members indented one level deeper
         body = body[1:-2].replace(b"\n", b"\n  ")
-        yield (b"," if start else b"") + body
-    yield b"\n  }" if items else b"}"
+        yield (b"" if first else b",") + body
+        first = False
+    yield b"}" if first else b"\n  }"
     if view.extra:
         tail = orjson.dumps(view.extra, option=OPT)
         yield b"," + tail[1:-2]
@@ -114,7 +145,7 @@ class SnapshotFiles:
         t0 = time.perf_counter()
         self.tmp = fresh_name(self.path)
         try:  # a failed write (disk full) must not leave a partial temp file holding space
-            st = write_new(self.tmp, encode(view))
+            st = write_new(self.tmp, encode(view), flush_every=FLUSH_EVERY)
             fp, rotated = self._install(fingerprint(st))
         except BaseException:
             self._discard_tmp()

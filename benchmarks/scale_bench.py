@@ -1,0 +1,135 @@
+"""Ten times the flows (issue 12): how start, memory, paced writes and CPU scale.
+
+At each scale size one fresh daemon runs inside :mod:`benchmarks.gil_probe`
+on a copy of the generated store, next to the seed's load of the same file
+(in a fresh interpreter); start-to-ready is timed on the restart, once
+flowd has written its own flows.json (the first start is kept too). Once
+ready, one client adds flows at a steady pace (``FLOWD_BENCH_SCALE_RATE``/s
+for ``FLOWD_BENCH_SCALE_SECONDS``) with a short snapshot interval, so
+snapshots of the whole store keep running meanwhile: the latency shape
+(p50, p99, max), the daemon's CPU (the probe thread's own CPU left out),
+the snapshot's duration and the longest GIL hold are what the
+issue's targets bound. The request-path figure (daemon CPU per durable write
+under many strict writers) is measured here too, on the throughput store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .daemon import Flowd
+from .datagen import Dataset, sample_flow
+from .peers.seed import run_job
+from .results import Results
+from .settings import Settings
+from .workloads import percentile, throughput
+
+SNAPSHOT_INTERVAL = "0.5"
+SETTLE = 0.5
+
+
+def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
+    n = ds.size
+    seed = run_job("load", ds.path)
+    res.put("scale_seed_load", "seed", n, seed["seconds"])
+    data_dir = work / f"scale-{n}"
+    ds.copy_to(data_dir)
+    probe_out = work / f"scale-{n}.probe.json"
+    d = Flowd(data_dir, "strict", "--snapshot-interval", SNAPSHOT_INTERVAL,
+              launcher=("-m", "benchmarks.gil_probe", str(probe_out)))
+    try:
+        # the generated file is not flowd's: the first start parses it fully and writes
+        # flowd's own; a daemon restarting on its data dir (the start that counts) reads that
+        res.put("scale_first_start", "flowd", n, d.start())
+        d.stop()
+        res.put("scale_start", "flowd", n, d.start())
+        time.sleep(SETTLE)
+        res.put("scale_rss", "flowd", n, d.rss())
+        res.put("scale_file_bytes", "flowd", n, (data_dir / "flows.json").stat().st_size)
+        _paced(d, st, res, n, probe_out)
+    finally:
+        d.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _paced(d: Flowd, st: Settings, res: Results, n: int, probe_out: Path) -> None:
+    """add_flow at a steady rate while snapshots run; latency, CPU, snapshots, GIL."""
+    with d.client() as c:
+        snap0 = c.stats()["snapshot"]
+        probe0 = _probe(probe_out)
+        cpu0 = d.cpu_seconds() - d.thread_cpu_seconds(probe0.get("tid", 0))
+        wall0 = time.time()
+        lat, elapsed = _pace(c, st.scale_rate, st.scale_seconds)
+        wall1 = time.time()
+        cpu = d.cpu_seconds() - d.thread_cpu_seconds(probe0.get("tid", 0)) - cpu0
+        snap = c.stats()["snapshot"]
+    time.sleep(0.6)  # the probe writes its figures every half second
+    probe = _probe(probe_out)
+    lat.sort()
+    res.put("scale_add", "flowd", n, {
+        "p50_ms": percentile(lat, 50) * 1e3, "p99_ms": percentile(lat, 99) * 1e3,
+        "max_ms": lat[-1] * 1e3, "writes": len(lat), "rate": len(lat) / elapsed})
+    res.put("scale_cpu", "flowd", n, cpu / elapsed)
+    res.put("scale_snapshot", "flowd", n, {
+        "count": snap["count"] - snap0["count"], "last_s": snap["last_seconds"],
+        "avg_s": snap["avg_seconds"]})
+    lates = [(late, snap) for t, late, snap in probe.get("lates", []) if wall0 <= t <= wall1]
+    res.put("scale_gil", "flowd", n, {
+        "max_ms": max((late for late, _ in lates), default=0.0) * 1e3,
+        "max_snapshot_ms": max((late for late, s in lates if s), default=0.0) * 1e3,
+        "over_10ms": sum(late > 0.010 for late, _ in lates),
+        "gc_max_ms": _gc_max(probe, wall0, wall1)})
+
+
+def _gc_max(probe: dict[str, Any], wall0: float, wall1: float) -> dict[str, float]:
+    """The longest cyclic-GC pass of each generation within the window, in ms."""
+    out: dict[str, float] = {}
+    for t, gen, took, *_where in probe.get("gcs", []):
+        if wall0 <= t <= wall1:
+            out[f"gen{gen}"] = max(out.get(f"gen{gen}", 0.0), round(took * 1e3, 1))
+    return out
+
+
+def _pace(c: Any, rate: float, seconds: float) -> tuple[list[float], float]:
+    """One add_flow every 1/rate s on a fixed schedule (a late one does not shift the rest)."""
+    now = time.perf_counter
+    lat: list[float] = []
+    t0 = now()
+    total = int(rate * seconds)
+    for i in range(total):
+        wait = t0 + i / rate - now()
+        if wait > 0:
+            time.sleep(wait)
+        t = now()
+        c.add_flow(*sample_flow(i))
+        lat.append(now() - t)
+    return lat, now() - t0
+
+
+def _probe(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def cpu_per_write(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
+    """Daemon CPU µs per durable (strict) write with ``procs`` writer processes."""
+    for procs in (1, st.procs):
+        data_dir = work / f"cpu-write-{procs}"
+        ds.copy_to(data_dir)
+        with Flowd(data_dir, "strict") as d:
+            cpu0 = d.cpu_seconds()
+            before = d.stats()["revision"]
+            s = throughput("benchmarks.flowd_bench:writer", (str(data_dir),), procs,
+                           st.seconds)
+            writes = d.stats()["revision"] - before
+            cpu = d.cpu_seconds() - cpu0
+        shutil.rmtree(data_dir, ignore_errors=True)
+        res.put("cpu_per_write_us", "flowd strict", procs, cpu / max(1, writes) * 1e6)
+        res.put("cpu_per_write_rate", "flowd strict", procs, s.ops_per_s)
+

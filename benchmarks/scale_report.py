@@ -1,0 +1,68 @@
+"""The scaling table of issue 12 (markdown): each figure at each scale size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .report import f_s, ratio, size_label, table
+from .results import Results
+from .settings import Settings
+
+MiB = 2**20
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f}"
+
+
+def _row(res: Results, n: int) -> list[str]:
+    start, seed = res.get("scale_start", "flowd", n), res.get("scale_seed_load", "seed", n)
+    rss, size = res.get("scale_rss", "flowd", n), res.get("scale_file_bytes", "flowd", n)
+    add: dict[str, Any] = res.get("scale_add", "flowd", n) or {}
+    snap: dict[str, Any] = res.get("scale_snapshot", "flowd", n) or {}
+    gil: dict[str, Any] = res.get("scale_gil", "flowd", n) or {}
+    cpu = res.get("scale_cpu", "flowd", n)
+    gc_max = gil.get("gc_max_ms") or {}
+    first = res.get("scale_first_start", "flowd", n)
+    return [size_label(n), f_s(first), f_s(start), f_s(seed), f"{ratio(seed, start) or 0:.1f}x",
+            "-" if rss is None else f"{rss / MiB:,.0f}",
+            "-" if size is None else f"{size / MiB:,.0f}",
+            "-" if not (rss and size) else f"{rss / size:.2f}x",
+            f"{add.get('rate', 0):.0f}/s", _ms(add.get("p50_ms")), _ms(add.get("p99_ms")),
+            _ms(add.get("max_ms")),
+            "-" if not add else f"{add['p99_ms'] / add['p50_ms']:.1f}x",
+            "-" if cpu is None else f"{cpu * 100:.1f}",
+            f"{snap.get('count', 0)} × {f_s(snap.get('avg_s'))}",
+            _ms(gil.get("max_ms")), _ms(gil.get("max_snapshot_ms")),
+            ", ".join(f"{g} {v}" for g, v in sorted(gc_max.items())) or "-"]
+
+
+def scale_section(res: Results, st: Settings) -> list[str]:
+    sizes = res.sizes("scale_start")
+    out = ["## Ten times the flows (issue 12)", "",
+           "One daemon per size, run inside `benchmarks.gil_probe`, on a copy of the "
+           "generated store; the seed's load of the same file in a fresh interpreter. "
+           "First start: on the generated file (not flowd's: parsed fully, rewritten); "
+           "start: the restart on flowd's own file (spawn to first ping). "
+           f"Paced add_flow (strict) at {st.scale_rate:.0f}/s for {st.scale_seconds:.0f} s "
+           "with `--snapshot-interval 0.5`, so whole-store snapshots run meanwhile. CPU: "
+           "the daemon's user+system time over the paced window, the probe thread's own "
+           "left out. GIL: the probe thread's longest wake-up lateness from a 1 ms sleep "
+           "(whole paced window / while a snapshot thread was alive); below the 5 ms switch "
+           "interval it is contention, not a hold. GC: the longest cyclic-GC pass per "
+           "generation over 1 ms (gc.callbacks), both within the paced window.", ""]
+    if sizes:
+        out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start", "RSS MiB",
+                      "flows.json MiB", "RSS ÷ file", "paced", "p50 ms", "p99 ms", "max ms",
+                      "p99 ÷ p50", "CPU % of a core", "snapshots × s", "GIL max ms",
+                      "GIL max ms (snapshot)", "longest GC pass ms"],
+                      [_row(res, n) for n in sizes])
+    cpu = [(p, res.get("cpu_per_write_us", "flowd strict", p),
+            res.get("cpu_per_write_rate", "flowd strict", p))
+           for p in res.sizes("cpu_per_write_us")]
+    if cpu:
+        out += ["Request path: daemon CPU per durable write (strict, 1000-flow store), "
+                "user+system time of the daemon over the run ÷ revisions committed.", ""]
+        out += table(["writer processes", "writes/s", "daemon CPU µs per write"],
+                     [[str(p), f"{r or 0:,.0f}", f"{us:,.1f}"] for p, us, r in cpu])
+    return out

@@ -35,7 +35,8 @@ def snapshot_items(snap: Snapshotter, store: Store) -> list[tuple[str, Any]]:
 
 def test_replica_follows_adds_updates_deletes_and_readds_in_order() -> None:
     store = loaded("a", "b", "c")
-    snap = Snapshotter(files=None, journal=None)  # type: ignore[arg-type]
+    snap = Snapshotter(files=None, journal=None, interval=1.0,  # type: ignore[arg-type]
+                       max_journal_bytes=64 << 20)
     snap.prime(store)
     apply(store, ("add_flow", "d", flow("d", "d", 1)))
     apply(store, ("delete_flow", "b", None), ("rename_flow", "a", flow("a", "A", 2)))
@@ -49,7 +50,8 @@ def test_replica_follows_adds_updates_deletes_and_readds_in_order() -> None:
 
 def test_changes_are_handed_over_once_and_a_new_load_copies_again() -> None:
     store = loaded("a")
-    snap = Snapshotter(files=None, journal=None)  # type: ignore[arg-type]
+    snap = Snapshotter(files=None, journal=None, interval=1.0,  # type: ignore[arg-type]
+                       max_journal_bytes=64 << 20)
     assert store.changes is None  # nobody keeps a replica: nothing is logged
     assert snapshot_items(snap, store) == list(store.flows.items())  # first view primes
     apply(store, ("add_flow", "b", flow("b", "b", 1)))

@@ -49,6 +49,23 @@ class Backend(Protocol):
         """The first reply of a retried write this host's memory does not hold."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """What stats report about the store of record."""
+        ...
+
+
+def make_backend(config: Any, journal: Journal) -> Backend:
+    """The configured backend; etcd's module (and grpc) is imported only for it."""
+    if config.backend != "etcd":
+        return LocalBackend(journal)
+    from .etcd_backend import EtcdBackend
+
+    def text(path: Any) -> str | None:
+        return None if path is None else str(path)
+    return EtcdBackend(tuple(config.etcd_endpoints), config.etcd_prefix,
+                       cacert=text(config.etcd_cacert), cert=text(config.etcd_cert),
+                       key=text(config.etcd_key))
+
 
 class LocalBackend:
     """Today's journal: one append, one fsync per group."""
@@ -66,3 +83,6 @@ class LocalBackend:
 
     def lookup(self, key: tuple[str, int]) -> tuple[bool, Any, int] | None:
         return None  # the journal's keys are replayed into RetryKeys at start-up
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local"}

@@ -171,6 +171,9 @@ class Loop:
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         keys = self.rt.clients_watch.fileno() if self.rt.clients_watch is not None else None
         self.rt.snap.on_done = self.wake
+        if hasattr(self.rt.backend, "wake"):  # etcd: the watch thread has other hosts' writes
+            self.rt.backend.wake = self.wake
+            self.wake()  # what it queued before now
         if self.notifier is not None:
             self.notifier.ready()
             self._status()
@@ -220,6 +223,7 @@ class Loop:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        self.rt.on_backend()
         if self.reload_requested:
             self.reload_requested = False
             if self.on_reload is not None:

@@ -243,8 +243,8 @@ class RequestHandler:
                 return self._recompute(pending, exc, attempt)
             except OSError as exc:
                 return self._group_failed(pending, exc)
-            except FlowdError as exc:
-                return self._group_failed(pending, exc)
+            except FlowdError as exc:  # the store of record's answer (etcd: too large, away)
+                return self._group_refused(pending, exc)
             self.stats.journal_bytes += written
             self.stats.observe_commit(time.perf_counter() - t0, len(records))
             for record, rev in zip(records, revs, strict=True):
@@ -292,7 +292,7 @@ class RequestHandler:
         try:
             self.apply_remote(catch_up(exc.revision))
         except FlowdError as err:
-            return self._group_failed(pending, err)
+            return self._group_refused(pending, err)
         out: Out = []
         for pw in pending:
             assert pw.args is not None
@@ -307,13 +307,15 @@ class RequestHandler:
         out.append((pw.client, self._refuse(pw.error, pw.rid)))
         out.extend((c, protocol.reply_error(r, pw.error)) for c, r in pw.followers)
 
-    def _group_failed(self, pending: list[PendingWrite], exc: OSError | FlowdError) -> Out:
+    def _group_failed(self, pending: list[PendingWrite], exc: OSError) -> Out:
         self.stats.journal_failures += 1
         self.stats.last_journal_error = f"{type(exc).__name__}: {exc}"
         self.refusals.refused(len(pending), exc)
-        err = exc if isinstance(exc, FlowdError) else UnavailableError(
+        return self._group_refused(pending, UnavailableError(
             f"the daemon could not make the write durable ({exc}); "
-            "nothing was applied, retry later")
+            "nothing was applied, retry later"))
+
+    def _group_refused(self, pending: list[PendingWrite], err: FlowdError) -> Out:
         out: Out = []
         for pw in pending:
             out.append((pw.client, self._refuse(err, pw.rid)))
@@ -380,7 +382,8 @@ class RequestHandler:
                "journal": {"bytes": self.journal.total_bytes(),
                            "segments": len(self.journal.segments),
                            "durability": self.journal.durability},
-               "history_floor": self.history.floor, **self.stats.as_dict()}
+               "history_floor": self.history.floor, "backend": self.backend.describe(),
+               **self.stats.as_dict()}
         out["limits"] = self.limit_stats()
         out["process"] = process_stats()
         if self.stray_stats is not None:

@@ -53,6 +53,11 @@ class Backend(Protocol):
         """What stats report about the store of record."""
         ...
 
+    def before(self, revision: int) -> list[Record] | None:
+        """Records of other writers that come before ``revision`` and are not applied
+        yet (apply them first); None: do not apply this one, it will come that way."""
+        ...
+
 
 def make_backend(config: Any, journal: Journal) -> Backend:
     """The configured backend; etcd's module (and grpc) is imported only for it."""
@@ -86,3 +91,6 @@ class LocalBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local"}
+
+    def before(self, revision: int) -> list[Record] | None:
+        return []  # this daemon is the only writer

@@ -30,6 +30,7 @@ from flowd_client.errors import CompactedError, FlowdError, UnavailableError
 from .backend import StaleMirror
 from .etcd_adapter import EtcdAdapter
 from .etcd_codec import Layout, Record, restamp
+from .etcd_types import Compare
 from .store import Store
 
 log = logging.getLogger("flowd.etcd")
@@ -58,6 +59,9 @@ class EtcdBackend:
         self.timeout = timeout
         self.wake: Callable[[], None] = lambda: None
         self._queue: queue.Queue[list[Record]] = queue.Queue()
+        #: records the watch brought beyond the one a write waited for (see before)
+        self._held: list[Record] = []
+        self.store = Store()
         self._lease: tuple[int, float] | None = None
         self._doubtful: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.unavailable_since: float | None = None
@@ -82,6 +86,7 @@ class EtcdBackend:
 
     def load(self, store: Store) -> None:
         """Fill an empty store from etcd and follow the changes from there."""
+        self.store = store
         record = self.snapshot_record(store)
         if record["rev"] > store.revision:
             store.apply_record(record, gapped=True)
@@ -152,12 +157,24 @@ class EtcdBackend:
 
     def take(self) -> list[Record]:
         """Records the watch brought since the last call."""
-        out: list[Record] = []
+        out, self._held = self._held, []
         while True:
             try:
                 out.extend(self._queue.get_nowait())
             except queue.Empty:
                 return out
+
+    def before(self, revision: int) -> list[Record] | None:
+        """Other hosts' records before our write at ``revision``, to apply first (the
+        mirror follows etcd's order). None if the watch did not reach it in time:
+        then the watch brings our write too, in its turn."""
+        try:
+            got = self.catch_up(revision)
+        except UnavailableError:
+            self._held = self.take()
+            return None
+        self._held = [r for r in got if r["rev"] > revision]
+        return [r for r in got if r["rev"] < revision]
 
     def catch_up(self, revision: int) -> list[Record]:
         """Records up to at least ``revision`` (waits for the watch, up to the timeout)."""
@@ -191,7 +208,7 @@ class EtcdBackend:
     def _commit(self, record: Record, base_revision: int) -> tuple[int, int]:
         self._fail_fast()
         lease = self._lease_id() if record.get("keys") else 0
-        compares, success, failure = self.layout.txn_for(record, base_revision, lease)
+        compares, success, failure = self.layout.txn_for(record, self._compares(record), lease)
         try:
             res = self.adapter.txn(compares, success, failure)
         except FlowdError as exc:
@@ -205,6 +222,23 @@ class EtcdBackend:
             raise StaleMirror(kvs[0].mod_revision if kvs else 0)
         size = sum(len(getattr(op, "value", b"")) + len(op.key) for op in success)
         return res.revision, size
+
+    def _compares(self, record: Record) -> list[Compare]:
+        """What the write read, as the mirror has it: each flow it touches at the
+        revision the mirror holds (0: absent), so if_revision and "no such flow" are
+        decided on etcd's state. A write that depends on the whole store also needs
+        the marker unchanged: deleting the current flow (the first remaining one
+        becomes current) and a stray merge."""
+        store, lay = self.store, self.layout
+        out = []
+        for fid in dict.fromkeys(fid for _op, fid, _flow in record["changes"]):
+            flow = store.flows.get(fid)
+            out.append(Compare.mod_revision(lay.flow_key(fid), flow["revision"] if flow else 0))
+        moves_current = any(flow is None and fid == store.current_flow_id
+                            for _op, fid, flow in record["changes"])
+        if moves_current or "merge" in record:
+            out.append(Compare.mod_revision(lay.marker, store.revision))
+        return out
 
     def _fail_fast(self) -> None:
         if self.unavailable_since is not None and time.monotonic() - self._failed_at < FAIL_FAST:

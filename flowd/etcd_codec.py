@@ -9,11 +9,11 @@ Under the prefix P (``--etcd-prefix``):
   ``mod_revision`` (the value's own is ignored);
 - ``P/data/current``: the current flow's id (absent: none);
 - ``P/data/marker``: written by every flowd transaction, so its
-  ``mod_revision`` is the store's revision; one compare on it makes a write
-  that was computed on this host's mirror valid only if no other write came
-  between (one key, where a range compare costs O(keys) in etcd). Its value
-  is the record without the flows: ``{"ts", "ops": [[op, id], ...],
-  "current"[, "merge"]}``;
+  ``mod_revision`` is the store's revision; a write that depends on the
+  whole store (deleting the current flow picks the first remaining one; a
+  stray merge) compares it, so it holds only if no other write came between
+  (one key, where a range compare costs O(keys) in etcd). Its value is the
+  record without the flows: ``{"ts", "ops": [[op, id], ...], "current"[, "merge"]}``;
 - ``P/retry/<client>/<n>``: the first reply of a keyed write, under a lease.
 """
 
@@ -57,10 +57,11 @@ class Layout:
 
     # -- writes ------------------------------------------------------------------
 
-    def txn_for(self, record: Record, base_revision: int,
+    def txn_for(self, record: Record, compares: list[Compare],
                 lease: int) -> tuple[list[Compare], list[TxnOp], list[TxnOp]]:
-        """One flowd write as one etcd transaction: valid only if the marker is still
-        at ``base_revision`` (nothing was written since the mirror's state)."""
+        """One flowd write as one etcd transaction, valid only if ``compares`` hold
+        (the keys it read are as the mirror has them); the failure branch reads the
+        marker, the revision to catch up to."""
         final: dict[str, Any] = {}
         ops = []
         for op, fid, flow in record["changes"]:
@@ -86,7 +87,7 @@ class Layout:
                 f"plus {len(success) - len(final)}); etcd allows {MAX_TXN_OPS} per transaction "
                 "(--max-txn-ops): split the batch", {"operations": len(success),
                                                      "max_txn_ops": MAX_TXN_OPS})
-        return [Compare.mod_revision(self.marker, base_revision)], success, [Get(self.marker)]
+        return compares, success, [Get(self.marker)]
 
     # -- reads -------------------------------------------------------------------
 

@@ -248,6 +248,11 @@ class RequestHandler:
             self.stats.journal_bytes += written
             self.stats.observe_commit(time.perf_counter() - t0, len(records))
             for record, rev in zip(records, revs, strict=True):
+                earlier = self.backend.before(rev)
+                if earlier is None:
+                    restamp(record, rev)
+                    continue
+                self.apply_remote(earlier)
                 self.apply_durable(record, rev)
             self.snap.note_change(time.monotonic())
         out: Out = []
@@ -266,11 +271,7 @@ class RequestHandler:
     def apply_durable(self, record: dict[str, Any], rev: int) -> None:
         """Apply a record the backend made durable at ``rev`` and publish it. With a
         gapped backend (etcd) its event says the feed's previous revision (``prev``)."""
-        if rev != record["rev"]:
-            record["rev"] = rev
-            for _op, _fid, flow in record["changes"]:
-                if flow is not None:
-                    flow["revision"] = rev
+        restamp(record, rev)
         if self.backend.gapped:
             record["prev"] = self.store.revision
         self.store.apply_record(record, gapped=self.backend.gapped)
@@ -410,3 +411,12 @@ class RequestHandler:
             out.update(self.server_stats())
         return out
 
+
+def restamp(record: dict[str, Any], rev: int) -> None:
+    """The revision the backend gave a record, on it and on the flows it wrote (the
+    replies hold the same flow dicts)."""
+    if rev != record["rev"]:
+        record["rev"] = rev
+        for _op, _fid, flow in record["changes"]:
+            if flow is not None:
+                flow["revision"] = rev

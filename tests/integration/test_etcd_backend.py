@@ -8,6 +8,7 @@ key prefix of its own, and talks to them through the real client.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import Daemon
 from etcd_cluster import SKIP_LINE, EtcdCluster, etcd_binary
-from flowd_client.errors import ConflictError, TooLargeError, UnavailableError
+from flowd_client import FlowClient
+from flowd_client.errors import ConflictError, FlowdError, TooLargeError, UnavailableError
 
 from flowd.etcd_adapter import EtcdAdapter
 from flowd.etcd_types import Put
@@ -176,3 +178,122 @@ def _try_add(c, name: str) -> str | None:
         return c.add_flow(name)
     except UnavailableError:
         return None
+
+
+class ChainWriter(threading.Thread):
+    """One compare-and-set chain: plan n+1 written only over the revision that holds
+    n. Every write acknowledged is recorded; after an error the flow is read again
+    (a write that timed out may have landed) and the chain goes on from what is
+    there, through the next host if this one is gone."""
+
+    def __init__(self, name: str, hosts: list[Daemon], until: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.hosts, self.until = hosts, until
+        self.acked: list[tuple[int, int]] = []  # (n, revision)
+        self.fid: str | None = None
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.failure = exc
+
+    def _client(self) -> FlowClient:
+        live = [h for h in self.hosts if h.proc is not None and h.proc.poll() is None]
+        return live[0].client(timeout=3.0)
+
+    def _run(self) -> None:
+        c = self._client()
+        self.fid = c.add_flow(self.name, [{"n": 0}])
+        flow = c.get_flow_by_id(self.fid)
+        n, rev = 0, flow.revision
+        self.acked.append((0, rev))
+        while time.monotonic() < self.until:
+            try:
+                got = c.update_flow(self.fid, plans=[{"n": n + 1}], if_revision=rev)
+                n, rev = n + 1, got.revision
+                self.acked.append((n, rev))
+                continue
+            except ConflictError:
+                pass
+            except (UnavailableError, OSError, TimeoutError):
+                c.close()
+                c = self._client()
+            except FlowdError:
+                c.close()
+                c = self._client()
+            try:
+                flow = c.get_flow_by_id(self.fid)
+                n, rev = flow.plans[0]["n"], flow.revision
+            except FlowdError:
+                time.sleep(0.05)
+        c.close()
+
+
+class FeedReader(threading.Thread):
+    """Every change of one host's feed from ``since``, until stopped (or the host dies)."""
+
+    def __init__(self, host: Daemon, since: int) -> None:
+        super().__init__(daemon=True)
+        self.host, self.since = host, since
+        self.changes: list = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        since = self.since
+        try:
+            with self.host.client(timeout=3.0) as c:
+                while not self.stop.is_set():  # an idle watch ends: resume it from there
+                    for change in c.watch(since=since, timeout=1.0):
+                        self.changes.append(change)
+                        since = change.revision
+        except FlowdError:
+            pass  # the host was killed
+
+
+def test_concurrent_hosts_survive_a_member_and_a_host_killed(hosts, cluster: EtcdCluster) -> None:
+    a, b = hosts(2)
+    with b.client() as cb:
+        start = cb.ping()["revision"]
+    feeds = [FeedReader(a, start), FeedReader(b, start)]
+    for f in feeds:
+        f.start()
+    until = time.monotonic() + 12.0
+    writers = [ChainWriter(f"a{i}", [a, b], until) for i in range(2)]
+    writers += [ChainWriter(f"b{i}", [b], until) for i in range(2)]
+    for w in writers:
+        w.start()
+    time.sleep(3.0)  # let the chains run before the failures
+    cluster.kill(0)
+    time.sleep(2.0)
+    a.kill()
+    for w in writers:
+        w.join(timeout=60)
+        assert not w.is_alive() and w.failure is None, w.failure
+    cluster.restart(0)
+    with b.client(timeout=5.0) as cb:
+        final = cb.get_all_flows()
+        last = max(rev for w in writers for _, rev in w.acked)
+        wait_for(lambda: cb.ping()["revision"] >= last)
+        for w in writers:
+            # every acknowledged write is there: the chain's end is at least the last ack
+            assert final[w.fid].plans[0]["n"] >= w.acked[-1][0]
+            assert len(w.acked) > 3, "the chain did not run"
+    feeds[1].stop.set()
+    for f in feeds:
+        f.join(timeout=30)
+    for f in feeds:
+        revs = [c.revision for c in f.changes]
+        assert all(x <= y for x, y in itertools.pairwise(revs))  # a batch: same revision
+        assert len({(c.revision, c.flow_id, c.op) for c in f.changes}) == len(f.changes)
+    seen = feeds[1].changes
+    for w in writers:
+        chain = [c.flow.plans[0]["n"] for c in seen if c.flow_id == w.fid and c.flow
+                 and c.op != "set_current"]
+        # unbroken: each value once, in order, none skipped (a lost CAS would repeat one)
+        assert chain == list(range(len(chain))), (w.name, chain)
+        by_rev = {c.revision: c.flow.plans[0]["n"] for c in seen if c.flow_id == w.fid
+                  and c.flow and c.op != "set_current"}
+        for n, rev in w.acked:
+            assert by_rev.get(rev) == n, (w.name, n, rev)

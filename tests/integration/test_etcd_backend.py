@@ -17,7 +17,13 @@ import pytest
 from conftest import Daemon
 from etcd_cluster import SKIP_LINE, EtcdCluster, etcd_binary
 from flowd_client import FlowClient
-from flowd_client.errors import ConflictError, FlowdError, TooLargeError, UnavailableError
+from flowd_client.errors import (
+    CompactedError,
+    ConflictError,
+    FlowdError,
+    TooLargeError,
+    UnavailableError,
+)
 
 from flowd.etcd_adapter import EtcdAdapter
 from flowd.etcd_types import Put
@@ -297,3 +303,21 @@ def test_concurrent_hosts_survive_a_member_and_a_host_killed(hosts, cluster: Etc
                   and c.flow and c.op != "set_current"}
         for n, rev in w.acked:
             assert by_rev.get(rev) == n, (w.name, n, rev)
+    # host A comes back on its data dir: its mirror is etcd's state, B's
+    a.start()
+    with a.client() as ca, b.client() as cb:
+        want = {fid: (f.name, f.plans, f.revision) for fid, f in cb.get_all_flows().items()}
+        got = {fid: (f.name, f.plans, f.revision) for fid, f in ca.get_all_flows().items()}
+        assert got == want and ca.get_current_flow_id() == cb.get_current_flow_id()
+
+
+def test_a_since_before_the_hosts_history_is_compacted(hosts) -> None:
+    (a,) = hosts(1)
+    with a.client() as ca:
+        for i in range(3):
+            ca.add_flow(f"old{i}")
+    (b,) = hosts(1)  # joins later: its feed starts at the state it loaded
+    with b.client() as cb:
+        assert len(cb.get_all_flows()) == 3
+        with pytest.raises(CompactedError):
+            next(cb.watch(since=1, timeout=5.0))

@@ -350,9 +350,26 @@ def _validate(config: Config) -> None:
                 f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
                 "address (127.0.0.0/8, ::1, localhost); flowd serves this machine only "
                 "unless --curve-dir authenticates peers")
+    if config.backend == "etcd":
+        _check_etcd(config)
     if config.endpoint is not None and config.endpoint == config.events_endpoint:
         raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
                           f"same as endpoint ({config.endpoint})")
+
+
+def _check_etcd(config: Config) -> None:
+    """TLS files go together and with https:// endpoints (flowd.etcd_endpoints' rules)."""
+    from .etcd_endpoints import check_options  # pure: no grpc
+
+    tls = config.etcd_cacert is not None or config.etcd_cert is not None
+    try:
+        check_options(config.etcd_endpoints, 1.0, config.etcd_cert and str(config.etcd_cert),
+                      config.etcd_key and str(config.etcd_key), tls=tls)
+    except ValueError as exc:
+        names = ("etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
+        where = ", ".join(f"{n} from {config.sources[n]}" for n in names
+                          if config.sources.get(n, "default") != "default")
+        raise ConfigError(f"invalid etcd settings ({where}): {exc}") from None
 
 
 def _check_data_dir(config: Config) -> None:

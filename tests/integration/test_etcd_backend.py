@@ -24,6 +24,7 @@ from flowd_client.errors import (
     TooLargeError,
     UnavailableError,
 )
+from seed_tool import SeedTool
 
 from flowd.etcd_adapter import EtcdAdapter
 from flowd.etcd_types import Put
@@ -321,3 +322,21 @@ def test_a_since_before_the_hosts_history_is_compacted(hosts) -> None:
         assert len(cb.get_all_flows()) == 3
         with pytest.raises(CompactedError):
             next(cb.watch(since=1, timeout=5.0))
+
+
+def test_an_old_tool_rewriting_a_hosts_flows_json_is_merged_into_etcd(hosts) -> None:
+    a, b = hosts(2)
+    with a.client() as ca, b.client() as cb:
+        keep = ca.add_flow("kept", [{"step": 1}])
+        gone = ca.add_flow("gone")
+        assert ca.save(force=True) is True  # A's flows.json holds both
+        tool = SeedTool(a.data_dir)
+        new = tool.add_flow("from-old-tool", [{"by": "tool"}])
+        tool.rename(keep, "renamed-by-tool")
+        assert tool.delete_flow(gone)
+        tool.save()
+        # merged on A by the one-host rules, written to etcd, so B has it too
+        want = {keep: "renamed-by-tool", new: "from-old-tool"}
+        assert wait_for(lambda: {f: x.name for f, x in cb.get_all_flows().items()} == want)
+        assert {f: x.name for f, x in ca.get_all_flows().items()} == want
+        assert ca.stats()["stray_merges"]

@@ -363,8 +363,9 @@ def _check_etcd(config: Config) -> None:
 
     tls = config.etcd_cacert is not None or config.etcd_cert is not None
     try:
-        check_options(config.etcd_endpoints, 1.0, config.etcd_cert and str(config.etcd_cert),
-                      config.etcd_key and str(config.etcd_key), tls=tls)
+        check_options(config.etcd_endpoints, 1.0,
+                      None if config.etcd_cert is None else str(config.etcd_cert),
+                      None if config.etcd_key is None else str(config.etcd_key), tls=tls)
     except ValueError as exc:
         names = ("etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
         where = ", ".join(f"{n} from {config.sources[n]}" for n in names

@@ -110,7 +110,8 @@ class EtcdBackend:
                 marker_rev, meta = kv.mod_revision, json.loads(kv.value)
             elif kv.key == lay.current:
                 current = kv.value.decode()
-        changes = [["delete_flow", fid, None] for fid in store.flows if fid not in flows]
+        changes: list[list[Any]] = [["delete_flow", fid, None] for fid in store.flows
+                                    if fid not in flows]
         changes += [["update_flow", fid, f] for fid, f in flows.items()
                     if store.flows.get(fid) != f]
         return {"rev": marker_rev, "ts": meta.get("ts", ""), "changes": changes,

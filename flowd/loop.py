@@ -378,9 +378,10 @@ class Loop:
 
     def _status(self) -> None:
         if self.notifier is not None:
-            s = self.rt.store
+            s, since = self.rt.store, self.rt.backend.describe().get("unavailable_since")
+            away = f"; etcd unreachable since {since}, writes refused" if since else ""
             self.notifier.status(f"{len(s)} flows, revision {s.revision}, "
-                                 f"flows.json at {self.rt.snap.installed_rev}")
+                                 f"flows.json at {self.rt.snap.installed_rev}{away}")
 
     # ------------------------------------------------------------ stop
 

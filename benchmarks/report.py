@@ -285,5 +285,7 @@ def render(res: Results, st: Settings, targets: list[Target]) -> str:
     parts += throughput_section(res, st) + lifecycle_section(res, st)
     parts += snapwrite_section(res, st) + stray_section(res, st) + client_section(res, st)
     parts += curve_section(res, st)
+    from .etcd_bench import etcd_section  # it imports this module's formatters
+    parts += etcd_section(res, st)
     parts += footer(res, st)
     return "\n".join(parts)

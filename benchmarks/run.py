@@ -23,6 +23,7 @@ from typing import Any
 
 from . import (
     curve_bench,
+    etcd_bench,
     flowd_bench,
     flowd_lifecycle,
     machine,
@@ -134,6 +135,9 @@ def once(st: Settings, work: Path, res: Results, datasets: Datasets, redis_bin: 
     if st.wants("snapwrites"):
         guard(f"add_flow while snapshots run @{st.big}",
               lambda: flowd_lifecycle.writes_during_snapshots(big, st, work, res))
+    if st.wants("etcd"):
+        guard(f"etcd backend writes (1 and 3 members) and a host joining @{st.big}",
+              lambda: etcd_bench.etcd_backend(st, work, res))
     tp = datasets.get(st.tp_size)
     if st.wants("throughput"):
         for mode in throughput_bench.FLOWD_MODES:

@@ -35,7 +35,9 @@ class Sequencer:
         rev = event["revision"]
         if rev <= self.last:
             return []
-        if rev != self.last + 1:
+        # a daemon on etcd says the feed's previous revision (they increase, not by one)
+        prev = event.get("prev", rev - 1)
+        if not isinstance(prev, int) or prev > self.last:
             return None
         self.last = rev
         return changes_of(event)

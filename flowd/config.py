@@ -33,6 +33,8 @@ from .config_values import (
     to_choice,
     to_count,
     to_endpoint,
+    to_etcd_endpoints,
+    to_etcd_prefix,
     to_group,
     to_path,
     to_seconds,
@@ -44,6 +46,7 @@ ENV_PREFIX = "FLOWD_"
 CONFIG_ENV = "FLOWD_CONFIG"
 DURABILITY_MODES = ("strict", "relaxed", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+BACKENDS = ("local", "etcd")
 #: Settings `reload_live` applies to a running daemon; the rest need a restart.
 RELOADABLE = frozenset({"log_level"})
 
@@ -167,6 +170,29 @@ class Config:
         "group whose members may connect: sockets 0660 and data dir 0750 with that "
         "group (flowd's user must be a member); without it only flowd's own user (and "
         "root) can connect", "none", "GROUP")
+    backend: str = _row(
+        "local", to_choice(BACKENDS),
+        "store of record: local (the journal and flows.json in the data dir) or etcd "
+        "(an etcd v3 cluster that many hosts' flowd share; see --etcd-endpoints)",
+        "local", "{local,etcd}")
+    etcd_endpoints: tuple[str, ...] = _row(
+        ("http://127.0.0.1:2379",), to_etcd_endpoints,
+        "with --backend etcd: the cluster's client URLs, comma-separated "
+        "(http:// or https://; any member will do, the others are tried on failure)",
+        "http://127.0.0.1:2379", "URL[,URL...]")
+    etcd_prefix: str = _row(
+        "/flowd/default", to_etcd_prefix,
+        "with --backend etcd: the key prefix of this store (hosts with the same prefix "
+        "share their flows)", "/flowd/default", "PREFIX")
+    etcd_cacert: Path | None = _row(
+        None, to_path, "with --backend etcd: CA certificate (PEM) to verify the members",
+        "system roots when an endpoint is https://", "FILE", is_path=True)
+    etcd_cert: Path | None = _row(
+        None, to_path, "with --backend etcd: client certificate (PEM), with --etcd-key",
+        "none", "FILE", is_path=True)
+    etcd_key: Path | None = _row(
+        None, to_path, "with --backend etcd: the client certificate's key (PEM)",
+        "none", "FILE", is_path=True)
     log_level: str = _row(
         "INFO", to_choice(LOG_LEVELS, upper=True),
         "log level; the one setting that SIGHUP applies without a restart",
@@ -324,9 +350,27 @@ def _validate(config: Config) -> None:
                 f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
                 "address (127.0.0.0/8, ::1, localhost); flowd serves this machine only "
                 "unless --curve-dir authenticates peers")
+    if config.backend == "etcd":
+        _check_etcd(config)
     if config.endpoint is not None and config.endpoint == config.events_endpoint:
         raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
                           f"same as endpoint ({config.endpoint})")
+
+
+def _check_etcd(config: Config) -> None:
+    """TLS files go together and with https:// endpoints (flowd.etcd_endpoints' rules)."""
+    from .etcd_endpoints import check_options  # pure: no grpc
+
+    tls = config.etcd_cacert is not None or config.etcd_cert is not None
+    try:
+        check_options(config.etcd_endpoints, 1.0,
+                      None if config.etcd_cert is None else str(config.etcd_cert),
+                      None if config.etcd_key is None else str(config.etcd_key), tls=tls)
+    except ValueError as exc:
+        names = ("etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
+        where = ", ".join(f"{n} from {config.sources[n]}" for n in names
+                          if config.sources.get(n, "default") != "default")
+        raise ConfigError(f"invalid etcd settings ({where}): {exc}") from None
 
 
 def _check_data_dir(config: Config) -> None:

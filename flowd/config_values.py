@@ -143,3 +143,27 @@ def to_group(raw: Any) -> str:
 def group_id(value: str) -> int:
     """The gid of a group checked by :func:`to_group`."""
     return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
+
+
+def to_etcd_endpoints(raw: Any) -> tuple[str, ...]:
+    """Comma-separated (or, in TOML, a list of) etcd client URLs; syntax only
+    (whether TLS files go with https is checked when the backend starts)."""
+    from .etcd_endpoints import grpc_target  # pure: no grpc
+
+    items = raw if isinstance(raw, list) else _text(raw).split(",")
+    urls = tuple(_text(u).strip() for u in items if _text(u).strip())
+    if not urls:
+        raise ValueError(f"{raw!r} names no etcd endpoint")
+    for url in urls:
+        try:
+            grpc_target(url, False)
+        except Exception as exc:  # noqa: BLE001 - InvalidArgumentError, said as ValueError
+            raise ValueError(str(exc)) from None
+    return urls
+
+
+def to_etcd_prefix(raw: Any) -> str:
+    value = _text(raw).strip()
+    if not value.startswith("/") or len(value.rstrip("/")) < 2 or "\0" in value:
+        raise ValueError(f"{value!r} is not a key prefix like /flowd/NAME")
+    return value.rstrip("/")

@@ -18,6 +18,7 @@ from typing import Any
 from flowd_client.discovery import EVENTS_SOCKET_NAME, SOCKET_NAME
 
 from . import __version__
+from .backend import make_backend
 from .bases import FileMemory
 from .config import Config
 from .curve_keys import AllowList, Gate
@@ -62,11 +63,13 @@ class Daemon:
         self.endpoint = config.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
         self.events = config.events_endpoint or socket_endpoint(self.data_dir,
                                                                 EVENTS_SOCKET_NAME)
+        self.backend = make_backend(config, self.journal)
         self.service = RequestHandler(
             self.store, self.journal, self.snap, history=config.history,
             info={"events": self.events, "server": __version__, "pid": os.getpid(),
-                  "data_dir": str(self.data_dir)},
-            max_request_bytes=config.max_request_bytes, limits=self.limits)
+                  "data_dir": str(self.data_dir), "backend": config.backend},
+            max_request_bytes=config.max_request_bytes, limits=self.limits,
+            backend=self.backend)
         self.strays = Strays(self.service, self.snap, self.memory, self.data_dir)
         self.service.stray_stats = self._stray_stats
         self.watch: DirWatch | None = None
@@ -91,6 +94,8 @@ class Daemon:
                      ", ".join(removed))
         self.watch = DirWatch.open(self.data_dir)
         self._open_curve()
+        if self.config.backend == "etcd":
+            return self._open_etcd()
         rec = recover(self.data_dir, self.store, self.journal)
         # loaded with the GC paused, the whole store is still in the youngest generation:
         # the first collection would walk all of it (1.4 s at 1M flows) for nothing
@@ -120,6 +125,45 @@ class Daemon:
         elif rec.replayed:
             snap.note_change(time.monotonic())
         return rec
+
+    def _open_etcd(self) -> Recovery:
+        """The store of record is etcd: the mirror is loaded from it, flows.json is
+        this host's readable copy (a tool's rewrite of it is merged into etcd)."""
+        t0 = time.monotonic()
+        self.backend.load(self.store)  # type: ignore[attr-defined]
+        self.memory.load()
+        self.strays.load_conflicts()
+        self.snap.start_from(written_fingerprint(self.data_dir), WRITTEN, -1, 0)
+        self.service.history.floor = self.store.revision
+        rec = Recovery(source="etcd", seconds=time.monotonic() - t0)
+        self.service.stats.load = rec.summary()
+        log.info("loaded %d flows at etcd revision %d in %.3f s from %s (prefix %s)",
+                 len(self.store), self.store.revision, rec.seconds,
+                 ", ".join(self.config.etcd_endpoints), self.config.etcd_prefix)
+        self._snapshot_now()
+        return rec
+
+    def on_backend(self) -> None:
+        """The etcd watch brought other hosts' writes (the loop was woken for it)."""
+        take = getattr(self.backend, "take", None)
+        if take is not None:
+            self.service.apply_remote(take())
+            if getattr(self.backend, "needs_resync", False):
+                self._resync()
+
+    def _resync(self) -> None:
+        """The watch fell behind etcd's compaction: take the whole state again, as one
+        change (watchers see it as one revision), and follow from there."""
+        backend: Any = self.backend
+        try:
+            record = backend.snapshot_record(self.store)
+        except Exception as exc:  # noqa: BLE001 - tried again on the next wake
+            failing_log.error("resync", "etcd resync failed: %s", exc)
+            return
+        backend.needs_resync = False
+        if record["rev"] > self.store.revision:
+            self.service.apply_durable(record, record["rev"])
+        backend.follow_from(record["read_at"] + 1)
 
     def _open_curve(self) -> None:
         """The key pair (made on first start) and the allow-list; raises CurveDirRefused."""
@@ -265,6 +309,9 @@ class Daemon:
             if not ok:
                 log.error("final snapshot failed; the journal still holds every change")
         self.journal.close()
+        close_backend = getattr(self.backend, "close", None)
+        if close_backend is not None:
+            close_backend()
         for watch in (self.watch, self.clients_watch):
             if watch is not None:
                 watch.close()

@@ -8,6 +8,7 @@ COMPACTED and resyncs (the window is documented in the README).
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from typing import Any
 
@@ -28,8 +29,11 @@ def build_event(record: dict[str, Any], store: Store) -> dict[str, Any]:
     was applied to ``store``: a set_current carries its flow as it now is."""
     changes = [(op, fid, store.flows.get(fid) if op == "set_current" else flow)
                for op, fid, flow in record["changes"]]
-    return protocol.build_event(record["rev"], record["ts"], record["current"], changes,
-                                record.get("merge"))
+    event = protocol.build_event(record["rev"], record["ts"], record["current"], changes,
+                                 record.get("merge"))
+    if "prev" in record:  # etcd: the feed's previous revision, for gap detection
+        event["prev"] = record["prev"]
+    return event
 
 
 def unpack_kept(data: bytes) -> Any:
@@ -74,7 +78,7 @@ class History:
             )
         if not self.events or revision >= self.events[-1][0]:
             return []
-        skip = max(0, revision - self.events[0][0] + 1)
+        skip = self._first_after(revision)
         out: list[Any] = []
         size = 0
         for i in range(skip, len(self.events)):
@@ -84,3 +88,13 @@ class History:
             out.append(unpack_kept(packed))
             size += len(packed)
         return out
+
+    def _first_after(self, revision: int) -> int:
+        """Index of the first event after ``revision``: direct when revisions go up
+        by one (the journal), else bisected (etcd's increase by more)."""
+        events = self.events
+        skip = max(0, revision - events[0][0] + 1)
+        if skip < len(events) and events[skip][0] > revision and (
+                skip == 0 or events[skip - 1][0] <= revision):
+            return skip
+        return bisect.bisect_right(events, revision, key=lambda e: e[0])

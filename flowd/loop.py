@@ -171,6 +171,9 @@ class Loop:
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         keys = self.rt.clients_watch.fileno() if self.rt.clients_watch is not None else None
         self.rt.snap.on_done = self.wake
+        if hasattr(self.rt.backend, "wake"):  # etcd: the watch thread has other hosts' writes
+            self.rt.backend.wake = self.wake
+            self.wake()  # what it queued before now
         if self.notifier is not None:
             self.notifier.ready()
             self._status()
@@ -220,6 +223,7 @@ class Loop:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        self.rt.on_backend()
         if self.reload_requested:
             self.reload_requested = False
             if self.on_reload is not None:
@@ -374,9 +378,10 @@ class Loop:
 
     def _status(self) -> None:
         if self.notifier is not None:
-            s = self.rt.store
+            s, since = self.rt.store, self.rt.backend.describe().get("unavailable_since")
+            away = f"; etcd unreachable since {since}, writes refused" if since else ""
             self.notifier.status(f"{len(s)} flows, revision {s.revision}, "
-                                 f"flows.json at {self.rt.snap.installed_rev}")
+                                 f"flows.json at {self.rt.snap.installed_rev}{away}")
 
     # ------------------------------------------------------------ stop
 

@@ -22,18 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from flowd_client import protocol
 from flowd_client.errors import FlowdError, InternalError, UnavailableError
 
 from . import ops
+from .backend import Backend, LocalBackend, StaleMirror
 from .history import History, build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
 from .retry_keys import RetryKeys
 from .snapshotter import Snapshotter
-from .stats import Stats
+from .stats import Stats, process_stats
 from .storage.journal import Journal
 from .store import Store, Txn
 
@@ -44,6 +44,8 @@ refused_log = RateLimitedLogger(logging.getLogger("flowd.refused"))
 Envelope = tuple[bytes, ...]
 #: replies ready to go out, each to its envelope
 Out = list[tuple[Envelope, bytes]]
+#: times a write is computed again over a caught-up mirror before UNAVAILABLE
+MAX_RECOMPUTE = 8
 StatsRows = Callable[[], dict[str, Any]]
 
 
@@ -57,6 +59,9 @@ class PendingWrite:
     followers: list[tuple[Envelope, int]]
     #: a refusal that depends on staged writes: sent only once they are durable
     error: FlowdError | None = None
+    #: the request itself, to compute it again over a store that caught up
+    op: str = ""
+    args: dict[str, Any] | None = None
 
 
 class RequestHandler:
@@ -64,8 +69,11 @@ class RequestHandler:
 
     def __init__(self, store: Store, journal: Journal, snapshotter: Snapshotter, *,
                  history: int, info: dict[str, Any] | None = None,
-                 max_request_bytes: int, limits: Limits) -> None:
+                 max_request_bytes: int, limits: Limits,
+                 backend: Backend | None = None) -> None:
         self.store = store
+        #: where writes become durable (the journal, or etcd): see flowd.backend
+        self.backend: Backend = backend or LocalBackend(journal)
         #: the configured request limit: enforced here, reported by hello
         self.max_request_bytes = max_request_bytes
         self.journal = journal
@@ -160,9 +168,9 @@ class RequestHandler:
                 "max_request_bytes": self.max_request_bytes, **self.info}
 
     def _write(self, client: Envelope, rid: int, op: str, args: dict[str, Any],
-               key: tuple[str, int] | None) -> Out:
+               key: tuple[str, int] | None, attempt: int = 0) -> Out:
         if key is not None:
-            seen = self.keys.get(key)
+            seen = self.keys.get(key) or self.backend.lookup(key)
             if seen is not None:
                 ok, value, rev = seen
                 self.stats.retries += 1
@@ -190,7 +198,9 @@ class RequestHandler:
             if key is not None:
                 record["keys"] = [[list(key), result]]
             txn.merge_into_parent()
-        self._stage(PendingWrite(client, rid, key, record, result, []))
+        self._stage(PendingWrite(client, rid, key, record, result, [], None, op, args))
+        if self.backend.one_write_per_group:
+            return self.commit(attempt)
         return []
 
     def _stage(self, pw: PendingWrite) -> None:
@@ -217,8 +227,9 @@ class RequestHandler:
 
     # ------------------------------------------------------------ commit
 
-    def commit(self) -> Out:
-        """Make the group durable (one append, one fsync), apply it, answer it."""
+    def commit(self, attempt: int = 0) -> Out:
+        """Make the group durable (the backend: one append and fsync, or an etcd
+        transaction), apply it, answer it."""
         pending, self.pending = self.pending, []
         self.group, self.pending_keys, self.group_clients = None, {}, set()
         if not pending:
@@ -227,14 +238,22 @@ class RequestHandler:
         if records:
             t0 = time.perf_counter()
             try:
-                self.stats.journal_bytes += self.journal.append(records)
+                revs, written = self.backend.durable(records, self.store.revision)
+            except StaleMirror as exc:
+                return self._recompute(pending, exc, attempt)
             except OSError as exc:
                 return self._group_failed(pending, exc)
+            except FlowdError as exc:  # the store of record's answer (etcd: too large, away)
+                return self._group_refused(pending, exc)
+            self.stats.journal_bytes += written
             self.stats.observe_commit(time.perf_counter() - t0, len(records))
-            for record in records:
-                self.store.apply_record(record)
-                event = build_event(record, self.store)
-                self.events.append(self.history.add(event))
+            for record, rev in zip(records, revs, strict=True):
+                earlier = self.backend.before(rev)
+                if earlier is None:
+                    restamp(record, rev)
+                    continue
+                self.apply_remote(earlier)
+                self.apply_durable(record, rev)
             self.snap.note_change(time.monotonic())
         out: Out = []
         rev = self.store.revision
@@ -249,6 +268,38 @@ class RequestHandler:
             out.extend((c, protocol.reply_ok(r, pw.result, wrote)) for c, r in pw.followers)
         return out
 
+    def apply_durable(self, record: dict[str, Any], rev: int) -> None:
+        """Apply a record the backend made durable at ``rev`` and publish it. With a
+        gapped backend (etcd) its event says the feed's previous revision (``prev``)."""
+        restamp(record, rev)
+        if self.backend.gapped:
+            record["prev"] = self.store.revision
+        self.store.apply_record(record, gapped=self.backend.gapped)
+        self.events.append(self.history.add(build_event(record, self.store)))
+
+    def apply_remote(self, records: list[dict[str, Any]]) -> None:
+        """Writes other hosts made (the etcd watch); ours are already applied."""
+        for record in records:
+            if record["rev"] > self.store.revision:
+                self.apply_durable(record, record["rev"])
+                self.snap.note_change(time.monotonic())
+
+    def _recompute(self, pending: list[PendingWrite], exc: StaleMirror, attempt: int) -> Out:
+        """The store of record moved on under this host's mirror: catch up, compute
+        the write again (so if_revision and the current-flow rules see that state)."""
+        catch_up = getattr(self.backend, "catch_up", None)
+        if attempt >= MAX_RECOMPUTE or catch_up is None:
+            return self._group_failed(pending, exc)
+        try:
+            self.apply_remote(catch_up(exc.revision))
+        except FlowdError as err:
+            return self._group_refused(pending, err)
+        out: Out = []
+        for pw in pending:
+            assert pw.args is not None
+            out.extend(self._write(pw.client, pw.rid, pw.op, pw.args, pw.key, attempt + 1))
+        return out
+
     def _answer_refusal(self, pw: PendingWrite, out: Out) -> None:
         """A staged-state refusal, now that what it saw is durable."""
         assert pw.error is not None
@@ -261,8 +312,11 @@ class RequestHandler:
         self.stats.journal_failures += 1
         self.stats.last_journal_error = f"{type(exc).__name__}: {exc}"
         self.refusals.refused(len(pending), exc)
-        err = UnavailableError(f"the daemon could not make the write durable ({exc}); "
-                               "nothing was applied, retry later")
+        return self._group_refused(pending, UnavailableError(
+            f"the daemon could not make the write durable ({exc}); "
+            "nothing was applied, retry later"))
+
+    def _group_refused(self, pending: list[PendingWrite], err: FlowdError) -> Out:
         out: Out = []
         for pw in pending:
             out.append((pw.client, self._refuse(err, pw.rid)))
@@ -280,10 +334,11 @@ class RequestHandler:
             record = {"rev": txn.rev, "ts": txn.ts, "changes": [], "current": txn.current}
         if merge is not None:
             record["merge"] = merge
-        self.journal.append([record], sync=True)
-        self.store.apply_record(record)
-        event = build_event(record, self.store)
-        self.events.append(self.history.add(event))
+        try:
+            revs, _ = self.backend.durable([record], self.store.revision, sync=True)
+        except FlowdError as exc:  # etcd refused or is away: the merge is tried again
+            raise OSError(exc.message) from exc
+        self.apply_durable(record, revs[0])
         self.snap.note_change(0.0)
 
     def take_events(self) -> list[bytes]:
@@ -328,7 +383,8 @@ class RequestHandler:
                "journal": {"bytes": self.journal.total_bytes(),
                            "segments": len(self.journal.segments),
                            "durability": self.journal.durability},
-               "history_floor": self.history.floor, **self.stats.as_dict()}
+               "history_floor": self.history.floor, "backend": self.backend.describe(),
+               **self.stats.as_dict()}
         out["limits"] = self.limit_stats()
         out["process"] = process_stats()
         if self.stray_stats is not None:
@@ -356,15 +412,11 @@ class RequestHandler:
         return out
 
 
-_PROC: psutil.Process | None = None
-
-
-def process_stats() -> dict[str, Any]:
-    """RSS and CPU of the daemon (psutil); cheap enough for an on-demand op."""
-    global _PROC
-    if _PROC is None:
-        _PROC = psutil.Process()
-    with _PROC.oneshot():
-        mem, cpu = _PROC.memory_info(), _PROC.cpu_times()
-        return {"pid": _PROC.pid, "rss_bytes": mem.rss, "cpu_user_seconds": cpu.user,
-                "cpu_system_seconds": cpu.system, "threads": _PROC.num_threads()}
+def restamp(record: dict[str, Any], rev: int) -> None:
+    """The revision the backend gave a record, on it and on the flows it wrote (the
+    replies hold the same flow dicts)."""
+    if rev != record["rev"]:
+        record["rev"] = rev
+        for _op, _fid, flow in record["changes"]:
+            if flow is not None:
+                flow["revision"] = rev

@@ -6,6 +6,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import psutil
+
 #: a client counts as connected if it sent a request within this many seconds
 CLIENT_WINDOW = 60.0
 MAX_TRACKED_CLIENTS = 10_000
@@ -72,3 +74,17 @@ class Stats:
             "last_journal_error": self.last_journal_error,
             "stray_merges": self.strays[-10:],
         }
+
+
+_PROC: psutil.Process | None = None
+
+
+def process_stats() -> dict[str, Any]:
+    """RSS and CPU of the daemon (psutil); cheap enough for an on-demand op."""
+    global _PROC
+    if _PROC is None:
+        _PROC = psutil.Process()
+    with _PROC.oneshot():
+        mem, cpu = _PROC.memory_info(), _PROC.cpu_times()
+        return {"pid": _PROC.pid, "rss_bytes": mem.rss, "cpu_user_seconds": cpu.user,
+                "cpu_system_seconds": cpu.system, "threads": _PROC.num_threads()}

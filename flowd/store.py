@@ -118,10 +118,11 @@ class Store:
         """Start a transaction over the store (or over a parent's staged state)."""
         return Txn(self, parent)
 
-    def apply_record(self, record: Record) -> None:
-        """Apply one committed record: the only place the store changes."""
+    def apply_record(self, record: Record, gapped: bool = False) -> None:
+        """Apply one committed record: the only place the store changes. ``gapped``:
+        revisions are the store of record's (etcd), increasing but not by one."""
         rev = record["rev"]
-        if rev != self.revision + 1:
+        if rev <= self.revision if gapped else rev != self.revision + 1:
             raise InternalError(f"record revision {rev} does not follow {self.revision}")
         flows, log = self.flows, self.changes
         for op, fid, flow in record["changes"]:

@@ -41,7 +41,18 @@ IN_PROCESS: dict[str, tuple[Any, Callable[[Daemon, Loop], Any]]] = {
     "peer_queue_bytes": (7 * MiB, lambda d, lp: lp.reply_slots * QUEUE_SLOT_BYTES),
     "subscriber_queue_bytes": (9 * MiB, lambda d, lp: lp.event_slots * QUEUE_SLOT_BYTES),
     "socket_group": (GROUP, lambda d, lp: grp.getgrgid(d.lock.gid).gr_name),
+    "backend": ("etcd", lambda d, lp: d.service.backend.describe()["kind"]),
+    "etcd_endpoints": (("http://10.0.0.1:2379", "https://10.0.0.2:2379"),
+                       lambda d, lp: d.service.backend.endpoints),
+    "etcd_prefix": ("/flowd/other", lambda d, lp: d.service.backend.prefix),
+    "etcd_cacert": ("/etc/flowd/ca.pem", lambda d, lp: d.service.backend.cacert),
+    "etcd_cert": ("/etc/flowd/client.pem", lambda d, lp: d.service.backend.cert),
+    "etcd_key": ("/etc/flowd/client.key", lambda d, lp: d.service.backend.key),
 }
+#: settings that only take effect beside others (the etcd ones need --backend etcd)
+COMPANIONS: dict[str, dict[str, Any]] = {
+    name: {"backend": "etcd"} for name in
+    ("etcd_endpoints", "etcd_prefix", "etcd_cacert", "etcd_cert", "etcd_key")}
 #: settings observed on a real process (below): the entry point's, and curve_dir (its
 #: keys are opened with the data dir, not when the Daemon is built)
 ENTRY_POINT = {"data_dir", "log_level", "log_file", "tracemalloc", "curve_dir"}
@@ -60,7 +71,7 @@ def test_setting_reaches_its_component(name: str, tmp_path: Path) -> None:
     value, observe = IN_PROCESS[name]
     default = next(s.default for s in _SETTINGS if s.name == name)
     assert value != default
-    rt = Daemon(Config(data_dir=tmp_path / "data", **{name: value}))
+    rt = Daemon(Config(data_dir=tmp_path / "data", **COMPANIONS.get(name, {}), **{name: value}))
     loop = Loop(rt)
     try:
         assert observe(rt, loop) == value

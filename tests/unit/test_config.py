@@ -87,7 +87,10 @@ def test_all_settings_from_env(tmp_path: Path) -> None:
              FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes",
              FLOWD_HISTORY_BYTES="2M", FLOWD_RETRY_KEYS_BYTES="3M", FLOWD_REPLY_PAGE_BYTES="64K",
              FLOWD_PEER_QUEUE_BYTES="8M", FLOWD_SUBSCRIBER_QUEUE_BYTES="4M",
-             FLOWD_SOCKET_GROUP="0", FLOWD_CURVE_DIR="/k")
+             FLOWD_SOCKET_GROUP="0", FLOWD_CURVE_DIR="/k", FLOWD_BACKEND="etcd",
+             FLOWD_ETCD_ENDPOINTS="https://e1:2379, https://e2:2379",
+             FLOWD_ETCD_PREFIX="/flowd/x/", FLOWD_ETCD_CACERT="/t/ca.pem",
+             FLOWD_ETCD_CERT="/t/c.pem", FLOWD_ETCD_KEY="/t/c.key")
     assert c.describe() == {
         "data_dir": "/d", "endpoint": "tcp://127.0.0.1:5555",
         "events_endpoint": "ipc:///d/ev.sock", "durability": "relaxed",
@@ -96,8 +99,30 @@ def test_all_settings_from_env(tmp_path: Path) -> None:
         "log_file": "/var/log/flowd.log", "tracemalloc": True,
         "history_bytes": 2 << 20, "retry_keys_bytes": 3 << 20, "reply_page_bytes": 64 << 10,
         "peer_queue_bytes": 8 << 20, "subscriber_queue_bytes": 4 << 20, "socket_group": "0",
-        "curve_dir": "/k", "config_file": None,
+        "curve_dir": "/k", "config_file": None, "backend": "etcd",
+        "etcd_endpoints": ("https://e1:2379", "https://e2:2379"), "etcd_prefix": "/flowd/x",
+        "etcd_cacert": "/t/ca.pem", "etcd_cert": "/t/c.pem", "etcd_key": "/t/c.key",
     }
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"FLOWD_ETCD_ENDPOINTS": "ftp://x:1"}, "etcd_endpoints"),
+    ({"FLOWD_ETCD_ENDPOINTS": " , "}, "etcd_endpoints"),
+    ({"FLOWD_ETCD_PREFIX": "flowd"}, "etcd_prefix"),
+    ({"FLOWD_BACKEND": "zookeeper"}, "backend"),
+    ({"FLOWD_BACKEND": "etcd", "FLOWD_ETCD_CERT": "/c.pem"}, "needs its key"),
+    ({"FLOWD_BACKEND": "etcd", "FLOWD_ETCD_CACERT": "/ca.pem"}, "http://"),
+])
+def test_bad_etcd_settings_are_one_line(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load(**env)
+
+
+def test_etcd_endpoints_may_be_a_toml_list(tmp_path: Path) -> None:
+    f = tmp_path / "flowd.toml"
+    f.write_text('backend = "etcd"\netcd_endpoints = ["http://a:2379", "http://b:2379"]\n')
+    c = load(["--config", str(f)])
+    assert c.etcd_endpoints == ("http://a:2379", "http://b:2379")
 
 
 def test_memory_bound_defaults_sum_to_at_most_256_mib() -> None:

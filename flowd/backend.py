@@ -94,3 +94,13 @@ class LocalBackend:
 
     def before(self, revision: int) -> list[Record] | None:
         return []  # this daemon is the only writer
+
+
+def stamp_record(record: dict[str, Any], rev: int) -> None:
+    """The revision the backend gave a record, on it and on the flows it wrote (the
+    replies hold the same flow dicts)."""
+    if rev != record["rev"]:
+        record["rev"] = rev
+        for _op, _fid, flow in record["changes"]:
+            if flow is not None:
+                flow["revision"] = rev

@@ -26,14 +26,14 @@ from flowd_client import protocol
 from flowd_client.errors import FlowdError, InternalError, UnavailableError
 
 from . import ops
-from .backend import Backend, LocalBackend, StaleMirror
+from .backend import Backend, LocalBackend, StaleMirror, stamp_record
 from .history import History, build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
 from .retry_keys import RetryKeys
 from .snapshotter import Snapshotter
-from .stats import Stats, process_stats
+from .stats import Stats, limit_report, process_stats
 from .storage.journal import Journal
 from .store import Store, Txn
 
@@ -250,7 +250,7 @@ class RequestHandler:
             for record, rev in zip(records, revs, strict=True):
                 earlier = self.backend.before(rev)
                 if earlier is None:
-                    restamp(record, rev)
+                    stamp_record(record, rev)
                     continue
                 self.apply_remote(earlier)
                 self.apply_durable(record, rev)
@@ -271,7 +271,7 @@ class RequestHandler:
     def apply_durable(self, record: dict[str, Any], rev: int) -> None:
         """Apply a record the backend made durable at ``rev`` and publish it. With a
         gapped backend (etcd) its event says the feed's previous revision (``prev``)."""
-        restamp(record, rev)
+        stamp_record(record, rev)
         if self.backend.gapped:
             record["prev"] = self.store.revision
         self.store.apply_record(record, gapped=self.backend.gapped)
@@ -397,26 +397,7 @@ class RequestHandler:
 
     def limit_stats(self) -> dict[str, Any]:
         """Every memory bound with what it holds now (README, Limits)."""
-        h, k, lim = self.history, self.keys, self.limits
-        out: dict[str, Any] = {
-            "history": {"events": len(h.events), "bytes": h.bytes, "max_events": h.size,
-                        "max_bytes": h.max_bytes},
-            "retry_keys": {"keys": len(k.replies), "bytes": k.bytes, "max_keys": k.size,
-                           "max_bytes": k.max_bytes},
-            "reply_page_bytes": lim.reply_page_bytes,
-            "peer_queue_bytes": lim.peer_queue_bytes,
-            "subscriber_queue_bytes": lim.subscriber_queue_bytes,
-            "writes_refused": self.refusals.total}
+        out = limit_report(self.history, self.keys, self.limits, self.refusals.total)
         if self.server_stats is not None:
             out.update(self.server_stats())
         return out
-
-
-def restamp(record: dict[str, Any], rev: int) -> None:
-    """The revision the backend gave a record, on it and on the flows it wrote (the
-    replies hold the same flow dicts)."""
-    if rev != record["rev"]:
-        record["rev"] = rev
-        for _op, _fid, flow in record["changes"]:
-            if flow is not None:
-                flow["revision"] = rev

@@ -8,6 +8,10 @@ from typing import Any
 
 import psutil
 
+from .history import History
+from .limits import Limits
+from .retry_keys import RetryKeys
+
 #: a client counts as connected if it sent a request within this many seconds
 CLIENT_WINDOW = 60.0
 MAX_TRACKED_CLIENTS = 10_000
@@ -88,3 +92,16 @@ def process_stats() -> dict[str, Any]:
         mem, cpu = _PROC.memory_info(), _PROC.cpu_times()
         return {"pid": _PROC.pid, "rss_bytes": mem.rss, "cpu_user_seconds": cpu.user,
                 "cpu_system_seconds": cpu.system, "threads": _PROC.num_threads()}
+
+
+def limit_report(h: History, k: RetryKeys, lim: Limits, writes_refused: int) -> dict[str, Any]:
+    """Every memory bound with what it holds now (README, Limits)."""
+    return {
+        "history": {"events": len(h.events), "bytes": h.bytes, "max_events": h.size,
+                    "max_bytes": h.max_bytes},
+        "retry_keys": {"keys": len(k.replies), "bytes": k.bytes, "max_keys": k.size,
+                       "max_bytes": k.max_bytes},
+        "reply_page_bytes": lim.reply_page_bytes,
+        "peer_queue_bytes": lim.peer_queue_bytes,
+        "subscriber_queue_bytes": lim.subscriber_queue_bytes,
+        "writes_refused": writes_refused}

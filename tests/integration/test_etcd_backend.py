@@ -182,6 +182,13 @@ def _try_add(c, name: str) -> str | None:
         return None
 
 
+def _try_set_current(c, flow_id: str) -> bool:
+    try:
+        return bool(c.set_current(flow_id))
+    except UnavailableError:
+        return False
+
+
 class ChainWriter(threading.Thread):
     """One compare-and-set chain: plan n+1 written only over the revision that holds
     n. Every write acknowledged is recorded; after an error the flow is read again
@@ -339,3 +346,29 @@ def test_an_old_tool_rewriting_a_hosts_flows_json_is_merged_into_etcd(hosts) -> 
         assert wait_until(lambda: {f: x.name for f, x in cb.get_all_flows().items()} == want)
         assert {f: x.name for f, x in ca.get_all_flows().items()} == want
         assert ca.stats()["stray_merges"]
+
+
+def test_a_host_whose_watch_fell_behind_compaction_reloads_the_whole_state(
+        hosts, cluster: EtcdCluster) -> None:
+    """B reaches etcd through member 0 only. While that member is down, A writes
+    (and deletes) and the cluster compacts past B's watch; when the member is back,
+    B's watch cannot resume, so B takes the whole state again and follows from there."""
+    (a,) = hosts(1, endpoints=cluster.endpoints[1:])
+    (b,) = hosts(1, endpoints=cluster.endpoints[:1])
+    with a.client() as ca, b.client() as cb:
+        old = ca.add_flow("old")
+        wait_until(lambda: cb.get_flow_by_id(old))
+        cluster.kill(0)
+        try:
+            # until the members left have a leader again (it may have been member 0),
+            # writes are UNAVAILABLE; setting the current flow again is harmless to retry
+            wait_until(lambda: _try_set_current(ca, old), timeout=30.0)
+            new = ca.add_flow("new")
+            assert ca.delete_flow(old)
+            cluster.compact(ca.ping()["revision"])
+        finally:
+            cluster.restart(0)
+        assert wait_until(lambda: set(cb.get_all_flows()) == {new}, timeout=30.0)
+        assert cb.get_current_flow_id() == ca.get_current_flow_id()
+        later = ca.add_flow("later")  # and B follows the watch again
+        assert wait_until(lambda: cb.get_flow_by_id(later), timeout=30.0)

@@ -23,12 +23,11 @@ from flowd_client import __version__, discovery, exitcodes, protocol
 from flowd_client.exitcodes import OneLineParser
 
 from . import logsetup
+from .config_rules import ConfigError, check_rules
 from .config_values import (
     KiB,
     MiB,
     group_id,
-    is_loopback,
-    split_tcp,
     to_bool,
     to_choice,
     to_count,
@@ -50,9 +49,6 @@ BACKENDS = ("local", "etcd")
 #: Settings `reload_live` applies to a running daemon; the rest need a restart.
 RELOADABLE = frozenset({"log_level"})
 
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message names the setting and its source."""
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -290,7 +286,7 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
     config = _build(layers, env)
     config.config_file = config_file
     config.check_config = bool(args.get("check_config", False))
-    _validate(config)
+    check_rules(config)
     return config
 
 
@@ -335,54 +331,6 @@ def _build(layers: Mapping[str, tuple[Any, str, Path | None]], env: Mapping[str,
         values[s.name] = _absolute(value, base, env) if s.is_path else value
         sources[s.name] = source
     return Config(**values, sources=sources)
-
-
-def _validate(config: Config) -> None:
-    """Rules that involve more than one setting or the file system."""
-    _check_data_dir(config)
-    for name in ("endpoint", "events_endpoint"):
-        value = getattr(config, name)
-        if value is None or not value.startswith("tcp://"):
-            continue
-        host, _ = split_tcp(value)
-        if config.curve_dir is None and not is_loopback(host.strip("[]")):
-            raise ConfigError(
-                f"invalid {name} from {config.sources[name]}: {value!r} is not a loopback "
-                "address (127.0.0.0/8, ::1, localhost); flowd serves this machine only "
-                "unless --curve-dir authenticates peers")
-    if config.backend == "etcd":
-        _check_etcd(config)
-    if config.endpoint is not None and config.endpoint == config.events_endpoint:
-        raise ConfigError(f"invalid events_endpoint from {config.sources['events_endpoint']}: "
-                          f"same as endpoint ({config.endpoint})")
-
-
-def _check_etcd(config: Config) -> None:
-    """TLS files go together and with https:// endpoints (flowd.etcd_endpoints' rules)."""
-    from .etcd_endpoints import check_options  # pure: no grpc
-
-    tls = config.etcd_cacert is not None or config.etcd_cert is not None
-    try:
-        check_options(config.etcd_endpoints, 1.0,
-                      None if config.etcd_cert is None else str(config.etcd_cert),
-                      None if config.etcd_key is None else str(config.etcd_key), tls=tls)
-    except ValueError as exc:
-        names = ("etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
-        where = ", ".join(f"{n} from {config.sources[n]}" for n in names
-                          if config.sources.get(n, "default") != "default")
-        raise ConfigError(f"invalid etcd settings ({where}): {exc}") from None
-
-
-def _check_data_dir(config: Config) -> None:
-    """A data dir path through a regular file can never be opened: say so as a
-    configuration error (exit 2) before anything tries to create it."""
-    for path in (config.data_dir, *config.data_dir.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is" if path == config.data_dir else f"is under {path}, which is"
-                raise ConfigError(f"invalid data_dir from {config.sources['data_dir']}: "
-                                  f"{config.data_dir} {what} not a directory")
-            return
 
 
 def _expand_user(value: str, env: Mapping[str, str]) -> Path:

@@ -25,7 +25,8 @@ from .curve_keys import AllowList, Gate
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
-from .request_handler import Out, RequestHandler
+from .pending import Out
+from .request_handler import RequestHandler
 from .snapshotter import Snapshotter
 from .storage.curve_files import ServerKeys, read_client_keys, server_keys
 from .storage.journal import Journal

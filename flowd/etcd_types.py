@@ -1,6 +1,6 @@
 """The values the etcd adapter takes and returns: plain data, no grpc.
 
-They live apart from ``flowd/etcd_adapter.py`` so that the etcd backend can
+They live apart from ``flowd/etcd_adapter/`` so that the etcd backend can
 build transactions and read results (and tests can check them) without
 importing grpc; the adapter stays the one module that talks to etcd.
 

@@ -30,11 +30,13 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import msgpack
 import zmq
 from flowd_client import protocol
 
+from .curve_keys import Gate
 from .storage.evidence import keep_aside
 from .storage.ownfiles import describe, user_name
 
@@ -256,3 +258,21 @@ class Listeners:
                     pass
                 except OSError as exc:
                     log.error("could not remove the socket file %s: %s", path, exc.strerror)
+
+
+def user_id(frame: zmq.Frame) -> str | None:
+    """The key the ZAP handler gave this message's connection (None: no such property)."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return user if isinstance(user, str) else None
+
+
+def answer_zap(zap: zmq.Socket, gate: Gate | None, most: int) -> None:
+    """Answer the ZAP requests waiting on ``zap`` (at most ``most``) from the allow-list."""
+    assert gate is not None
+    for _ in range(most):
+        if not cast(int, zap.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            return
+        zap.send_multipart(gate.answer(zap.recv_multipart(zmq.NOBLOCK)))

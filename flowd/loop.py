@@ -35,10 +35,11 @@ from .curve_keys import ZAP_DOMAIN
 from .curve_keys import refused_log as handshake_log
 from .daemon import Daemon
 from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
-from .listen import Listeners, open_zap
+from .listen import Listeners, answer_zap, open_zap, user_id
 from .logsetup import RateLimitedLogger
 from .notify import Notifier, watchdog_interval
-from .request_handler import Out, refused_log
+from .pending import Out
+from .request_handler import refused_log
 from .timers import RETRY_SECONDS, Timers
 
 log = logging.getLogger("flowd.loop")
@@ -50,15 +51,6 @@ BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-
-
-def _user_id(frame: zmq.Frame) -> str | None:
-    """The key the ZAP handler gave this message's connection (None: no such property)."""
-    try:
-        user = frame.get("User-Id")
-    except zmq.ZMQError:
-        return None
-    return user if isinstance(user, str) else None
 
 
 class Loop:
@@ -193,7 +185,7 @@ class Loop:
                 if keys in ready:  # before the handshakes: a revoked key is refused now
                     self.rt.on_clients_event()
                 if self.zap in ready:
-                    self._answer_zap(self.zap)
+                    answer_zap(self.zap, self.rt.gate, MAX_DRAIN)
             if self.router in ready:
                 (self._drain_curve_requests if self.curve_router else self._drain_requests)()
             if service.pending:
@@ -241,14 +233,6 @@ class Loop:
                 continue  # not a DEALER/REQ envelope: nothing sane to answer
             self._send(service.handle(tuple(frames[:-1]), frames[-1]))
 
-    def _answer_zap(self, zap: zmq.Socket) -> None:
-        gate = self.rt.gate
-        assert gate is not None
-        for _ in range(MAX_DRAIN):
-            if not cast(int, zap.getsockopt(_EVENTS)) & _POLLIN:
-                return
-            zap.send_multipart(gate.answer(zap.recv_multipart(zmq.NOBLOCK)))
-
     def _drain_curve_requests(self) -> None:
         """As _drain_requests, and each request's key (User-Id) must still be allowed."""
         service, router, gate = self.rt.service, self.router, self.rt.gate
@@ -260,7 +244,7 @@ class Loop:
             envelope = tuple(f.bytes for f in frames[:-1])
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and envelope[1]):
                 continue
-            body, user = frames[-1].bytes, _user_id(frames[-1])
+            body, user = frames[-1].bytes, user_id(frames[-1])
             if gate.admit(user) is None:
                 self._send(service.refuse(envelope, body, NotAllowedError(
                     f"key not allowed: {user} was revoked after it connected; nothing was done")))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from flowd_client import protocol
@@ -31,6 +30,7 @@ from .history import History, build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger, RefusalReport
 from .paging import Pager
+from .pending import Envelope, Out, PendingWrite
 from .retry_keys import RetryKeys
 from .snapshotter import Snapshotter
 from .stats import Stats, limit_report, process_stats
@@ -40,28 +40,9 @@ from .store import Store, Txn
 log = logging.getLogger("flowd.request_handler")
 refused_log = RateLimitedLogger(logging.getLogger("flowd.refused"))
 
-#: a peer's ROUTER envelope: its identity, plus the empty delimiter of a REQ socket
-Envelope = tuple[bytes, ...]
-#: replies ready to go out, each to its envelope
-Out = list[tuple[Envelope, bytes]]
 #: times a write is computed again over a caught-up mirror before UNAVAILABLE
 MAX_RECOMPUTE = 8
 StatsRows = Callable[[], dict[str, Any]]
-
-
-@dataclass
-class PendingWrite:
-    client: Envelope
-    rid: int
-    key: tuple[str, int] | None
-    record: dict[str, Any] | None
-    result: Any
-    followers: list[tuple[Envelope, int]]
-    #: a refusal that depends on staged writes: sent only once they are durable
-    error: FlowdError | None = None
-    #: the request itself, to compute it again over a store that caught up
-    op: str = ""
-    args: dict[str, Any] | None = None
 
 
 class RequestHandler:

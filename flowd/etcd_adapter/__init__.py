@@ -1,4 +1,4 @@
-"""The one module that talks to etcd: a small v3 client for the etcd backend.
+"""The one package that talks to etcd: a small v3 client for the etcd backend.
 
 It sends etcd's own protobuf messages (the stubs python3-etcd3 ships) on grpc
 channels of its own, rather than through python3-etcd3's client object,
@@ -19,11 +19,10 @@ failure is one of flowd's errors (see etcd_errors.py), naming the endpoint.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 # Every failure reaches flowd as one error naming the member; grpc's C core would
@@ -32,15 +31,13 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc  # noqa: E402
 from etcd3 import etcdrpc  # noqa: E402
-from etcd3.etcdrpc import kv_pb2  # noqa: E402
 from flowd_client.errors import FlowdError, InvalidArgumentError, UnavailableError  # noqa: E402
 
-from .etcd_endpoints import check_options, read_tls_file
-from .etcd_errors import client_error, error_for_status, gave_up, safe_to_retry
-from .etcd_types import (
+from ..etcd_endpoints import check_options, read_tls_file
+from ..etcd_errors import client_error, error_for_status, gave_up, safe_to_retry
+from ..etcd_types import (
     Compare,
     Delete,
-    EventKind,
     Get,
     KeyValue,
     Lease,
@@ -49,16 +46,15 @@ from .etcd_types import (
     RangeResult,
     TxnOp,
     TxnResult,
-    WatchEvent,
     prefix_end,
 )
-from .etcd_watch import EtcdWatch, StreamMessage
+from ..etcd_watch import EtcdWatch
+from .watch_stream import REQUIRE_LEADER, GrpcWatchStream
 
 T = TypeVar("T")
 
 #: etcd's "require leader" metadata: a member cut off from its leader answers
 #: (and ends watch streams) with "no leader" at once instead of waiting.
-REQUIRE_LEADER = (("hasleader", "true"),)
 #: etcd 3.4 walks its index over the rest of the range for every page (a
 #: limit-1 read of a 100k-key prefix took 57 ms here), so pages are large:
 #: 100k flows read in 4.2 s by pages of 1000, 2.0 s by 10,000, 1.7 s at once
@@ -305,12 +301,12 @@ class EtcdAdapter:
         if start_revision < 0:
             raise InvalidArgumentError(f"start_revision must be >= 0, not {start_revision}")
 
-        def open_stream(start: int) -> _GrpcWatchStream:
+        def open_stream(start: int) -> GrpcWatchStream:
             create = etcdrpc.WatchCreateRequest(key=prefix, range_end=prefix_end(prefix),
                                                 start_revision=start,
                                                 progress_notify=progress_notify)
             try:
-                return _GrpcWatchStream(self, self._pick(), create)
+                return GrpcWatchStream(self, self._pick(), create)
             except Exception as exc:
                 raise client_error(self.endpoint, exc) from exc
         w = EtcdWatch(open_stream, start_revision, self.timeout, f"etcd watch of {prefix!r}")
@@ -355,55 +351,3 @@ class EtcdAdapter:
             finally:
                 stream.cancel()
         return self._call(rpc, write=False)
-
-
-def _request_stream(requests: queue.Queue[Any]) -> Iterator[Any]:
-    while (item := requests.get()) is not None:
-        yield item
-
-
-def _event(e: Any) -> WatchEvent:
-    kind: EventKind = "delete" if e.type == kv_pb2.Event.DELETE else "put"
-    return WatchEvent(kind, e.kv.key, e.kv.value, e.kv.create_revision, e.kv.mod_revision,
-                      e.kv.version)
-
-
-class _GrpcWatchStream:
-    """One watch stream on one member; every way it ends is a FlowdError."""
-
-    def __init__(self, adapter: EtcdAdapter, ep: _Endpoint, create: Any) -> None:
-        self.endpoint = ep.url
-        self._adapter, self._ep, self._closed = adapter, ep, False
-        self._requests: queue.Queue[Any] = queue.Queue()
-        self._requests.put(etcdrpc.WatchRequest(create_request=create))
-        self._call = ep.watch.Watch(_request_stream(self._requests), metadata=REQUIRE_LEADER)
-
-    def __iter__(self) -> _GrpcWatchStream:
-        return self
-
-    def __next__(self) -> StreamMessage:
-        try:
-            resp = next(self._call)
-            code, text = ("UNAVAILABLE", resp.cancel_reason or "watch canceled") if (
-                resp.canceled and not resp.compact_revision) else ("", "")
-        except StopIteration:
-            code, text = "UNAVAILABLE", "watch stream ended"
-        except grpc.RpcError as exc:
-            code, text = exc.code().name, exc.details() or ""
-        if self._closed:
-            raise StopIteration
-        if code:
-            err = error_for_status(code, text, self.endpoint)
-            if isinstance(err, UnavailableError):
-                self._adapter._failed(self._ep, err)
-            raise err
-        return StreamMessage(resp.header.revision, tuple(_event(e) for e in resp.events),
-                             resp.created, resp.compact_revision)
-
-    def request_progress(self) -> None:
-        self._requests.put(etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest()))
-
-    def close(self) -> None:
-        self._closed = True
-        self._requests.put(None)
-        self._call.cancel()

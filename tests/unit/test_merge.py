@@ -13,60 +13,16 @@ from __future__ import annotations
 import copy
 import json
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from merge_builders import T1, T2, stored_flow, three_way_merge, tool_rewrite
 
 from flowd import merge
 from flowd.digests import digest, same
-from flowd.merge import REPORT_ID_LIMIT, MergeResult
-
-T0 = "2024-05-01T09:00:00"
-T1 = "2024-05-02T09:00:00"
-T2 = "2024-05-03T09:00:00"
-CORE = ("id", "name", "plans", "created", "updated")
-
-
-def _flow(fid: str, name: str = "n", updated: str = T0, revision: int = 1, **extra) -> dict:
-    """A flow as the daemon stores it (with revision, maybe extra keys)."""
-    return {"id": fid, "name": name, "plans": [{"id": "p1", "text": "t"}],
-            "created": T0, "updated": updated, "revision": revision, **extra}
-
-
-def _stray(flows: dict[str, dict]) -> dict[str, dict]:
-    """What the old tool writes back: core keys only, freshly parsed objects."""
-    stripped = {fid: {k: f[k] for k in CORE if k in f} for fid, f in flows.items()}
-    return json.loads(json.dumps(stripped))
-
-
-def three_way_merge(base: dict, base_cur, ours: dict, ours_cur, theirs: dict,
-                    theirs_cur) -> MergeResult:
-    """The merge against a known base given by its flows."""
-    fresh = iter(f"fresh{i}" for i in range(1000))
-    return merge.three_way_merge(
-        merge.Base({fid: digest(f) for fid, f in base.items()}, base_cur), ours, ours_cur,
-        theirs, theirs_cur, ours_digest=lambda fid: digest(ours[fid]) if fid in ours else None,
-        new_id=lambda: next(fresh))
-
-
-def _apply(ours: dict[str, dict], result: MergeResult) -> dict[str, dict]:
-    """Apply the changes the way the store would, checking each precondition."""
-    store = dict(ours)
-    for op, fid, flow in result.changes:
-        if op == "merge_add":
-            assert fid not in store and flow is not None
-            store[fid] = flow
-        elif op == "merge_update":
-            assert fid in store and flow is not None
-            store[fid] = flow
-        else:
-            assert op == "merge_delete" and fid in store and flow is None
-            del store[fid]
-    return store
+from flowd.merge import REPORT_ID_LIMIT
 
 
 def _base3() -> dict[str, dict]:
     """Three stored flows, each with an unknown key the old tool will drop."""
-    return {fid: _flow(fid, name=fid, x_new={"k": fid}) for fid in ("f1", "f2", "f3")}
+    return {fid: stored_flow(fid, name=fid, x_new={"k": fid}) for fid in ("f1", "f2", "f3")}
 
 
 
@@ -81,8 +37,8 @@ def test_stale_revision_or_missing_core_key_in_theirs_is_not_a_change() -> None:
 
 def test_added_by_theirs_is_taken_in_without_revision() -> None:
     base = _base3()
-    theirs = _stray(base)
-    theirs["f9"] = _flow("f9", name="new", revision=7)
+    theirs = tool_rewrite(base)
+    theirs["f9"] = stored_flow("f9", name="new", revision=7)
     result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
     assert [(op, fid) for op, fid, _ in result.changes] == [("merge_add", "f9")]
     added = result.changes[0][2]
@@ -93,7 +49,7 @@ def test_added_by_theirs_is_taken_in_without_revision() -> None:
 
 def test_deleted_by_theirs_and_unchanged_by_ours_is_deleted() -> None:
     base = _base3()
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     del theirs["f2"]
     result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
     assert result.changes == [("merge_delete", "f2", None)]
@@ -104,7 +60,7 @@ def test_deleted_by_theirs_and_unchanged_by_ours_is_deleted() -> None:
 
 def test_changed_by_theirs_only_takes_theirs_and_keeps_dropped_keys() -> None:
     base = _base3()
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["f2"]["name"] = "theirs"
     result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
     assert [(op, fid) for op, fid, _ in result.changes] == [("merge_update", "f2")]
@@ -118,14 +74,14 @@ def test_changed_by_ours_only_is_left_alone() -> None:
     base = _base3()
     ours = dict(base)
     ours["f2"] = {**base["f2"], "name": "ours", "updated": T1, "revision": 2}
-    result = three_way_merge(base, "f1", ours, "f1", _stray(base), "f1")
+    result = three_way_merge(base, "f1", ours, "f1", tool_rewrite(base), "f1")
     assert result.changes == []
 
 
 def test_unchanged_ours_may_be_an_equal_copy_not_the_same_object() -> None:
     base = _base3()
     ours = copy.deepcopy(base)
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     del theirs["f3"]
     result = three_way_merge(base, None, ours, None, theirs, None)
     assert result.changes == [("merge_delete", "f3", None)]
@@ -137,7 +93,7 @@ def test_deleted_by_ours_and_unchanged_by_theirs_stays_deleted() -> None:
     base = _base3()
     ours = dict(base)
     del ours["f2"]
-    assert three_way_merge(base, "f1", ours, "f1", _stray(base), "f1").changes == []
+    assert three_way_merge(base, "f1", ours, "f1", tool_rewrite(base), "f1").changes == []
 
 
 
@@ -153,13 +109,13 @@ def test_deleted_by_ours_and_unchanged_by_theirs_stays_deleted() -> None:
 
 
 def test_changes_are_ordered_deletes_updates_adds() -> None:
-    base = {fid: _flow(fid, name=fid) for fid in ("a", "b", "c", "d", "e")}
-    theirs = _stray(base)
+    base = {fid: stored_flow(fid, name=fid) for fid in ("a", "b", "c", "d", "e")}
+    theirs = tool_rewrite(base)
     del theirs["d"], theirs["b"]
     theirs = {k: theirs[k] for k in ("e", "c", "a")}
     theirs["e"]["name"] = theirs["a"]["name"] = "x"
-    theirs["z"] = _flow("z")
-    theirs["y"] = _flow("y")
+    theirs["z"] = stored_flow("z")
+    theirs["y"] = stored_flow("y")
     result = three_way_merge(base, None, dict(base), None, theirs, None)
     assert [(op, fid) for op, fid, _ in result.changes] == [
         ("merge_delete", "b"), ("merge_delete", "d"), ("merge_update", "e"),
@@ -168,15 +124,15 @@ def test_changes_are_ordered_deletes_updates_adds() -> None:
 
 def test_current_theirs_new_choice_is_taken_if_it_exists() -> None:
     base = _base3()
-    theirs = _stray(base)
-    theirs["f9"] = _flow("f9")
+    theirs = tool_rewrite(base)
+    theirs["f9"] = stored_flow("f9")
     assert three_way_merge(base, "f1", dict(base), "f2", theirs, "f3").current_flow_id == "f3"
     assert three_way_merge(base, "f1", dict(base), "f2", theirs, "f9").current_flow_id == "f9"
 
 
 def test_current_ours_kept_when_theirs_unchanged_or_gone() -> None:
     base = _base3()
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     assert three_way_merge(base, "f1", dict(base), "f2", theirs, "f1").current_flow_id == "f2"
     assert three_way_merge(base, "f1", dict(base), "f2", theirs, "ghost").current_flow_id == "f2"
     assert three_way_merge(base, "f1", dict(base), "f2", theirs, None).current_flow_id == "f2"
@@ -184,20 +140,20 @@ def test_current_ours_kept_when_theirs_unchanged_or_gone() -> None:
 
 def test_current_falls_back_to_first_remaining_flow_or_none() -> None:
     base = _base3()
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     del theirs["f1"]
     result = three_way_merge(base, "f1", dict(base), "f1", theirs, "f1")
     assert result.current_flow_id == "f2"
-    only_added = {"f9": _flow("f9"), "f8": _flow("f8")}
+    only_added = {"f9": stored_flow("f9"), "f8": stored_flow("f8")}
     result = three_way_merge(base, "f1", dict(base), "f1", only_added, None)
     assert result.current_flow_id == "f9"
     assert three_way_merge(base, "f1", dict(base), "f1", {}, None).current_flow_id is None
 
 
 def test_report_id_lists_are_capped() -> None:
-    base = {f"f{i}": _flow(f"f{i}") for i in range(REPORT_ID_LIMIT + 5)}
+    base = {f"f{i}": stored_flow(f"f{i}") for i in range(REPORT_ID_LIMIT + 5)}
     ours = {fid: {**f, "name": "ours", "updated": T2} for fid, f in base.items()}
-    theirs = {fid: {**f, "name": "theirs", "updated": T1} for fid, f in _stray(base).items()}
+    theirs = {fid: {**f, "name": "theirs", "updated": T1} for fid, f in tool_rewrite(base).items()}
     report = three_way_merge(base, None, ours, None, theirs, None).report
     assert report["conflicts"] == REPORT_ID_LIMIT + 5
     assert len(report["conflict_ids"]) == REPORT_ID_LIMIT
@@ -209,9 +165,10 @@ def test_100k_flows_with_few_differences() -> None:
     """Scale check without a clock (speed lives in benchmarks/): only the differing
     flow comes out, and nothing of 100k unchanged flows is copied or touched."""
     n = 100_000
-    base = {f"flow_{i:08x}": _flow(f"flow_{i:08x}", name=f"n{i}", revision=i) for i in range(n)}
+    base = {f"flow_{i:08x}": stored_flow(f"flow_{i:08x}", name=f"n{i}", revision=i)
+            for i in range(n)}
     ours = dict(base)
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["flow_00000005"]["name"] = "changed"
     ours["flow_00000010"] = {**base["flow_00000010"], "name": "ours", "updated": T1}
     result = three_way_merge(base, None, ours, None, theirs, None)
@@ -221,7 +178,7 @@ def test_100k_flows_with_few_differences() -> None:
 
 def test_stray_rewrite_that_only_drops_revision_and_extras_changes_nothing() -> None:
     base = _base3()
-    result = three_way_merge(base, "f1", dict(base), "f1", _stray(base), "f1")
+    result = three_way_merge(base, "f1", dict(base), "f1", tool_rewrite(base), "f1")
     assert result.changes == [] and result.conflicts == {}
     assert result.current_flow_id == "f1"
     assert {k: v for k, v in result.report.items() if not k.endswith("_ids")} == {
@@ -233,7 +190,7 @@ def test_deleted_by_theirs_but_changed_by_ours_keeps_ours_as_a_conflict() -> Non
     base = _base3()
     ours = dict(base)
     ours["f2"] = {**base["f2"], "name": "ours", "revision": 2}
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     del theirs["f2"]
     result = three_way_merge(base, "f1", ours, "f1", theirs, "f1")
     assert result.changes == [] and result.conflicts == {"f2": None}
@@ -243,7 +200,7 @@ def test_deleted_by_ours_but_changed_by_theirs_stays_deleted_as_a_conflict() -> 
     base = _base3()
     ours = dict(base)
     del ours["f2"]
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["f2"]["name"] = "theirs"
     result = three_way_merge(base, "f1", ours, "f1", theirs, "f1")
     assert result.changes == []
@@ -254,7 +211,7 @@ def _both_changed(ours_updated: str, theirs_updated: str):
     base = _base3()
     ours = dict(base)
     ours["f2"] = {**base["f2"], "name": "ours", "updated": ours_updated, "revision": 2}
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["f2"].update(name="theirs", updated=theirs_updated)
     return base, ours, theirs
 
@@ -272,7 +229,7 @@ def test_conflict_keeps_ours_whatever_the_timestamps() -> None:
 
 def test_plans_edited_without_updated_is_a_change() -> None:
     base = _base3()
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["f3"]["plans"] = [{"id": "p1", "text": "edited"}]
     result = three_way_merge(base, None, dict(base), None, theirs, None)
     assert [(op, fid) for op, fid, _ in result.changes] == [("merge_update", "f3")]
@@ -283,7 +240,7 @@ def test_same_change_on_both_sides_is_not_a_conflict() -> None:
     base = _base3()
     ours = dict(base)
     ours["f2"] = {**base["f2"], "name": "same", "updated": T1, "revision": 2}
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["f2"].update(name="same", updated=T1)
     result = three_way_merge(base, None, ours, None, theirs, None)
     assert result.changes == [] and result.conflicts == {}
@@ -291,14 +248,14 @@ def test_same_change_on_both_sides_is_not_a_conflict() -> None:
 
 def test_same_id_added_on_both_sides_gets_a_fresh_id() -> None:
     base = _base3()
-    ours = {**base, "f9": _flow("f9", name="ours", revision=5)}
-    theirs = _stray(base)
-    theirs["f9"] = {**_stray({"f9": ours["f9"]})["f9"], "name": "theirs"}
+    ours = {**base, "f9": stored_flow("f9", name="ours", revision=5)}
+    theirs = tool_rewrite(base)
+    theirs["f9"] = {**tool_rewrite({"f9": ours["f9"]})["f9"], "name": "theirs"}
     result = three_way_merge(base, None, ours, None, theirs, "f9")
     assert [(op, fid) for op, fid, _ in result.changes] == [("merge_add", "fresh0")]
     assert result.changes[0][2]["id"] == "fresh0" and result.renamed == {"f9": "fresh0"}
     assert result.current_flow_id == "fresh0"
-    theirs["f9"] = _stray({"f9": ours["f9"]})["f9"]
+    theirs["f9"] = tool_rewrite({"f9": ours["f9"]})["f9"]
     assert three_way_merge(base, None, ours, None, theirs, None).changes == []
 
 
@@ -314,14 +271,14 @@ def test_newer_tool_editing_only_an_unknown_key_is_an_edit() -> None:
 
 
 def test_unknown_base_takes_additions_and_edits_and_no_deletion() -> None:
-    base = {**_base3(), "f4": _flow("f4", revision=5)}  # held as is: the tool loaded rev 5+
+    base = {**_base3(), "f4": stored_flow("f4", revision=5)}  # held as is: the tool loaded rev 5+
     ours = dict(base)
     ours["f3"] = {**base["f3"], "name": "ours", "revision": 9}  # changed after the tool loaded
-    theirs = _stray(base)
+    theirs = tool_rewrite(base)
     theirs["f1"]["name"] = "tool"  # an edit of a flow ours did not change since
     theirs["f3"]["name"] = "tool"  # an edit of a flow ours changed: a conflict
     del theirs["f2"]
-    theirs["f9"] = _flow("f9")
+    theirs["f9"] = stored_flow("f9")
     del theirs["f9"]["revision"]
     known = {fid: [digest(f)] for fid, f in base.items()}
     result = merge.three_way_merge(merge.Unknown(lambda fid: known.get(fid, ())), ours, "f1",
@@ -340,7 +297,7 @@ def test_unknown_base_stale_copy_is_no_edit() -> None:
     ours = dict(base)
     ours["f1"] = {**base["f1"], "name": "ours", "revision": 9}
     del ours["f2"]
-    theirs = _stray(base)  # f1 and f2 as flowd once had them
+    theirs = tool_rewrite(base)  # f1 and f2 as flowd once had them
     known = {fid: [digest(f)] for fid, f in base.items()}
     result = merge.three_way_merge(merge.Unknown(lambda fid: known.get(fid, ())), ours, "f1",
                                    theirs, "f1", ours_digest=lambda fid: digest(ours[fid]),
@@ -350,7 +307,7 @@ def test_unknown_base_stale_copy_is_no_edit() -> None:
 
 def test_inputs_are_not_mutated() -> None:
     base, ours, theirs = _both_changed(T1, T2)
-    theirs["f7"] = _flow("f7", revision=3)
+    theirs["f7"] = stored_flow("f7", revision=3)
     del theirs["f3"]
     snapshot = copy.deepcopy((base, ours, theirs))
     result = three_way_merge(base, "f1", ours, "f1", theirs, "f7")
@@ -358,93 +315,3 @@ def test_inputs_are_not_mutated() -> None:
         if flow is not None:
             flow["revision"] = 123  # what the store does next
     assert (base, ours, theirs) == snapshot
-
-
-# --- property test -------------------------------------------------------
-
-NAMES = st.sampled_from(["a", "b", "c"])
-PLANS = st.sampled_from([[], [{"id": "p", "text": "t"}]])
-NEW_IDS = ["new0", "new1", "new2", "new3"]
-
-
-@st.composite
-def _edited(draw, base_flow: dict) -> dict:
-    """A changed version of base_flow: name always differs (base names are ids)."""
-    return {**base_flow, "name": draw(NAMES), "plans": draw(PLANS)}
-
-
-@st.composite
-def scenarios(draw):
-    """Random base, and ours/theirs derived from it by random per-flow edits."""
-    ids = [f"flow_{i}" for i in range(draw(st.integers(0, 7)))]
-    base = {fid: _flow(fid, name=fid, revision=i + 1, **({"x": i} if i % 2 else {}))
-            for i, fid in enumerate(ids)}
-    edits: dict[str, tuple[str, str]] = {}
-    ours: dict[str, dict] = {}
-    theirs: dict[str, dict] = {}
-    for fid in ids:
-        o_edit = draw(st.sampled_from(["keep", "change", "delete"]))
-        t_edit = draw(st.sampled_from(["keep", "change", "delete"]))
-        edits[fid] = (o_edit, t_edit)
-        if o_edit == "keep":
-            ours[fid] = base[fid] if draw(st.booleans()) else copy.deepcopy(base[fid])
-        elif o_edit == "change":
-            ours[fid] = {**draw(_edited(base[fid])), "revision": 100}
-        if t_edit != "delete":
-            seed = _stray({fid: base[fid]})[fid]
-            theirs[fid] = seed if t_edit == "keep" else draw(_edited(seed))
-    for fid in draw(st.lists(st.sampled_from(NEW_IDS), unique=True)):
-        ours[fid] = {"id": fid, "name": draw(NAMES), "plans": [], "created": T0,
-                     "updated": T0, "revision": 50}
-    for fid in draw(st.lists(st.sampled_from(NEW_IDS), unique=True)):
-        theirs[fid] = {"id": fid, "name": draw(NAMES), "plans": draw(PLANS), "created": T0,
-                       "updated": T0}
-    theirs = dict(draw(st.permutations(list(theirs.items()))))
-    pick = st.sampled_from([None, "ghost", *ids, *NEW_IDS])
-    return base, ours, theirs, edits, (draw(pick), draw(pick), draw(pick))
-
-
-def _matches(flow: dict, theirs_flow: dict) -> bool:
-    return all(flow.get(k) == v for k, v in theirs_flow.items() if k not in ("revision", "id"))
-
-
-@settings(max_examples=200, deadline=None)
-@given(scenarios())
-def test_merge_properties(scenario) -> None:
-    base, ours, theirs, edits, (base_cur, ours_cur, theirs_cur) = scenario
-    result = three_way_merge(base, base_cur, ours, ours_cur, theirs, theirs_cur)
-    merged = _apply(ours, result)
-    for fid, (o_edit, t_edit) in edits.items():
-        if t_edit == "change" and o_edit == "keep":  # the tool's edit lands
-            assert _matches(merged[fid], theirs[fid])
-        elif o_edit == "change":  # flowd's acknowledged version stays, whatever the tool did
-            assert merged[fid] is ours[fid]
-            if t_edit != "keep" and not _matches(ours[fid], theirs.get(fid, {"name": None})):
-                assert fid in result.conflicts
-        elif o_edit == "delete":  # flowd's delete stays
-            assert fid not in merged
-        elif t_edit == "delete":  # deleted by the tool, unchanged by flowd
-            assert fid not in merged
-        else:
-            assert merged[fid] is ours[fid]
-    for fid in NEW_IDS:
-        if fid in ours:
-            assert merged[fid] is ours[fid]  # never replaced by the tool's namesake
-        if fid in theirs:  # the tool's new flow is there, under its id or a fresh one
-            new = result.renamed.get(fid, fid)
-            assert _matches(merged[new], theirs[fid])
-    assert result.current_flow_id is None or result.current_flow_id in merged
-    assert (result.current_flow_id is None) == (not merged)
-
-
-def test_digest_survives_the_old_tools_rewrite() -> None:
-    """json.dump(indent=2, ensure_ascii=False) of the five core keys, parsed again: the
-    same digest (core part) as flowd's copy with revision and extras."""
-    flow = {"id": "f1", "name": "프로젝트 A", "plans": [{"id": 1, "w": 0.1, "n": None,
-                                                     "deep": {"k": [1, 2.5e-7, "é"]}}],
-            "created": T0, "updated": T1, "revision": 42, "x_new": {"k": 1}}
-    text = json.dumps({k: flow[k] for k in CORE}, indent=2, ensure_ascii=False)
-    tool = json.loads(text)
-    assert same(digest(tool), digest(flow))
-    assert not same(digest({**tool, "plans": []}), digest(flow))
-    assert digest({**flow, "revision": 7}) == digest(flow)

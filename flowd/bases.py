@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
 from pathlib import Path
 from typing import Any
 
+from . import flow_lines
 from .digests import Digest, digest
 from .storage import memory_file
 
@@ -41,6 +42,8 @@ MAX_BYTES = 64 << 20
 ENTRY_BYTES, ITEM_BYTES = 200, 100
 
 Delta = dict[str, Digest | None]
+#: the lines of a file's flows by id (flowd.flow_lines)
+Lines = Mapping[str, bytes]
 _REV = operator.itemgetter("revision")
 
 
@@ -164,24 +167,22 @@ class FileMemory:
     # ------------------------------------------------------------ remembering
 
     def remember_written(self, number: int, revision: int, current: str | None,
-                         items: Collection[tuple[str, dict]]) -> None:
-        """A file flowd just installed (snapshot thread). Only flows changed since the
-        last file flowd wrote (higher ``revision``) are digested."""
-        own, own_rev = self.own, self.own_rev
-        changed: dict[str, Digest] = {}
-        for fid, flow in items:
-            if flow.get("revision", 0) > own_rev or fid not in own:
-                changed[fid] = digest(flow)
-        new_ids = sum(1 for fid in changed if fid not in own)
+                         lines: Lines, changed: Iterable[str] | None) -> None:
+        """A file flowd just installed (snapshot thread; ``lines``: its flows' lines by
+        id). Only the flows ``changed`` since the file remembered last are decoded and
+        digested (all of them when that is not known, or nothing is remembered yet)."""
+        own = self.own
+        ids: Iterable[str] = lines if changed is None or not own else changed
+        changed_digests: dict[str, Digest] = {}
+        for fid in ids:
+            line = lines.get(fid)
+            if line is not None:
+                changed_digests[fid] = digest(flow_lines.decode(fid, line))
+        new_ids = sum(1 for fid in changed_digests if fid not in own)
         gone: list[str] = []
-        if len(own) + new_ids > len(items):
-            # a snapshot's items are a view of its replica's dict: ask that, never build a
-            # million-entry dict here (the GC's young passes would walk it: 365 ms at 1M)
-            present = getattr(items, "mapping", None)
-            if present is None:
-                present = dict(items)
-            gone = [fid for fid in own if fid not in present]
-        self._remember_own(number, revision, current, changed, gone, time.time())
+        if len(own) + new_ids > len(lines):
+            gone = [fid for fid in own if fid not in lines]
+        self._remember_own(number, revision, current, changed_digests, gone, time.time())
 
     def _remember_own(self, number: int, revision: int, current: str | None,
                       changed: Mapping[str, Digest], gone: Iterable[str], now: float) -> None:

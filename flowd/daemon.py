@@ -115,7 +115,7 @@ class Daemon:
         self.service.stats.load = rec.summary()
         log.info("loaded %d flows at revision %d in %.3f s (%s, %d journal records replayed)",
                  len(self.store), self.store.revision, rec.seconds, rec.source, rec.replayed)
-        self.snap.prime(self.store)
+        self.snap.prime(self.store, {fid for r in rec.records for _, fid, _ in r["changes"]})
         # the same for the memory of written files and the snapshot's replica: the store
         # and they are acyclic, the cyclic GC has nothing to find in them
         gc.freeze()
@@ -207,7 +207,7 @@ class Daemon:
 
     def _remember_written(self, view: View) -> None:
         self.memory.remember_written(view.file_revision, view.revision, view.current_flow_id,
-                                     view.items)
+                                     view.lines, view.changed)
 
     def _stray_stats(self) -> dict[str, Any]:
         return {"stray_conflicts": self.strays.open_conflicts(),

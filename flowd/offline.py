@@ -36,13 +36,14 @@ import orjson
 from flowd_client.discovery import is_locked
 from flowd_client.exitcodes import BUSY, FAILED, INTERRUPTED
 
-from . import doctor
+from . import doctor, flow_lines
+from .flow_lines import FlowTable
 from .offline_load import OfflineError, load_flows
 from .storage.evidence import keep_aside
 from .storage.fsio import atomic_write
 from .storage.snapshot import View, encode
 
-_CORE_META = ("last_saved", "file_revision", "revision")
+_CORE_META = flow_lines.FILE_META
 #: the prefix of messages on stderr (``--prog``)
 PROG = ["flowd.offline"]
 _CORE_TOP = ("version", "meta", "current_flow_id", "flows")
@@ -68,7 +69,10 @@ NOTE_KINDS: list[tuple[re.Pattern[str], str]] = [
 def view_of(doc: dict[str, Any], *, bump: bool = True) -> View:
     """The snapshot writer's input for a normalized document (unknown keys kept)."""
     meta = doc.get("meta") or {}
-    return View(items=list(doc["flows"].items()), current_flow_id=doc.get("current_flow_id"),
+    flows = doc["flows"]
+    lines = flows.lines if isinstance(flows, FlowTable) else {
+        fid: flow_lines.encode(fid, flow) for fid, flow in flows.items()}
+    return View(lines=lines, current_flow_id=doc.get("current_flow_id"),
                 revision=int(meta.get("revision", 0)),
                 file_revision=int(meta.get("file_revision", 0)) + (1 if bump else 0),
                 meta_extra={k: v for k, v in meta.items() if k not in _CORE_META},
@@ -120,7 +124,8 @@ def migrate(src: Path, dst: str | None, *, verbose: bool = False) -> int:
         print(f"nothing to change; {src} left as it was", file=out)
         return 0
     backup = keep_aside(src, "backup") if in_place else None
-    st = atomic_write(target, encode(view_of(got.doc)))
+    enc = encode(view_of(got.doc))
+    st = atomic_write(target, enc, patch=enc.patch)
     kept = f"; original kept as {backup}" if backup else f"; {src} left as it was"
     print(f"wrote {target} ({st.st_size} bytes, {len(got.doc['flows'])} flows){kept}", file=out)
     return 0
@@ -136,9 +141,9 @@ def normalize(path: Path) -> int:
 
 
 def _emit(view: View) -> int:
-    """Write a document to stdout in the snapshot format (chunked: big files stay cheap)."""
-    for chunk in encode(view):
-        sys.stdout.buffer.write(chunk)
+    """Write a document to stdout in the snapshot format, its check patched in (so it
+    is built in memory first: a CLI's one-off cost, never the daemon's)."""
+    sys.stdout.buffer.write(encode(view).whole())
     sys.stdout.buffer.flush()
     return 0
 

@@ -100,9 +100,11 @@ class Snapshotter:
     on_done: Callable[[], None] | None = None
     _thread: threading.Thread | None = None
     _outcome: Outcome | None = None
-    #: the snapshot thread's copy of the store's dict, and which load of the store it is of
-    _replica: dict[str, Any] | None = None
+    #: the snapshot thread's copy of the store's lines, and which load of the store it is of
+    _replica: dict[str, bytes] | None = None
     _replica_of: int = -1
+    #: ids changed since the last file remembered (None: unknown, all are digested)
+    _unremembered: set[str] | None = None
 
     @property
     def busy(self) -> bool:
@@ -129,9 +131,9 @@ class Snapshotter:
     def view(self, store: Store) -> View:
         """The store as of now, at the cost of what changed since the last snapshot.
 
-        The snapshot thread keeps a replica of the store's dict (sharing its flow
-        dicts, immutable once stored) and applies the store's change log to it before
-        encoding. Copying the store instead touches every flow on the loop thread
+        The snapshot thread keeps a replica of the store's dict of lines (sharing the
+        lines, immutable once stored) and applies the store's change log to it before
+        writing. Copying the store instead touches every flow on the loop thread
         (a list of items: a million tuples and a 634 ms gen0 pass at 1M flows; a dict
         copy: one increment per flow, ~100 ms of cache misses at 1M)."""
         gc.collect()  # cheap: only what is younger than the last freeze (cyclic garbage)
@@ -145,14 +147,16 @@ class Snapshotter:
         gc.freeze()
         assert self._replica is not None
         number = self.take_number() if self.take_number else self.file_revision + 1
-        return View(self._replica.items(), store.current_flow_id, store.revision, number,
-                    store.meta_extra, store.extra, replica=self._replica, pending=pending)
+        return View(self._replica, store.current_flow_id, store.revision, number,
+                    store.meta_extra, store.extra, pending=pending, changed=self._unremembered)
 
-    def prime(self, store: Store) -> None:
+    def prime(self, store: Store, changed: set[str] | None = None) -> None:
         """Copy the store's dict once per load (before serving, when called at start);
-        from then on the store logs its changes for the replica."""
-        self._replica = store.flows.copy()
+        from then on the store logs its changes for the replica. ``changed``: the ids
+        changed since the file the memory of written files holds (None: unknown)."""
+        self._replica = store.flows.lines.copy()
         self._replica_of = store.generation
+        self._unremembered = changed
         store.changes = []
 
     def start(self, store: Store) -> None:
@@ -181,7 +185,9 @@ class Snapshotter:
         if out.installed is not None and self.remember is not None:
             try:
                 self.remember(view)
+                self._unremembered = set()
             except Exception:  # the file is installed; its memory is best effort
+                self._unremembered = None
                 log.exception("could not remember flows.json %d", view.file_revision)
         self._outcome = out
         if self.on_done is not None:

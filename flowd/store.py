@@ -1,8 +1,10 @@
-"""The in-memory store: a dict of flows, the current id, and the revision.
+"""The in-memory store: the flows (as their lines of flows.json), the current id,
+and the revision.
 
-No I/O. Flow dicts are never mutated once stored: every change builds a new
-dict, so a snapshot writer may hold references to the old ones while the loop
-goes on (copy-on-write at flow granularity, no copy of the store).
+No I/O. A flow is held as the bytes of its line (:mod:`flowd.flow_lines`),
+immutable: every change stores a new line, so a snapshot writer may hold
+the old ones while the loop goes on (copy-on-write at flow granularity, no
+copy of the store), and reading a flow gives the caller a fresh dict.
 
 Writes go through a :class:`Txn` that stages changes in an overlay; the store
 itself only changes in :meth:`Store.apply_record`, which is also what journal
@@ -21,12 +23,14 @@ from typing import Any, cast
 
 from flowd_client.errors import InternalError
 
+from . import flow_lines
+from .flow_lines import Flow, FlowTable
+
 Record = dict[str, Any]
 COMPACT_AFTER = 1024
 #: ids need uniqueness (checked against the store), not secrecy: a seeded PRNG
 #: instead of os.urandom per id (that syscall was 6% of the loop under 8 writers)
 _ids = random.Random(os.urandom(16))
-Flow = dict[str, Any]
 
 
 def now_iso() -> str:
@@ -38,7 +42,7 @@ class Store:
     """The only copy of the flows; mutated by records, read directly."""
 
     def __init__(self) -> None:
-        self.flows: dict[str, Flow] = {}
+        self.flows = FlowTable()
         self.current_flow_id: str | None = None
         self.revision = 0
         self.names: dict[str, str | dict[str, None]] = {}
@@ -46,29 +50,35 @@ class Store:
         self.extra: dict[str, Any] = {}
         self.meta_extra: dict[str, Any] = {}
         self._deleted = 0
-        #: (id, flow or None) per change since the snapshot writer last took them
+        #: (id, line or None) per change since the snapshot writer last took them
         #: (flowd.snapshotter keeps a replica; None: nobody does, nothing is logged)
-        self.changes: list[tuple[str, Flow | None]] | None = None
+        self.changes: list[tuple[str, bytes | None]] | None = None
         #: bumped by every load: a replica of an earlier store is void
         self.generation = 0
 
     # ------------------------------------------------------------ loading
 
     def load(self, doc: dict[str, Any]) -> None:
-        """Adopt a normalized schema-3.0 document (flows dicts are taken, not copied)."""
-        self.flows = doc["flows"]
+        """Adopt a normalized schema-3.0 document: its flows as dicts (each encoded into
+        its line), or as the lines of flowd's own file (a FlowTable, taken as it is)."""
+        flows = doc["flows"]
+        if isinstance(flows, FlowTable):
+            self.flows = flows
+        else:
+            encode = flow_lines.encode
+            self.flows = FlowTable({fid: encode(fid, f) for fid, f in flows.items()})
         self.changes, self.generation = None, self.generation + 1
         meta = doc.get("meta") or {}
         self.revision = int(meta.get("revision", 0))
-        self.meta_extra = {k: v for k, v in meta.items()
-                           if k not in ("last_saved", "file_revision", "revision")}
+        self.meta_extra = {k: v for k, v in meta.items() if k not in flow_lines.FILE_META}
         self.extra = {k: v for k, v in doc.items()
                       if k not in ("version", "meta", "current_flow_id", "flows")}
         cur = doc.get("current_flow_id")
         self.current_flow_id = cur if cur in self.flows else next(iter(self.flows), None)
         self.names = {}
-        for fid, flow in self.flows.items():
-            self._index(flow["name"], fid)
+        name_of, index = flow_lines.name_of, self._index
+        for fid, line in self.flows.lines.items():
+            index(name_of(fid, line), fid)
 
     # A name maps to one id (a str: most names are unique, and a dict per name
     # would cost ~200 bytes per flow) or, when shared, to an ordered dict of ids.
@@ -99,7 +109,8 @@ class Store:
     # ------------------------------------------------------------ reads
 
     def get(self, flow_id: str) -> Flow | None:
-        return self.flows.get(flow_id)
+        flow: Flow | None = self.flows.get(flow_id)
+        return flow
 
     def find_by_name(self, name: str) -> list[Flow]:
         have = self.names.get(name)
@@ -124,24 +135,26 @@ class Store:
         rev = record["rev"]
         if rev <= self.revision if gapped else rev != self.revision + 1:
             raise InternalError(f"record revision {rev} does not follow {self.revision}")
-        flows, log = self.flows, self.changes
+        lines, log = self.flows.lines, self.changes
         for op, fid, flow in record["changes"]:
             if op == "set_current":
                 continue
+            line = None if flow is None else flow_lines.encode(fid, flow)
             if log is not None:
-                log.append((fid, flow))
-            old = flows.get(fid)
-            if old is not None and (flow is None or old["name"] != flow["name"]):
-                self._unindex(old["name"], fid)
-            if flow is None:
-                if flows.pop(fid, None) is not None:
+                log.append((fid, line))
+            old = lines.get(fid)
+            old_name = None if old is None else flow_lines.name_of(fid, old)
+            if old_name is not None and (flow is None or old_name != flow["name"]):
+                self._unindex(old_name, fid)
+            if line is None:
+                if lines.pop(fid, None) is not None:
                     self._deleted += 1
             else:
-                flows[fid] = flow
+                lines[fid] = line
                 self._index(flow["name"], fid)
         self.current_flow_id = record["current"]
         self.revision = rev
-        if self._deleted > COMPACT_AFTER and self._deleted > len(flows):
+        if self._deleted > COMPACT_AFTER and self._deleted > len(lines):
             self._compact()
 
     def _compact(self) -> None:
@@ -151,7 +164,7 @@ class Store:
         iteration walks past them: "first remaining flow" (the seed's rule on
         deleting the current flow) would grow O(deletions). Amortized O(1).
         """
-        self.flows = dict(self.flows)
+        self.flows.lines = dict(self.flows.lines)
         self._deleted = 0
 
 
@@ -184,10 +197,16 @@ class Txn:
             return self.pending[flow_id]
         if self.parent is not None:
             return self.parent.get(flow_id)
-        return self.store.flows.get(flow_id)
+        flow: Flow | None = self.store.flows.get(flow_id)
+        return flow
 
     def _exists(self, flow_id: str) -> bool:
-        return self.get(flow_id) is not None
+        txn: Txn | None = self
+        while txn is not None:
+            if flow_id in txn.pending:
+                return txn.pending[flow_id] is not None
+            txn = txn.parent
+        return flow_id in self.store.flows.lines
 
     def _new_ids(self) -> Iterator[str]:
         if self.parent is not None:
@@ -196,7 +215,7 @@ class Txn:
 
     def first_remaining(self) -> str | None:
         """First flow in creation order that is still there after staged deletes."""
-        for fid in self.store.flows:
+        for fid in self.store.flows.lines:
             if self._exists(fid):
                 return fid
         for fid in self._new_ids():

@@ -11,6 +11,7 @@ fails nothing is merged, flowd says so once and retries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ class Strays:
         return fp, evidence, got.doc
 
     def _write_losers(self, result: MergeResult, report: dict[str, Any],
-                      ours: dict[str, Any]) -> Path | None:
+                      ours: Mapping[str, Any]) -> Path | None:
         """Every version the merge does not apply, fsynced, before anything is journaled."""
         if not (result.conflicts or result.skipped_deletions or result.replaced):
             return None
@@ -226,7 +227,7 @@ def _number(doc: dict[str, Any]) -> int | None:
     return value if type(value) is int else None
 
 
-def pick_base(memory: FileMemory, doc: dict[str, Any], ours: dict[str, Any],
+def pick_base(memory: FileMemory, doc: dict[str, Any], ours: Mapping[str, Any],
               suspects: list[str]) -> Picked:
     """The file the tool loaded, by the number it claims and then by content.
 

@@ -8,7 +8,7 @@ ENOSPC or EIO without filling a real disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .ownfiles import create_new, fresh_name
@@ -25,6 +25,7 @@ class _Syscalls:
     link = staticmethod(lambda src, dst: os.link(src, dst, follow_symlinks=False))
     ftruncate = staticmethod(os.ftruncate)
     fallocate = staticmethod(os.posix_fallocate)
+    pwrite = staticmethod(os.pwrite)
 
 
 IO = _Syscalls()
@@ -50,9 +51,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
-              flush_every: int = 0) -> os.stat_result:
+              flush_every: int = 0,
+              patch: Callable[[], tuple[int, bytes]] | None = None) -> os.stat_result:
     """Create ``path`` (it must not exist: O_EXCL, so nothing planted is written
     through), write ``chunks`` and fsync; not atomic. Returns the new file's stat.
+    ``patch()``, called once the chunks are written: bytes to write over the file at
+    an offset (a check in the head that only the whole body determines).
 
     ``flush_every`` bytes, the data written so far is flushed as well: a big file's
     dirty pages otherwise pile up, and every other fsync on the disk (the journal's,
@@ -66,13 +70,18 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
             if flush_every and unflushed >= flush_every:
                 IO.fdatasync(fd)
                 unflushed = 0
+        if patch is not None:
+            offset, data = patch()
+            if IO.pwrite(fd, data, offset) != len(data):
+                raise OSError("short write of the file's check")
         IO.fsync(fd)
         return os.fstat(fd)
     finally:
         os.close(fd)
 
 
-def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> os.stat_result:
+def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
+                 patch: Callable[[], tuple[int, bytes]] | None = None) -> os.stat_result:
     """Replace ``path`` so that a reader sees the old file or the new one, never a mix.
 
     Temp file under a fresh name in the same directory, fsync, ``os.replace``,
@@ -80,7 +89,7 @@ def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> os.s
     """
     tmp = fresh_name(path)
     try:
-        st = write_new(tmp, chunks, mode)
+        st = write_new(tmp, chunks, mode, patch=patch)
         IO.replace(tmp, path)
     except BaseException:
         try:

@@ -34,6 +34,7 @@ import ijson
 import orjson
 from ijson.common import ObjectBuilder
 
+from .lines_file import read_own
 from .migrate import (
     VERSION,
     CorruptFileError,
@@ -113,7 +114,7 @@ def _version_of(top: object) -> str | None:
 def load_file(path: str | os.PathLike[str], *,
               stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
               progress: Progress | None = None, owner: int | None = None,
-              follow: bool = False) -> LoadResult:
+              follow: bool = False, own: bool = False) -> LoadResult:
     """Load and normalize a flows.json; raise :class:`CorruptFileError` if unusable.
 
     ``progress(n)``, if given, is called with a growing byte count that ends
@@ -122,7 +123,9 @@ def load_file(path: str | os.PathLike[str], *,
     corrupt file. A file in a data dir must be its owner's (``owner``, default
     this process's uid) and is never read through a link (PlantedFileError);
     ``follow`` is for a file a user named (links followed, any owner). Either
-    way a FIFO or device is refused, never read.
+    way a FIFO or device is refused, never read. ``own``: flowd wrote this file (it is
+    the one it linked as written), so it is read back by its lines when it has
+    flowd's layout (:mod:`.lines_file`), and parsed fully only if it has not.
     """
     t0 = time.perf_counter()
     fd = open_regular(path) if follow else open_own(Path(path), owner=owner)
@@ -133,7 +136,7 @@ def load_file(path: str | os.PathLike[str], *,
         if size > stream_threshold and not _peek_is_v3(f, skip):
             got = _load_stream(f, size, skip, progress)
         if got is None:
-            got = _load_whole(f, skip, progress)
+            got = _load_whole(f, skip, progress, own)
         doc, notes, source, size = got
     if skip:
         notes.append("a UTF-8 byte order mark at the start of the file was dropped")
@@ -144,8 +147,10 @@ def load_file(path: str | os.PathLike[str], *,
 _Loaded = tuple[dict[str, Any], list[str], str | None, int]
 
 
-def _load_whole(f: BinaryIO, skip: int, progress: Progress | None) -> _Loaded:
-    """The whole file in memory: orjson, then normalize (GC paused by the caller)."""
+def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
+                own: bool = False) -> _Loaded:
+    """The whole file in memory: split by its lines if it is flowd's own, else orjson
+    then normalize (GC paused by the caller)."""
     f.seek(0)
     data = f.read()
     size = len(data)
@@ -153,6 +158,8 @@ def _load_whole(f: BinaryIO, skip: int, progress: Progress | None) -> _Loaded:
         raise CorruptFileError("empty file")
     if progress is not None:
         progress(size)
+    if own and not skip and (doc := read_own(data)) is not None:
+        return doc, [], VERSION, size
     with _parse_errors_as_corrupt():
         raw = orjson.loads(memoryview(data)[skip:] if skip else data)
     del data  # the bytes are not needed any more: free them before normalizing

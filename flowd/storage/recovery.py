@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class Recovery:
     #: flows.json is not the file flowd last wrote: an old tool rewrote it meanwhile
     foreign: bool = False
     #: the loaded snapshot's flows before replay (it must be in the memory of files)
-    base_flows: dict[str, Any] = field(default_factory=dict)
+    base_flows: Mapping[str, Any] = field(default_factory=dict)
     base_current: str | None = None
     base_revision: int = 0
     #: records replayed from the journal, for the change feed
@@ -67,11 +68,12 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _try_load(path: Path, rec: Recovery) -> LoadResult | None:
+def _try_load(path: Path, rec: Recovery, own: bool = True) -> LoadResult | None:
+    """``own``: a file flowd wrote (read back by its lines when it has flowd's layout)."""
     if not path.exists():
         return None
     try:
-        return load_file(path)
+        return load_file(path, own=own)
     except CorruptFileError as exc:
         aside = keep_aside(path, "corrupt")
         rec.kept_aside.append(aside)
@@ -82,7 +84,7 @@ def _try_load(path: Path, rec: Recovery) -> LoadResult | None:
 
 def _load_snapshot(data_dir: Path, rec: Recovery) -> LoadResult | None:
     primary = data_dir / SNAPSHOT
-    got = _try_load(primary, rec)
+    got = _try_load(primary, rec, own=_same_file(primary, data_dir / WRITTEN))
     if got is not None:
         rec.source = SNAPSHOT
         return got
@@ -174,7 +176,7 @@ def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> N
             log.warning("flows.json was schema %s: migrated to 3.0; original kept as %s",
                         got.source_version, aside.name)
         store.load(got.doc)
-    rec.base_flows, rec.base_current = dict(store.flows), store.current_flow_id
+    rec.base_flows, rec.base_current = store.flows.copy(), store.current_flow_id
     scan = journal.scan()
     rec.torn_bytes, rec.kept_aside = scan.torn_bytes, rec.kept_aside + scan.kept_aside
     rec.corrupt.extend(scan.corrupt)

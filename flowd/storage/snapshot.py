@@ -1,23 +1,22 @@
 """flows.json snapshots: encode from a consistent view, install atomically.
 
-Encoding runs in chunks of flows so that a background writer never holds the
-GIL for long (orjson does not release it); the loop keeps answering between
-chunks. Installing takes the same ``flock`` on flows.json that the pre-daemon
-tools take, checks that the file is still the one flowd wrote (else a stray
-writer was here and the caller merges first), keeps the previous generation
-as ``flows.json.prev`` and replaces the file.
+The flows are already encoded (the store holds each as its line of the file):
+writing joins them in chunks, so a background writer never holds the GIL for
+long and the loop keeps answering between chunks. Installing takes the same
+``flock`` on flows.json that the pre-daemon tools take, checks that the file
+is still the one flowd wrote (else a stray writer was here and the caller
+merges first), keeps the previous generation as ``flows.json.prev`` and
+replaces the file.
 """
 
 from __future__ import annotations
 
 import fcntl
-import itertools
 import logging
 import os
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import orjson
 
 from .evidence import keep_aside
 from .fsio import IO, fsync_dir, write_new
+from .lines_file import Encoded
 from .ownfiles import PlantedFileError, fresh_name, open_own
 
 log = logging.getLogger("flowd.snapshot")
@@ -33,7 +33,6 @@ SNAPSHOT = "flows.json"
 PREVIOUS = "flows.json.prev"
 #: hard link to the flows.json flowd last wrote: tells a foreign rewrite apart at start
 WRITTEN = ".flows.json.written"
-CHUNK = 1000
 #: bytes of a snapshot written between flushes (bounds the writeback a journal fsync
 #: can queue behind)
 FLUSH_EVERY = 8 << 20
@@ -48,61 +47,45 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
 
 @dataclass
 class View:
-    """What a snapshot holds; ``items`` share the store's immutable flow dicts (a list
-    of pairs, or the items of a copy of the store's dict)."""
+    """What a snapshot holds: the lines of the flows by id, in creation order (the
+    snapshot writer's replica of the store, sharing the store's immutable lines)."""
 
-    items: Collection[tuple[str, dict[str, Any]]]
+    lines: Mapping[str, bytes]
     current_flow_id: str | None
     revision: int
     file_revision: int
     meta_extra: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: the snapshot writer's replica of the store that ``items`` iterates, and the
-    #: store's changes it has not applied yet (see catch_up)
-    replica: dict[str, Any] | None = None
-    pending: list[tuple[str, Any]] | None = None
-    #: how many flows the view holds
-    size: int = -1
+    #: the store's changes the replica (``lines``, a dict then) has not applied yet
+    pending: list[tuple[str, bytes | None]] | None = None
+    #: ids changed since the last file the memory of written files remembered
+    #: (catch_up adds the pending ones); None: not known, every flow may have
+    changed: set[str] | None = None
 
-    def __post_init__(self) -> None:
-        if self.size < 0 and self.pending is None:
-            self.size = len(self.items)
+    @property
+    def size(self) -> int:
+        return len(self.lines)
 
     def catch_up(self) -> None:
         """Apply the pending changes to the replica, in the snapshot thread: the loop
         hands over only what changed since the last snapshot, never the whole store."""
-        replica, pending = self.replica, self.pending
-        if replica is None or pending is None:
+        replica, pending = self.lines, self.pending
+        if pending is None:
             return
-        for fid, flow in pending:
-            if flow is None:
+        assert isinstance(replica, dict)
+        for fid, line in pending:
+            if line is None:
                 replica.pop(fid, None)
             else:
-                replica[fid] = flow
+                replica[fid] = line
+        if self.changed is not None:
+            self.changed.update(fid for fid, _ in pending)
         self.pending = None
-        self.size = len(replica)
 
 
-def encode(view: View) -> Iterator[bytes]:
-    """flows.json schema 3.0: UTF-8, 2-space indent, flows in creation order."""
-    meta = {"last_saved": datetime.now().isoformat(timespec="milliseconds"),
-            "file_revision": view.file_revision, "revision": view.revision, **view.meta_extra}
-    head = orjson.dumps({"version": "3.0", "meta": meta,
-                         "current_flow_id": view.current_flow_id}, option=OPT)
-    yield head[:-2] + b',\n  "flows": {'
-    items = iter(view.items)
-    first = True
-    while chunk := dict(itertools.islice(items, CHUNK)):
-        body = orjson.dumps(chunk, option=OPT)
-        # '{\n  "id": {...}\n}' -> the same members indented one level deeper
-        body = body[1:-2].replace(b"\n", b"\n  ")
-        yield (b"" if first else b",") + body
-        first = False
-    yield b"}" if first else b"\n  }"
-    if view.extra:
-        tail = orjson.dumps(view.extra, option=OPT)
-        yield b"," + tail[1:-2]
-    yield b"\n}\n"
+def encode(view: View) -> Encoded:
+    """flows.json for a view (:mod:`.lines_file`): iterate it, then patch its check."""
+    return Encoded(view)
 
 
 class StrayWriterDetected(Exception):
@@ -145,7 +128,8 @@ class SnapshotFiles:
         t0 = time.perf_counter()
         self.tmp = fresh_name(self.path)
         try:  # a failed write (disk full) must not leave a partial temp file holding space
-            st = write_new(self.tmp, encode(view), flush_every=FLUSH_EVERY)
+            enc = encode(view)
+            st = write_new(self.tmp, enc, flush_every=FLUSH_EVERY, patch=enc.patch)
             fp, rotated = self._install(fingerprint(st))
         except BaseException:
             self._discard_tmp()

@@ -8,9 +8,10 @@ and the memory must cost what changed between files, not files x flows.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from flowd import bases
+from flowd import bases, flow_lines
 from flowd.bases import FileMemory
 from flowd.digests import digest
 from flowd.storage import memory_file
@@ -34,10 +35,15 @@ def _files(n: int) -> list[tuple[int, list[tuple[str, dict]]]]:
     return out
 
 
+def _lines(items: Iterable[tuple[str, dict]]) -> dict[str, bytes]:
+    """A written file's flows as the snapshot writer hands them over: their lines."""
+    return {fid: flow_lines.encode(fid, f) for fid, f in items}
+
+
 def _remember(mem: FileMemory, states: list) -> list[dict]:
     want = []
     for rev, items in states:
-        mem.remember_written(mem.take_number(), rev, None, items)
+        mem.remember_written(mem.take_number(), rev, None, _lines(items), None)
         want.append({fid: digest(f) for fid, f in items})
     return want
 
@@ -93,7 +99,7 @@ def test_memory_costs_the_changes_not_the_files(tmp_path: Path, monkeypatch) -> 
     mem.load()
     for k in range(1, 1001):
         flows[f"f{k}"] = _flow(f"f{k}", f"r{k}", k)
-        mem.remember_written(mem.take_number(), k, None, list(flows.items()))
+        mem.remember_written(mem.take_number(), k, None, _lines(flows.items()), {f"f{k}"})
     size = os.path.getsize(tmp_path / memory_file.NAME)
     assert mem.items < 2 * 1000 + 10
     assert size < 2000 * 40 + 1000 * 80, size

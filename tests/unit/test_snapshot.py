@@ -1,11 +1,11 @@
 """Snapshot encoding and installation: what other programs read in flows.json.
 
-The chunked encoder must produce exactly the document ``json.dumps(doc,
-indent=2, ensure_ascii=False)`` would (parsed, they are equal; for plain
-values even the text is), at every chunk boundary. Installing keeps the
-previous generation, links the written file, and never overwrites a file a
-stray writer put there, even one that replaced flows.json while flowd waited
-for the lock.
+The encoder joins the store's lines: parsed, the file is exactly the store's
+document (flows in creation order, unknown keys kept, Korean unescaped), one
+flow per line, at every chunk boundary. Installing keeps the previous
+generation, links the written file, and never overwrites a file a stray
+writer put there, even one that replaced flows.json while flowd waited for
+the lock.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from flowd import flow_lines
+from flowd.storage import lines_file
 from flowd.storage import snapshot as smod
 from flowd.storage.snapshot import (
     PREVIOUS,
@@ -41,45 +44,62 @@ def flows(n: int) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def lines_of(items: list[tuple[str, dict[str, Any]]]) -> dict[str, bytes]:
+    return {fid: flow_lines.encode(fid, f) for fid, f in items}
+
+
 def view(n: int, **kw: Any) -> View:
     items = flows(n)
-    return View(items, items[-1][0] if items else None, n + 5, 3, **kw)
+    return View(lines_of(items), items[-1][0] if items else None, n + 5, 3, **kw)
 
 
-def expected_doc(v: View, last_saved: str) -> dict[str, Any]:
+def written(v: View) -> bytes:
+    """The file's bytes as the snapshot writer leaves them (its check patched in)."""
+    return encode(v).whole()
+
+
+def expected_doc(v: View, got_meta: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {"version": "3.0",
-                           "meta": {"last_saved": last_saved, "file_revision": v.file_revision,
+                           "meta": {flow_lines.CHECK_KEY: got_meta[flow_lines.CHECK_KEY],
+                                    "last_saved": got_meta["last_saved"],
+                                    "file_revision": v.file_revision,
                                     "revision": v.revision, **v.meta_extra},
-                           "current_flow_id": v.current_flow_id, "flows": dict(v.items)}
+                           "current_flow_id": v.current_flow_id,
+                           "flows": {fid: flow_lines.decode(fid, line)
+                                     for fid, line in v.lines.items()}}
     doc.update(v.extra)
     return doc
 
 
-@pytest.mark.parametrize("n", [0, 1, 999, 1000, 1001, 2500])
-def test_encode_equals_json_dumps(n: int) -> None:
+@pytest.mark.parametrize("n", [0, 1, 8191, 8192, 8193, 20000])
+def test_encode_is_the_document_one_flow_per_line(n: int) -> None:
     v = view(n)
-    data = b"".join(encode(v))
+    data = written(v)
     got = json.loads(data.decode("utf-8"))
-    want = expected_doc(v, got["meta"]["last_saved"])
-    assert got == want
-    assert list(got["flows"]) == [fid for fid, _ in v.items]  # creation order
-    # the same text json.dumps writes (2-space indent, no ASCII escapes)
-    assert data.decode("utf-8") == json.dumps(want, indent=2, ensure_ascii=False) + "\n"
+    assert got == expected_doc(v, got["meta"])
+    assert list(got["flows"]) == list(v.lines)  # creation order
+    text = data.split(b"\n")
+    for fid, flow in flows(n)[:: max(1, n // 50)]:
+        line = b'    "%s": %s' % (fid.encode(), orjson.dumps(flow))
+        assert line in text or line + b"," in text
+    doc = lines_file.read_own(data)  # and it reads back by its lines, unparsed
+    assert doc is not None and doc["flows"].lines == v.lines
 
 
-@pytest.mark.parametrize("n", [0, 1, 1001])
+@pytest.mark.parametrize("n", [0, 1, 8193])
 def test_unknown_keys_written_back(n: int) -> None:
     v = view(n, meta_extra={"tool": {"x": [1, 2]}, "note": "메모"},
              extra={"settings": {"theme": "dark"}, "zz": None, "한글": ["값"]})
-    data = b"".join(encode(v))
+    data = written(v)
     got = json.loads(data)
-    assert got == expected_doc(v, got["meta"]["last_saved"])
+    assert got == expected_doc(v, got["meta"])
     assert got["meta"]["tool"] == {"x": [1, 2]} and got["한글"] == ["값"]
-    assert data.decode("utf-8") == json.dumps(got, indent=2, ensure_ascii=False) + "\n"
+    doc = lines_file.read_own(data)
+    assert doc is not None and doc["한글"] == ["값"] and doc["meta"]["note"] == "메모"
 
 
 def test_korean_is_not_escaped() -> None:
-    data = b"".join(encode(view(3)))
+    data = written(view(3))
     assert "프로젝트 1".encode() in data and b"\\u" not in data
 
 
@@ -95,7 +115,7 @@ def test_install_keeps_previous_generation_and_written_link(tmp_path: Path) -> N
     files.write(view(2))
     assert read(tmp_path / "flows.json")["meta"]["revision"] == 7
     assert os.path.samefile(tmp_path / "flows.json", tmp_path / WRITTEN)
-    files.write(View(flows(4), None, 20, 4))
+    files.write(View(lines_of(flows(4)), None, 20, 4))
     assert read(tmp_path / "flows.json")["meta"]["revision"] == 20
     assert read(tmp_path / PREVIOUS)["meta"]["revision"] == 7
     assert os.path.samefile(tmp_path / "flows.json", tmp_path / WRITTEN)

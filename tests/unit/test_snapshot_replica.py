@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowd import flow_lines
 from flowd.snapshotter import Snapshotter
 from flowd.store import Store
 
@@ -30,7 +31,7 @@ def snapshot_items(snap: Snapshotter, store: Store) -> list[tuple[str, Any]]:
     view = snap.view(store)
     view.catch_up()  # what the snapshot thread does first
     assert view.size == len(store.flows)
-    return list(view.items)
+    return [(fid, flow_lines.decode(fid, line)) for fid, line in view.lines.items()]
 
 
 def test_replica_follows_adds_updates_deletes_and_readds_in_order() -> None:
@@ -55,7 +56,7 @@ def test_changes_are_handed_over_once_and_a_new_load_copies_again() -> None:
     assert store.changes is None  # nobody keeps a replica: nothing is logged
     assert snapshot_items(snap, store) == list(store.flows.items())  # first view primes
     apply(store, ("add_flow", "b", flow("b", "b", 1)))
-    assert store.changes == [("b", store.flows["b"])]
+    assert store.changes == [("b", store.flows.lines["b"])]
     assert snapshot_items(snap, store) == list(store.flows.items())
     assert store.changes == []
     store.load({"version": "3.0", "meta": {"revision": 9}, "current_flow_id": None,

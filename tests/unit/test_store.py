@@ -81,12 +81,12 @@ def test_seed_rules() -> None:
 def test_revisions_and_stamps() -> None:
     s = Store()
     a = write(s, "add_flow", name="a")
-    f1 = s.flows[a]
+    f1, line1 = s.flows[a], s.flows.lines[a]
     assert s.revision == 1 and f1["revision"] == 1 and f1["created"] == f1["updated"]
     b = write(s, "add_flow", name="b")
-    assert s.revision == 2 and s.flows[a] is f1  # untouched flow keeps its object
+    assert s.revision == 2 and s.flows.lines[a] is line1  # an untouched flow keeps its line
     f2 = write(s, "update_flow", flow_id=a, name="a2")
-    assert s.revision == 3 and f2["revision"] == 3 and s.flows[a] is f2
+    assert s.revision == 3 and f2["revision"] == 3 and s.flows[a] == f2
     assert f2["created"] == f1["created"] and f2["updated"] >= f1["updated"]
     assert f1["name"] == "a" and f1["revision"] == 1  # stored dicts are never mutated
     write(s, "set_current", flow_id=a)

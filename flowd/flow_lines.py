@@ -1,0 +1,116 @@
+"""A flow as the daemon holds it: its line of flows.json, ``    "<id>": {...}``.
+
+The store keeps each flow as the exact bytes it has in the file flowd writes
+(one flow per line), not as Python dicts and lists: a million flows are then
+a million bytes objects, which cost a fraction of the memory, give the cyclic
+GC nothing to traverse, load by splitting lines and snapshot by joining them.
+A flow is decoded only where an operation needs its values, into a fresh
+dict the caller may change freely.
+
+The name is the one value the store indexes, so it is read straight from the
+line when the line has the canonical layout (``{"id":...,"name":"...",``),
+which every line flowd encodes has; any other line is decoded instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+Flow = dict[str, Any]
+#: meta keys of flows.json that describe the file itself, not the store: never kept
+CHECK_KEY = "lines_crc32"
+FILE_META = frozenset((CHECK_KEY, "last_saved", "file_revision", "revision"))
+INDENT = b"    "
+_NAME = b',"name":"'
+
+
+def _key(fid: str) -> bytes:
+    return orjson.dumps(fid)
+
+
+def _offset(fid: str, line: bytes) -> int:
+    """Where the flow's JSON object starts in its line."""
+    if fid.isascii() and fid.isprintable() and '"' not in fid and "\\" not in fid:
+        return len(fid) + 8  # 4 spaces, 2 quotes, ": "
+    return len(INDENT) + len(_key(fid)) + 2
+
+
+def encode(fid: str, flow: Mapping[str, Any]) -> bytes:
+    """The flow's line, with ``id`` and ``name`` first so that the name can be read
+    without decoding (a flow built elsewhere may hold its keys in any order)."""
+    keys = iter(flow)
+    if (next(keys, None) != "id" or next(keys, None) != "name") and "name" in flow and "id" in flow:
+        flow = {"id": flow["id"], "name": flow["name"], **flow}
+    return b"%s%s: %s" % (INDENT, _key(fid), orjson.dumps(flow))
+
+
+def decode(fid: str, line: bytes) -> Flow:
+    flow: Flow = orjson.loads(memoryview(line)[_offset(fid, line):])
+    return flow
+
+
+def name_of(fid: str, line: bytes) -> str:
+    """The flow's name, read from its line (no decode for a canonical line)."""
+    start = _offset(fid, line)
+    head = b'{"id":%s%s' % (_key(fid), _NAME)
+    if line.startswith(head, start):
+        begin = start + len(head)
+        end = line.find(b'"', begin)
+        raw = line[begin:end]
+        if end > 0 and b"\\" not in raw:
+            return raw.decode()
+    name = decode(fid, line).get("name")
+    return name if type(name) is str else ""
+
+
+def id_of_line(line: bytes) -> str | None:
+    """The id of a line read back from flowd's own file, or None if the line is not
+    in the layout flowd writes (the caller then parses the file fully)."""
+    if not line.startswith(b'    "'):
+        return None
+    end = line.find(b'": {', 5)
+    raw = line[5:end]
+    if end < 0 or b"\\" in raw or not line.endswith(b"}"):
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+class FlowTable(Mapping[str, Flow]):
+    """The store's flows by id, in creation order: a dict of lines, read as flows.
+
+    ``lines`` is what the daemon's hot paths use (membership, order, the
+    snapshot); reading a flow through the mapping decodes it."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: dict[str, bytes] | None = None) -> None:
+        self.lines: dict[str, bytes] = {} if lines is None else lines
+
+    def __getitem__(self, fid: str) -> Flow:
+        return decode(fid, self.lines[fid])
+
+    def get(self, fid: str, default: Any = None) -> Any:  # noqa: D102 - Mapping.get
+        line = self.lines.get(fid)
+        return default if line is None else decode(fid, line)
+
+    def __contains__(self, fid: object) -> bool:
+        return fid in self.lines
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def copy(self) -> FlowTable:
+        """A table that no later change of this one reaches (the lines are shared)."""
+        return FlowTable(self.lines.copy())
+
+    def __repr__(self) -> str:
+        return f"FlowTable({len(self.lines)} flows)"

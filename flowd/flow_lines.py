@@ -87,10 +87,13 @@ class FlowTable(Mapping[str, Flow]):
     ``lines`` is what the daemon's hot paths use (membership, order, the
     snapshot); reading a flow through the mapping decodes it."""
 
-    __slots__ = ("lines",)
+    __slots__ = ("lines", "names")
 
     def __init__(self, lines: dict[str, bytes] | None = None) -> None:
         self.lines: dict[str, bytes] = {} if lines is None else lines
+        #: the flows' names in order, when a loader read them with the lines (the store
+        #: indexes them once and drops the list)
+        self.names: list[str] | None = None
 
     def __getitem__(self, fid: str) -> Flow:
         return decode(fid, self.lines[fid])

@@ -29,6 +29,8 @@ from .storage.snapshot import (
 from .store import Store
 
 log = logging.getLogger("flowd.snapshot")
+#: a snapshot waits at least this many times as long as the last one took
+DUTY = 9
 
 
 @dataclass
@@ -117,15 +119,16 @@ class Snapshotter:
     def due(self, now: float) -> bool:
         if self.busy or self.dirty_since is None or now < self.retry_at:
             return False
-        # adaptive: never spend more than about a quarter of the time snapshotting
-        wait = max(self.interval, 3 * self.stats.last_seconds)
+        # adaptive: never spend more than about a tenth of the time snapshotting (a
+        # million flows take ~1 s to write: not every few seconds, whatever the interval)
+        wait = max(self.interval, DUTY * self.stats.last_seconds)
         return (now - self.dirty_since >= wait
                 or self.journal.active_bytes() >= self.max_journal_bytes)
 
     def next_deadline(self, now: float) -> float | None:
         if self.busy or self.dirty_since is None:
             return None
-        wait = max(self.interval, 3 * self.stats.last_seconds)
+        wait = max(self.interval, DUTY * self.stats.last_seconds)
         return max(self.dirty_since + wait, self.retry_at)
 
     def view(self, store: Store) -> View:

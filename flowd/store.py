@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cached_property
@@ -75,10 +76,26 @@ class Store:
                       if k not in ("version", "meta", "current_flow_id", "flows")}
         cur = doc.get("current_flow_id")
         self.current_flow_id = cur if cur in self.flows else next(iter(self.flows), None)
-        self.names = {}
-        name_of, index = flow_lines.name_of, self._index
-        for fid, line in self.flows.lines.items():
-            index(name_of(fid, line), fid)
+        self._index_all()
+
+    def _index_all(self) -> None:
+        """The names index of a freshly loaded store: names unique (most are) go in at
+        C speed; only the flows of a shared name take the per-flow path."""
+        table, lines = self.flows, self.flows.lines
+        names = table.names
+        if names is None:
+            names = [flow_lines.name_of(fid, line) for fid, line in lines.items()]
+        table.names = None
+        self.names = dict(zip(names, lines, strict=True))
+        if len(self.names) == len(lines):
+            return
+        counts = Counter(names)
+        shared = {name for name, n in counts.items() if n > 1}
+        for name in shared:
+            del self.names[name]
+        for name, fid in zip(names, lines, strict=True):
+            if name in shared:
+                self._index(name, fid)
 
     # A name maps to one id (a str: most names are unique, and a dict per name
     # would cost ~200 bytes per flow) or, when shared, to an ordered dict of ids.

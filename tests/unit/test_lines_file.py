@@ -1,0 +1,107 @@
+"""flowd's own flows.json read back by its lines: exactly what was written, or
+refused, or handed to the full parser; never a flow that is not the file's.
+
+A file flowd wrote is split, not parsed, so its check must catch any byte
+changed inside the flows; a file in any other layout (an older flowd's, a
+tool's ``json.dump``) must fall back to the full parser, whatever its lines
+look like; and a flow's name must read the same from its line as decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+import pytest
+
+from flowd import flow_lines
+from flowd.flow_lines import FlowTable
+from flowd.storage import lines_file
+from flowd.storage.migrate import CorruptFileError
+from flowd.storage.snapshot import View, encode
+
+
+def flow(fid: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"id": fid, "name": name, "plans": [{"t": "계획 \"따옴표\"", "n": 1.5}],
+            "created": "2024-05-01T09:00:00", "updated": "2024-05-01T09:00:00",
+            "revision": 3, **extra}
+
+
+NAMES = ["plain", "한글 이름", 'with "quotes"', "back\\slash", "tab\there", "", "\u2028",
+         '": {"id":"x"', "trailing\\"]
+IDS = ["flow_00000001", "아이디", 'we"ird', "back\\id", "ctl\x01", "x" * 200]
+
+
+def written(flows: dict[str, dict[str, Any]], **kw: Any) -> bytes:
+    lines = {fid: flow_lines.encode(fid, f) for fid, f in flows.items()}
+    return encode(View(lines, next(iter(lines), None), 9, 4, **kw)).whole()
+
+
+def test_every_id_and_name_round_trips_through_a_line() -> None:
+    for fid in IDS:
+        for name in NAMES:
+            f = flow(fid, name, extra_key={"k": [1, None]})
+            line = flow_lines.encode(fid, f)
+            assert flow_lines.decode(fid, line) == f
+            assert flow_lines.name_of(fid, line) == name
+            assert flow_lines.id_of_line(line) in (fid, None)  # None: the loader parses it
+
+
+def test_a_flow_with_its_keys_in_any_order_still_has_its_name_read() -> None:
+    f = {"plans": [], "revision": 1, "name": "late", "id": "flow_1"}
+    line = flow_lines.encode("flow_1", f)
+    assert flow_lines.decode("flow_1", line) == f and flow_lines.name_of("flow_1", line) == "late"
+
+
+def test_a_written_file_reads_back_by_its_lines_with_its_odd_ids_parsed() -> None:
+    flows = {fid: flow(fid, fid + " name") for fid in ["flow_a", "flow_b", "flow_c"]}
+    data = written(flows, extra={"tail": [1]}, meta_extra={"tool": "x"})
+    doc = lines_file.read_own(data)
+    assert doc is not None and isinstance(doc["flows"], FlowTable)
+    assert dict(doc["flows"].items()) == flows and doc["tail"] == [1]
+    assert json.loads(data)["flows"] == flows
+    odd = written({fid: flow(fid, "n") for fid in IDS})
+    assert lines_file.read_own(odd) is None  # escaped ids: the full parser reads it
+    assert json.loads(odd)["flows"] == {fid: flow(fid, "n") for fid in IDS}
+
+
+@pytest.mark.parametrize(("where", "skip"), [("name", 2), ("plans", 2), ("revision", 0)])
+def test_a_byte_changed_inside_a_flow_fails_the_check(where: str, skip: int) -> None:
+    """A digit of the revision becomes another digit: still valid JSON, still refused."""
+    data = written({f"flow_{i}": flow(f"flow_{i}", f"name {i}") for i in range(50)})
+    key = b'"%s":' % where.encode()
+    at = data.index(key, data.index(b"flow_25\": {")) + len(key) + skip
+    flipped = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    with pytest.raises(CorruptFileError, match="check"):
+        lines_file.read_own(flipped)
+
+
+def test_other_layouts_go_to_the_full_parser() -> None:
+    flows = {"flow_a": flow("flow_a", "a")}
+    data = written(flows)
+    doc = json.loads(data)
+    tool = json.dumps(doc, indent=2, ensure_ascii=False).encode()  # an old tool's save
+    assert lines_file.read_own(tool) is None
+    del doc["meta"][flow_lines.CHECK_KEY]  # an older flowd's file: no check
+    assert lines_file.read_own(json.dumps(doc, indent=2).encode()) is None
+    assert lines_file.read_own(data[:-40]) is None  # truncated
+    assert lines_file.read_own(b"") is None
+    assert lines_file.read_own(data.replace(b'    "flow_a"', b'   "flow_a"')) is None
+
+
+def test_an_empty_store_round_trips() -> None:
+    data = written({})
+    doc = lines_file.read_own(data)
+    assert doc is not None and len(doc["flows"]) == 0 and json.loads(data)["flows"] == {}
+
+
+def test_a_duplicate_id_goes_to_the_full_parser() -> None:
+    data = written({"flow_a": flow("flow_a", "a"), "flow_b": flow("flow_b", "b")})
+    dup = data.replace(b'    "flow_b": {"id":"flow_b"', b'    "flow_a": {"id":"flow_b"')
+    start = dup.index(b'"flows": {') + len(b'"flows": {')
+    end = dup.index(b"\n  }", start)
+    crc = f"{zlib.crc32(dup[start:end]):08x}".encode()
+    at = dup.index(b'"lines_crc32": "') + len(b'"lines_crc32": "')
+    dup = dup[:at] + crc + dup[at + 8:]
+    assert lines_file.read_own(dup) is None

@@ -34,6 +34,7 @@ import ijson
 import orjson
 from ijson.common import ObjectBuilder
 
+from ..flow_lines import FlowTable
 from .lines_file import read_own
 from .migrate import (
     VERSION,
@@ -73,6 +74,8 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)
     size: int = 0
     seconds: float = 0.0
+    #: read back by its lines (flowd's own file), not parsed
+    by_lines: bool = False
 
 
 @contextmanager
@@ -141,7 +144,8 @@ def load_file(path: str | os.PathLike[str], *,
     if skip:
         notes.append("a UTF-8 byte order mark at the start of the file was dropped")
     migrated = source != VERSION or bool(notes)
-    return LoadResult(doc, migrated, source, notes, size, time.perf_counter() - t0)
+    return LoadResult(doc, migrated, source, notes, size, time.perf_counter() - t0,
+                      isinstance(doc["flows"], FlowTable))
 
 
 _Loaded = tuple[dict[str, Any], list[str], str | None, int]

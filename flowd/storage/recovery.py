@@ -53,9 +53,11 @@ class Recovery:
     keys: list[tuple[Any, Any, int]] = field(default_factory=list)
     #: meta.file_revision of the loaded snapshot
     file_revision: int = 0
+    #: how it was read: "lines" (flowd's own file, checked) or "parsed"
+    read: str = "parsed"
 
     def summary(self) -> dict[str, Any]:
-        return {"source": self.source, "seconds": round(self.seconds, 4),
+        return {"source": self.source, "read": self.read, "seconds": round(self.seconds, 4),
                 "migrated": self.migrated, "replayed": self.replayed,
                 "torn_bytes": self.torn_bytes, "corrupt": self.corrupt,
                 "kept_aside": [p.name for p in self.kept_aside]}
@@ -169,6 +171,7 @@ def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery) -> N
         rec.file_revision = _meta_int(got, "file_revision")
         rec.base_revision = _meta_int(got, "revision")
         rec.migrated, rec.notes = got.migrated, got.notes
+        rec.read = "lines" if got.by_lines else "parsed"
         if got.migrated:
             aside = keep_aside(data_dir / SNAPSHOT, f"backup-v{got.source_version or 'none'}")
             rec.kept_aside.append(aside)

@@ -123,7 +123,9 @@ class Daemon:
             self.strays.absorb()
         if rec.needs_snapshot or not snapshot_exists(self.data_dir) or rec.foreign:
             self._snapshot_now()
-        elif rec.replayed:
+        elif rec.replayed or rec.read != "lines":
+            # a file not in flowd's own layout is rewritten soon (not before serving):
+            # the next start reads it by its lines
             snap.note_change(time.monotonic())
         return rec
 
@@ -301,7 +303,8 @@ class Daemon:
         each failure is one line in the log, and the journal still holds every change."""
         ok = True
         self.snap.wait()
-        if self.store.revision != self.snap.installed_rev or self.service.save_waiters:
+        if (self.store.revision != self.snap.installed_rev or self.service.save_waiters
+                or self.snap.dirty_since is not None):
             try:
                 ok = self._snapshot_now()
             except OSError as exc:

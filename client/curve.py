@@ -21,7 +21,6 @@ from typing import Any
 import zmq
 import zmq.auth
 from zmq.utils import z85
-from zmq.utils.monitor import parse_monitor_message
 
 from .errors import InvalidArgumentError, NotAllowedError
 
@@ -123,6 +122,9 @@ class HandshakeMonitor:
         self.mon.connect(addr)
 
     def _error(self, frames: list[bytes]) -> NotAllowedError | None:
+        # imported here: zmq.utils.monitor pulls in asyncio (30 ms of every start)
+        from zmq.utils.monitor import parse_monitor_message
+
         msg = parse_monitor_message(frames)
         return verdict(self.endpoint, msg["event"], msg["value"], self.curve)
 

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from .errors import UntrustedError
 
 LOCK_NAME = "flowd.lock"
@@ -124,6 +122,8 @@ def starting_daemon(data_dir: Path) -> int | None:
     """The pid of a flowd started for ``data_dir`` (``--data-dir``) that has not taken
     its lock yet: a client right after ``Popen(flowd)`` waits for it instead of saying
     "not running". Scans the process table, so only the not-running path calls it."""
+    import psutil  # only this rare path scans processes: not an import of every start
+
     try:
         want = Path(data_dir).resolve()
     except OSError:

@@ -1,9 +1,9 @@
 """Ten times the flows (issue 12): how start, memory, paced writes and CPU scale.
 
 At each scale size one fresh daemon runs inside :mod:`benchmarks.gil_probe`
-on a copy of the generated store, next to the seed's load of the same file
-(in a fresh interpreter); start-to-ready is timed on the restart, once
-flowd has written its own flows.json (the first start is kept too). Once
+on a copy of the generated store; start-to-ready is timed on the restart,
+once flowd has written its own flows.json (the first start is kept too),
+next to the seed's load of that same file (in a fresh interpreter). Once
 ready, one client adds flows at a steady pace (``FLOWD_BENCH_SCALE_RATE``/s
 for ``FLOWD_BENCH_SCALE_SECONDS``) with a short snapshot interval, so
 snapshots of the whole store keep running meanwhile: the latency shape
@@ -34,8 +34,6 @@ SETTLE = 0.5
 
 def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
     n = ds.size
-    seed = run_job("load", ds.path)
-    res.put("scale_seed_load", "seed", n, seed["seconds"])
     data_dir = work / f"scale-{n}"
     ds.copy_to(data_dir)
     probe_out = work / f"scale-{n}.probe.json"
@@ -46,6 +44,9 @@ def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         # flowd's own; a daemon restarting on its data dir (the start that counts) reads that
         res.put("scale_first_start", "flowd", n, d.start())
         d.stop()
+        # the seed loads the same file flowd restarts on: flowd's own (one flow per line)
+        seed = run_job("load", data_dir / "flows.json")
+        res.put("scale_seed_load", "seed", n, seed["seconds"])
         res.put("scale_start", "flowd", n, d.start())
         time.sleep(SETTLE)
         res.put("scale_rss", "flowd", n, d.rss())

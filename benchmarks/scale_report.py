@@ -41,7 +41,8 @@ def scale_section(res: Results, st: Settings) -> list[str]:
     sizes = res.sizes("scale_start")
     out = ["## Ten times the flows (issue 12)", "",
            "One daemon per size, run inside `benchmarks.gil_probe`, on a copy of the "
-           "generated store; the seed's load of the same file in a fresh interpreter. "
+           "generated store; the seed's load (in a fresh interpreter) of the file "
+           "flowd restarts on, its own. "
            "First start: on the generated file (not flowd's: parsed fully, rewritten); "
            "start: the restart on flowd's own file (spawn to first ping). "
            f"Paced add_flow (strict) at {st.scale_rate:.0f}/s for {st.scale_seconds:.0f} s "

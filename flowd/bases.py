@@ -104,6 +104,8 @@ class FileMemory:
         self.synced = False
         self.disk_bytes = 0
         self.last_error: str | None = None
+        #: the newest map is keyed by the store's own id strings (see _share_ids)
+        self._ids_shared = False
 
     # ------------------------------------------------------------ numbers
 
@@ -171,6 +173,8 @@ class FileMemory:
         """A file flowd just installed (snapshot thread; ``lines``: its flows' lines by
         id). Only the flows ``changed`` since the file remembered last are decoded and
         digested (all of them when that is not known, or nothing is remembered yet)."""
+        if not self._ids_shared:
+            self._share_ids(lines)
         own = self.own
         ids: Iterable[str] = lines if changed is None or not own else changed
         changed_digests: dict[str, Digest] = {}
@@ -183,6 +187,14 @@ class FileMemory:
         if len(own) + new_ids > len(lines):
             gone = [fid for fid in own if fid not in lines]
         self._remember_own(number, revision, current, changed_digests, gone, time.time())
+
+    def _share_ids(self, lines: Lines) -> None:
+        """Key the newest map by the id strings the store holds, once: the ones read
+        from the sidecar are copies (60 bytes a flow: 60 MB at a million flows)."""
+        own = self.own
+        shared = {fid: own[fid] for fid in lines if fid in own}
+        shared.update(own)  # ids the store no longer has; a present key keeps its object
+        self.own, self._ids_shared = shared, True
 
     def _remember_own(self, number: int, revision: int, current: str | None,
                       changed: Mapping[str, Digest], gone: Iterable[str], now: float) -> None:

@@ -32,6 +32,8 @@ COMPACT_AFTER = 1024
 #: ids need uniqueness (checked against the store), not secrecy: a seeded PRNG
 #: instead of os.urandom per id (that syscall was 6% of the loop under 8 writers)
 _ids = random.Random(os.urandom(16))
+#: what the names index is keyed by (a test makes every name collide)
+name_key = hash
 
 
 def now_iso() -> str:
@@ -46,7 +48,8 @@ class Store:
         self.flows = FlowTable()
         self.current_flow_id: str | None = None
         self.revision = 0
-        self.names: dict[str, str | dict[str, None]] = {}
+        #: hash of a name -> the id, or the ids in creation order, of the flows so named
+        self.names: dict[int, str | dict[str, None]] = {}
         #: unknown top-level and meta keys of flows.json, written back unchanged
         self.extra: dict[str, Any] = {}
         self.meta_extra: dict[str, Any] = {}
@@ -80,48 +83,54 @@ class Store:
 
     def _index_all(self) -> None:
         """The names index of a freshly loaded store: names unique (most are) go in at
-        C speed; only the flows of a shared name take the per-flow path."""
+        C speed; only the flows of a shared name (or hash) take the per-flow path."""
         table, lines = self.flows, self.flows.lines
         names = table.names
         if names is None:
             names = [flow_lines.name_of(fid, line) for fid, line in lines.items()]
         table.names = None
-        self.names = dict(zip(names, lines, strict=True))
+        keys = list(map(name_key, names))
+        self.names = dict(zip(keys, lines, strict=True))
         if len(self.names) == len(lines):
             return
-        counts = Counter(names)
-        shared = {name for name, n in counts.items() if n > 1}
-        for name in shared:
-            del self.names[name]
-        for name, fid in zip(names, lines, strict=True):
-            if name in shared:
-                self._index(name, fid)
+        shared = {key for key, n in Counter(keys).items() if n > 1}
+        for key in shared:
+            del self.names[key]
+        for key, fid in zip(keys, lines, strict=True):
+            if key in shared:
+                self._index_key(key, fid)
 
-    # A name maps to one id (a str: most names are unique, and a dict per name
-    # would cost ~200 bytes per flow) or, when shared, to an ordered dict of ids.
+    # The index is keyed by the name's hash, not the name: an int costs half of a
+    # name string, and a million names are 50 MB. A key maps to one id (a str: most
+    # are unique, and a dict per name would cost ~200 bytes per flow) or, when
+    # shared (the same name, or a hash collision), to an ordered dict of ids;
+    # find_by_name keeps the flows whose name is the one asked for.
 
     def _index(self, name: str, fid: str) -> None:
+        self._index_key(name_key(name), fid)
+
+    def _index_key(self, key: int, fid: str) -> None:
         names = self.names
-        have = names.get(name)
+        have = names.get(key)
         if have is None:
-            names[name] = fid
+            names[key] = fid
         elif type(have) is str:
             if have != fid:
-                names[name] = {have: None, fid: None}
+                names[key] = {have: None, fid: None}
         else:
             cast("dict[str, None]", have)[fid] = None
 
     def _unindex(self, name: str, fid: str) -> None:
-        names = self.names
-        have = names.get(name)
+        names, key = self.names, name_key(name)
+        have = names.get(key)
         if type(have) is str:
             if have == fid:
-                del names[name]
+                del names[key]
         elif have is not None:
             have = cast("dict[str, None]", have)
             have.pop(fid, None)
             if len(have) == 1:
-                names[name] = next(iter(have))
+                names[key] = next(iter(have))
 
     # ------------------------------------------------------------ reads
 
@@ -130,12 +139,12 @@ class Store:
         return flow
 
     def find_by_name(self, name: str) -> list[Flow]:
-        have = self.names.get(name)
+        have = self.names.get(name_key(name))
         if have is None:
             return []
-        if type(have) is str:
-            return [self.flows[have]]
-        return [self.flows[fid] for fid in have]
+        ids = (have,) if type(have) is str else have
+        lines, name_of = self.flows.lines, flow_lines.name_of
+        return [self.flows[fid] for fid in ids if name_of(fid, lines[fid]) == name]
 
     def __len__(self) -> int:
         return len(self.flows)

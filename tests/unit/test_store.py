@@ -47,8 +47,12 @@ class Group:
 
 
 def names(store: Store) -> dict[str, list[str]]:
-    """The name index as find_by_name sees it (and no name left without a flow)."""
-    return {n: [f["id"] for f in store.find_by_name(n)] for n in store.names}
+    """The name index as find_by_name sees it (and no id left in it without a flow)."""
+    indexed = [fid for have in store.names.values()
+               for fid in ((have,) if isinstance(have, str) else have)]
+    assert sorted(indexed) == sorted(store.flows)
+    return {n: [f["id"] for f in store.find_by_name(n)]
+            for n in dict.fromkeys(f["name"] for f in store.flows.values())}
 
 
 # ------------------------------------------------------------------ seed rules
@@ -367,3 +371,23 @@ def test_first_remaining_skips_deleted_in_store_and_parent() -> None:
     ops.delete_flow(child, {"flow_id": ids[1]})
     assert child.first_remaining() == ids[2]
     assert parent.first_remaining() == ids[1]
+
+
+def test_names_whose_keys_collide_are_told_apart(monkeypatch) -> None:
+    """The index is keyed by a hash of the name: with every name on one key,
+    find_by_name still gives exactly the flows of the name asked for."""
+    import flowd.store as store_mod
+
+    monkeypatch.setattr(store_mod, "name_key", lambda name: 7)
+    s = Store()
+    a = write(s, "add_flow", name="a")
+    b = write(s, "add_flow", name="b")
+    a2 = write(s, "add_flow", name="a")
+    assert names(s) == {"a": [a, a2], "b": [b]}
+    write(s, "update_flow", flow_id=a, name="b")
+    write(s, "delete_flow", flow_id=b)
+    assert names(s) == {"b": [a], "a": [a2]}
+    s2 = Store()
+    s2.load({"version": "3.0", "meta": {}, "current_flow_id": None,
+             "flows": {fid: s.flows[fid] for fid in s.flows}})
+    assert names(s2) == {"b": [a], "a": [a2]} and s2.find_by_name("c") == []

@@ -24,13 +24,13 @@ import logging
 import operator
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from itertools import compress, repeat
 from pathlib import Path
 from typing import Any
 
 from . import flow_lines
 from .digests import Digest, digest
+from .memory_records import Delta, Remembered, parse_record, record_of
 from .storage import memory_file
 
 log = logging.getLogger("flowd.memory")
@@ -41,23 +41,9 @@ RETAIN_SECONDS = 7 * 86400.0
 MAX_BYTES = 64 << 20
 ENTRY_BYTES, ITEM_BYTES = 200, 100
 
-Delta = dict[str, Digest | None]
 #: the lines of a file's flows by id (flowd.flow_lines)
 Lines = Mapping[str, bytes]
 _REV = operator.itemgetter("revision")
-
-
-@dataclass
-class Remembered:
-    """One file: ``undo`` turns the map of this file into the map of the one before."""
-
-    number: int
-    revision: int
-    current: str | None
-    own: bool
-    #: wall time it was remembered: for retention only, never for a merge decision
-    seen: float
-    undo: Delta
 
 
 def _apply(m: dict[str, Digest], delta: Mapping[str, Digest | None]) -> None:
@@ -66,31 +52,6 @@ def _apply(m: dict[str, Digest], delta: Mapping[str, Digest | None]) -> None:
             m.pop(fid, None)
         else:
             m[fid] = value
-
-
-_STR, _PLAIN = frozenset((str,)), frozenset((int, type(None)))
-
-
-def _digest_value(raw: Any) -> Digest | None:
-    if raw is None or type(raw) is int:
-        return raw
-    if type(raw) is list and len(raw) == 2 and all(type(x) is int for x in raw):
-        return (raw[0], raw[1])
-    raise ValueError(f"bad digest {raw!r}")
-
-
-def _parse(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
-    """One sidecar record, checked (the file is input like any other)."""
-    fields: list[Any] = [frame.get(k) for k in ("n", "r", "c", "o", "t", "d")]
-    n, r, c, o, t, d = fields
-    if (type(n) is not int or type(r) is not int or not (c is None or type(c) is str)
-            or type(o) is not bool or type(t) not in (int, float) or type(d) is not dict):
-        raise ValueError("bad record")
-    if set(map(type, d)) <= _STR and set(map(type, d.values())) <= _PLAIN:
-        redo: Delta = d  # ids and plain digests (the common case): checked in C
-    else:
-        redo = {str(fid): _digest_value(v) for fid, v in d.items()}
-    return Remembered(n, r, c, o, float(t), {}), redo
 
 
 class FileMemory:
@@ -137,7 +98,7 @@ class FileMemory:
         redos: list[Delta] = []
         for frame in got.frames:
             try:
-                entry, redo = _parse(frame)
+                entry, redo = parse_record(frame)
             except (ValueError, TypeError) as exc:
                 log.warning("%s: unreadable record (%s): keeping the %d files before it",
                             memory_file.NAME, exc, len(self.entries))
@@ -275,7 +236,7 @@ class FileMemory:
         trimmed = self._trim(now)
         try:
             if self.synced and not trimmed:
-                self.disk_bytes += memory_file.append(self.dir, _record(entry, redo))
+                self.disk_bytes += memory_file.append(self.dir, record_of(entry, redo))
             else:
                 self.disk_bytes = memory_file.rewrite(self.dir, self._records())
                 self.synced = True
@@ -319,7 +280,7 @@ class FileMemory:
         out = []
         for i in range(len(self.entries) - 1, -1, -1):
             e = self.entries[i]
-            out.append(_record(e, dict(m) if i == 0 else {fid: m.get(fid) for fid in e.undo}))
+            out.append(record_of(e, dict(m) if i == 0 else {fid: m.get(fid) for fid in e.undo}))
             _apply(m, e.undo)
         out.reverse()
         return out
@@ -406,8 +367,3 @@ class FileMemory:
                 "oldest_file": entries[0].number if entries else None,
                 "newest_file": entries[-1].number if entries else None,
                 "last_error": self.last_error}
-
-
-def _record(e: Remembered, redo: Delta) -> dict[str, Any]:
-    return {"n": e.number, "r": e.revision, "c": e.current, "o": e.own, "t": e.seen,
-            "d": {fid: list(v) if type(v) is tuple else v for fid, v in redo.items()}}

@@ -47,6 +47,9 @@ _REV = operator.itemgetter("revision")
 
 
 def _apply(m: dict[str, Digest], delta: Mapping[str, Digest | None]) -> None:
+    if None not in delta.values():  # no deletion (a whole map, most deltas): all in C
+        m.update(delta)  # type: ignore[arg-type]
+        return
     for fid, value in delta.items():
         if value is None:
             m.pop(fid, None)

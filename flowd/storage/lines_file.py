@@ -39,10 +39,13 @@ _FLOWS = b',\n  "flows": {'
 _END = b"\n  }"
 _CHECK = b'"meta": {\n    "%s": "' % CHECK_KEY.encode()
 _PLACEHOLDER = b"00000000"
-#: the start of every line flowd writes: its id (unescaped) and its name (maybe escaped)
-_LINE = re.compile(rb'\n    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
-                   rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"')
-_first, _second = operator.itemgetter(0), operator.itemgetter(1)
+#: a line flowd writes, whole (without its comma), its id (unescaped) and its name
+#: (maybe escaped): one regex pass finds and copies them all
+_LINE = re.compile(rb'\n(    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
+                   rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*\})')
+_whole, _id, _name = (operator.itemgetter(i) for i in range(3))
+#: bytes of the file split at a time
+REGION = 32 << 20
 
 
 class Encoded:
@@ -128,23 +131,34 @@ def read_own(data: bytes) -> dict[str, Any] | None:
 
 
 def _split(data: bytes, start: int, end: int) -> FlowTable | None:
-    """The lines, their ids and names, found in C (one regex pass, one split): a
-    Python loop over a million lines costs seconds, these cost a fraction of one."""
+    """The lines, their ids and names, found in C (one regex pass over each region of
+    :data:`REGION` bytes): a Python loop over a million lines costs seconds, this a
+    fraction of that, and regions bound the temporaries (RSS stays what is kept)."""
     if start == end:
         return FlowTable()
-    found = _LINE.findall(data, start, end)
-    lines = data[start + 1:end].split(b",\n")
-    if len(found) != len(lines):
-        return None  # a line in another layout (an escaped id, a key order flowd never writes)
-    ids = list(map(bytes.decode, map(_first, found)))
-    table = FlowTable(dict(zip(ids, lines, strict=True)))
-    if len(table) != len(lines):
-        return None  # a repeated id: the full parser says what happens to it
-    raws = list(map(_second, found))
+    lines: dict[str, bytes] = {}
+    names: list[str] = []
+    count = 0
+    while start < end:
+        cut = data.find(b",\n", min(start + REGION, end), end)
+        cut = end if cut < 0 else cut + 1  # the next region starts at the "\n"
+        found = _LINE.findall(data, start, cut)
+        count += data.count(b",\n", start, cut) + 1  # the last line's comma is past cut
+        lines.update(zip(map(bytes.decode, map(_id, found)), map(_whole, found), strict=True))
+        names += _names(list(map(_name, found)))
+        start = cut
+    if len(names) != count or len(lines) != count:
+        return None  # a line in another layout (an escaped id, a key order flowd never
+        # writes) or a repeated id: the full parser says what happens to it
+    table = FlowTable(lines)
+    table.names = names
+    return table
+
+
+def _names(raws: list[bytes]) -> list[str]:
     names = list(map(bytes.decode, raws))
     if b"\\" in b"".join(raws):  # a few escaped names: JSON-decode those
         for i, raw in enumerate(raws):
             if b"\\" in raw:
                 names[i] = orjson.loads(b'"%s"' % raw)
-    table.names = names
-    return table
+    return names

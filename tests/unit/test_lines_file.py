@@ -105,3 +105,15 @@ def test_a_duplicate_id_goes_to_the_full_parser() -> None:
     at = dup.index(b'"lines_crc32": "') + len(b'"lines_crc32": "')
     dup = dup[:at] + crc + dup[at + 8:]
     assert lines_file.read_own(dup) is None
+
+
+@pytest.mark.parametrize("region", [1, 100, 333, 1 << 20])
+def test_regions_of_any_size_read_the_same_lines(monkeypatch, region: int) -> None:
+    """The body is split in regions at line ends: every line read once, in order."""
+    flows = {f"flow_{i}": flow(f"flow_{i}", NAMES[i % len(NAMES)]) for i in range(40)}
+    data = written(flows)
+    monkeypatch.setattr(lines_file, "REGION", region)
+    doc = lines_file.read_own(data)
+    assert doc is not None and list(doc["flows"]) == list(flows)
+    assert dict(doc["flows"].items()) == flows
+    assert doc["flows"].names == [f["name"] for f in flows.values()]

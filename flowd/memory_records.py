@@ -8,12 +8,17 @@ the file before into this file's.
 
 from __future__ import annotations
 
+import array
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .digests import Digest
 
 Delta = dict[str, Digest | None]
+#: records with this many digests or more pack their plain ones
+PACK_FROM = 1024
+_U64 = 1 << 64
 
 
 @dataclass
@@ -47,13 +52,39 @@ def parse_record(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
     if (type(n) is not int or type(r) is not int or not (c is None or type(c) is str)
             or type(o) is not bool or type(t) not in (int, float) or type(d) is not dict):
         raise ValueError("bad record")
+    redo = _packed(frame.get("k"), frame.get("v"))
     if set(map(type, d)) <= _STR and set(map(type, d.values())) <= _PLAIN:
-        redo: Delta = d  # ids and plain digests (the common case): checked in C
+        redo.update(d)  # ids and plain digests (the common case): checked in C
     else:
-        redo = {str(fid): _digest_value(v) for fid, v in d.items()}
+        redo.update({str(fid): _digest_value(v) for fid, v in d.items()})
     return Remembered(n, r, c, o, float(t), {}), redo
 
 
+def _packed(ids: Any, values: Any) -> Delta:
+    """A big record's plain digests: its ids, and their digests as 8 bytes each."""
+    if ids is None and values is None:
+        return {}
+    if (type(ids) is not list or type(values) is not bytes
+            or len(values) != 8 * len(ids) or not set(map(type, ids)) <= _STR):
+        raise ValueError("bad packed digests")
+    digests = array.array("Q", values)
+    if sys.byteorder != "little":
+        digests.byteswap()
+    return dict(zip(ids, digests, strict=True))
+
+
 def record_of(e: Remembered, redo: Delta) -> dict[str, Any]:
-    return {"n": e.number, "r": e.revision, "c": e.current, "o": e.own, "t": e.seen,
-            "d": {fid: list(v) if type(v) is tuple else v for fid, v in redo.items()}}
+    """The record of one file; a whole map's plain digests are packed (a million of
+    them decode in a fraction of the time a map of them takes)."""
+    out: dict[str, Any] = {"n": e.number, "r": e.revision, "c": e.current, "o": e.own,
+                           "t": e.seen}
+    rest = redo
+    if len(redo) >= PACK_FROM:
+        ids = [fid for fid, v in redo.items() if type(v) is int and 0 <= v < _U64]
+        digests = array.array("Q", [cast(int, redo[fid]) for fid in ids])
+        if sys.byteorder != "little":
+            digests.byteswap()
+        out["k"], out["v"] = ids, digests.tobytes()
+        rest = {fid: v for fid, v in redo.items() if not (type(v) is int and 0 <= v < _U64)}
+    out["d"] = {fid: list(v) if type(v) is tuple else v for fid, v in rest.items()}
+    return out

@@ -1,0 +1,39 @@
+"""The sidecar's records: a big map's plain digests are packed, and every kind of
+value (plain, pair, deletion) comes back exactly; a damaged pack is refused."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from flowd.memory_records import PACK_FROM, Remembered, parse_record, record_of
+
+
+def _round_trip(redo: dict) -> dict:
+    entry = Remembered(3, 40, "f1", True, 1.5, {})
+    frame = msgpack.unpackb(msgpack.packb(record_of(entry, redo)), raw=False)
+    got, back = parse_record(frame)
+    assert (got.number, got.revision, got.current, got.own, got.seen) == (3, 40, "f1", True, 1.5)
+    return back
+
+
+def test_a_big_map_is_packed_and_comes_back_exactly() -> None:
+    redo: dict = {f"f{i}": (i * 2654435761) % (1 << 64) for i in range(PACK_FROM + 10)}
+    redo["pair"], redo["gone"], redo["neg"] = (1, 2), None, -5  # the last: not a u64
+    record = record_of(Remembered(1, 1, None, True, 0.0, {}), redo)
+    assert "k" in record and len(record["d"]) == 3
+    assert _round_trip(redo) == redo
+
+
+def test_a_small_map_stays_a_map() -> None:
+    redo = {"a": 5, "b": (1, 2), "c": None}
+    assert "k" not in record_of(Remembered(1, 1, None, True, 0.0, {}), redo)
+    assert _round_trip(redo) == redo
+
+
+@pytest.mark.parametrize("k, v", [(["a", "b"], b"\0" * 15), (["a", 1], b"\0" * 16),
+                                  ("ab", b"\0" * 16), (["a"], "x" * 8)])
+def test_a_damaged_pack_is_refused(k, v) -> None:
+    frame = {"n": 1, "r": 1, "c": None, "o": True, "t": 0.0, "d": {}, "k": k, "v": v}
+    with pytest.raises(ValueError):
+        parse_record(frame)

@@ -101,7 +101,11 @@ def _body(data: bytes) -> tuple[int, int, int] | None:
     start += len(_FLOWS)
     if data.startswith(b"}", start):
         return start, start, start + 1
-    end = data.find(_END, start)
+    # no line holds "\n  }" (a raw newline never is inside one), so the first one after
+    # the start closes the flows; with no unknown keys after them it is the last bytes'
+    end = len(data) - len(_END) - 3
+    if not data.endswith(_END + b"\n}\n") or end < start:
+        end = data.find(_END, start)
     return None if end < 0 else (start, end, end + len(_END))
 
 
@@ -143,13 +147,17 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
         cut = data.find(b",\n", min(start + REGION, end), end)
         cut = end if cut < 0 else cut + 1  # the next region starts at the "\n"
         found = _LINE.findall(data, start, cut)
-        count += data.count(b",\n", start, cut) + 1  # the last line's comma is past cut
-        lines.update(zip(map(bytes.decode, map(_id, found)), map(_whole, found), strict=True))
+        whole = list(map(_whole, found))
+        # each line found is "\n" + line + "," (the last: no comma): every byte of the
+        # region is in one only if none was skipped (a line in another layout)
+        if sum(map(len, whole)) + 2 * len(whole) - (cut == end) != cut - start:
+            return None  # an escaped id, a key order flowd never writes: parse it
+        lines.update(zip(map(bytes.decode, map(_id, found)), whole, strict=True))
         names += _names(list(map(_name, found)))
+        count += len(whole)
         start = cut
-    if len(names) != count or len(lines) != count:
-        return None  # a line in another layout (an escaped id, a key order flowd never
-        # writes) or a repeated id: the full parser says what happens to it
+    if len(lines) != count:
+        return None  # a repeated id: the full parser says what happens to it
     table = FlowTable(lines)
     table.names = names
     return table

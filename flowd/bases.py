@@ -20,6 +20,7 @@ stray files only between snapshots), so the two never overlap.
 
 from __future__ import annotations
 
+import gc
 import logging
 import operator
 import time
@@ -165,6 +166,9 @@ class FileMemory:
         shared = {fid: own[fid] for fid in lines if fid in own}
         shared.update(own)  # ids the store no longer has; a present key keeps its object
         self.own, self._ids_shared = shared, True
+        # long-lived and acyclic: no young collection should walk a million entries (a
+        # 51 ms gen0 pass at 1M flows) before the next snapshot freezes it anyway
+        gc.freeze()
 
     def _remember_own(self, number: int, revision: int, current: str | None,
                       changed: Mapping[str, Digest], gone: Iterable[str], now: float) -> None:

@@ -34,8 +34,8 @@ PREVIOUS = "flows.json.prev"
 #: hard link to the flows.json flowd last wrote: tells a foreign rewrite apart at start
 WRITTEN = ".flows.json.written"
 #: bytes of a snapshot written between flushes (bounds the writeback a journal fsync
-#: can queue behind)
-FLUSH_EVERY = 8 << 20
+#: can queue behind: paced strict writes at 100k flows, p99 22 ms with 8 MiB, 16 with 2)
+FLUSH_EVERY = 2 << 20
 OPT = orjson.OPT_INDENT_2
 
 Fingerprint = tuple[int, int, int]

@@ -152,8 +152,11 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
         # region is in one only if none was skipped (a line in another layout)
         if sum(map(len, whole)) + 2 * len(whole) - (cut == end) != cut - start:
             return None  # an escaped id, a key order flowd never writes: parse it
-        lines.update(zip(map(bytes.decode, map(_id, found)), whole, strict=True))
-        names += _names(list(map(_name, found)))
+        try:
+            lines.update(zip(map(bytes.decode, map(_id, found)), whole, strict=True))
+            names += _names(list(map(_name, found)))
+        except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
+            return None
         count += len(whole)
         start = cut
     if len(lines) != count:

@@ -117,3 +117,18 @@ def test_regions_of_any_size_read_the_same_lines(monkeypatch, region: int) -> No
     assert doc is not None and list(doc["flows"]) == list(flows)
     assert dict(doc["flows"].items()) == flows
     assert doc["flows"].names == [f["name"] for f in flows.values()]
+
+
+@pytest.mark.parametrize("bad", [b'bad\\q', b"\xff\xfe"])
+@pytest.mark.parametrize("where", ["name", "id"])
+def test_text_no_encoder_writes_sends_the_file_to_the_full_parser(bad: bytes,
+                                                                  where: str) -> None:
+    """A line in flowd's layout whose id or name is not valid JSON text (with a matching
+    check, so only its content is wrong) is never taken as one: the parser decides."""
+    fid, name = ("PLACE", "n") if where == "id" else ("flow_a", "PLACE")
+    data = written({fid: flow(fid, name)}).replace(b"PLACE", bad)
+    start = data.index(b'"flows": {') + len(b'"flows": {')
+    end = data.index(b"\n  }", start)
+    at = data.index(b'"lines_crc32": "') + len(b'"lines_crc32": "')
+    data = data[:at] + f"{zlib.crc32(data[start:end]):08x}".encode() + data[at + 8:]
+    assert lines_file.read_own(data) is None

@@ -164,7 +164,10 @@ class FileMemory:
         from the sidecar are copies (60 bytes a flow: 60 MB at a million flows)."""
         own = self.own
         shared = {fid: own[fid] for fid in lines if fid in own}
-        shared.update(own)  # ids the store no longer has; a present key keeps its object
+        if len(shared) != len(own):  # ids the store no longer has (a Python loop, not one
+            for fid, value in own.items():  # C call holding the GIL over a million)
+                if fid not in shared:
+                    shared[fid] = value
         self.own, self._ids_shared = shared, True
         # long-lived and acyclic: no young collection should walk a million entries (a
         # 51 ms gen0 pass at 1M flows) before the next snapshot freezes it anyway

@@ -151,17 +151,17 @@ def once(st: Settings, work: Path, res: Results, datasets: Datasets, redis_bin: 
     if st.wants("mixed"):
         mixed(st, work, res, tp, redis_bin, guard)
     if st.wants("scale"):
-        scale(st, work, res, datasets, tp, guard)
+        scale(st, work, res, datasets, tp, redis_bin, guard)
 
 
 def scale(st: Settings, work: Path, res: Results, datasets: Datasets, tp: Any,
-          guard: Guard) -> None:
+          redis_bin: str | None, guard: Guard) -> None:
     """Issue 12: each figure at 10k, 100k (and with FLOWD_BENCH_1M=1, 1M) flows."""
     for n in st.scale_sizes:
         guard(f"scale: start, RSS, paced add_flow, CPU, GIL @{n}",
               lambda n=n: scale_bench.scale(datasets.get(n), st, work, res))
-    guard(f"daemon CPU per durable write, 1 and {st.procs} procs",
-          lambda: scale_bench.cpu_per_write(tp, st, work, res))
+    guard(f"daemon CPU per durable write, 1 and {st.procs} procs (redis always beside)",
+          lambda: scale_bench.cpu_per_write(tp, st, work, res, redis_bin))
 
 
 def mixed(st: Settings, work: Path, res: Results, tp: Any, redis_bin: str | None,

@@ -23,6 +23,7 @@ from typing import Any
 
 from .daemon import Flowd
 from .datagen import Dataset, sample_flow
+from .peers import redis_peer
 from .peers.seed import run_job
 from .results import Results
 from .settings import Settings
@@ -118,8 +119,11 @@ def _probe(path: Path) -> dict[str, Any]:
         return {}
 
 
-def cpu_per_write(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
-    """Daemon CPU µs per durable (strict) write with ``procs`` writer processes."""
+def cpu_per_write(ds: Dataset, st: Settings, work: Path, res: Results,
+                  redis_bin: str | None = None) -> None:
+    """Daemon CPU µs per durable (strict) write with ``procs`` writer processes, and
+    (with ``redis_bin``) Redis ``appendfsync always`` under the same writers right
+    after, side by side: the issue's ratio targets compare these two."""
     for procs in (1, st.procs):
         data_dir = work / f"cpu-write-{procs}"
         ds.copy_to(data_dir)
@@ -133,4 +137,9 @@ def cpu_per_write(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
         res.put("cpu_per_write_us", "flowd strict", procs, cpu / max(1, writes) * 1e6)
         res.put("cpu_per_write_rate", "flowd strict", procs, s.ops_per_s)
-
+        if redis_bin is not None:
+            with redis_peer.RedisServer(redis_bin, "always", work) as srv:
+                srv.fill(ds)
+                r = throughput("benchmarks.peers.redis_peer:writer", (srv.socket,), procs,
+                               st.seconds)
+            res.put("cpu_per_write_rate", "redis always", procs, r.ops_per_s)

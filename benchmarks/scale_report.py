@@ -59,11 +59,17 @@ def scale_section(res: Results, st: Settings) -> list[str]:
                       "GIL max ms (snapshot)", "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
     cpu = [(p, res.get("cpu_per_write_us", "flowd strict", p),
-            res.get("cpu_per_write_rate", "flowd strict", p))
+            res.get("cpu_per_write_rate", "flowd strict", p),
+            res.get("cpu_per_write_rate", "redis always", p))
            for p in res.sizes("cpu_per_write_us")]
     if cpu:
         out += ["Request path: daemon CPU per durable write (strict, 1000-flow store), "
-                "user+system time of the daemon over the run ÷ revisions committed.", ""]
-        out += table(["writer processes", "writes/s", "daemon CPU µs per write"],
-                     [[str(p), f"{r or 0:,.0f}", f"{us:,.1f}"] for p, us, r in cpu])
+                "user+system time of the daemon (all its threads) over the run ÷ revisions "
+                "committed; Redis `appendfsync always` under the same writers right after.",
+                ""]
+        out += table(["writer processes", "writes/s", "daemon CPU µs per write",
+                      "redis always writes/s", "flowd ÷ redis"],
+                     [[str(p), f"{r or 0:,.0f}", f"{us:,.1f}",
+                       f"{rr:,.0f}" if rr else "n/a",
+                       f"{(r or 0) / rr:.2f}x" if rr else "n/a"] for p, us, r, rr in cpu])
     return out

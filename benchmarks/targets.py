@@ -178,6 +178,14 @@ def scale_targets(res: Results, st: Settings) -> list[Target]:
     if us is not None:
         out.append(_judge(f"(issue 12) daemon CPU per durable write <= 35 µs ({st.procs} "
                           "strict writers)", us <= 35, f"{us:.1f} µs"))
+    for procs, want in ((st.procs, 0.9), (1, 0.8)):
+        ours = res.get("cpu_per_write_rate", "flowd strict", procs)
+        theirs = res.get("cpu_per_write_rate", "redis always", procs)
+        if ours and theirs:
+            out.append(_judge(f"(issue 12) {procs} strict writer{'s' if procs > 1 else ''} "
+                              f">= {want}x redis appendfsync=always, side by side",
+                              ours / theirs >= want,
+                              f"{ours:,.0f} vs {theirs:,.0f}/s ({ours / theirs:.2f}x)"))
     return out
 
 

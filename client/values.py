@@ -24,39 +24,55 @@ MAX_PAGE = 100_000
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 
-def check_value(value: Any, what: str = "value") -> None:
+def check_value(value: Any, what: str = "value", depth: int = 0) -> None:
     """Refuse anything flows.json cannot hold exactly (bytes, NaN, huge ints...).
 
-    Iterative, so a hostile depth cannot exhaust the Python stack.
+    Iterative, so a hostile depth cannot exhaust the Python stack. Only maps and
+    lists go on the stack; strings (most of a flow) are checked where they are met:
+    this runs on every write's arguments, on the daemon's single thread.
+    ``depth``: the level ``value`` sits at (a list of plans checked at once: -1).
     """
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    pop, push = stack.pop, stack.append
     while stack:
-        v, depth = stack.pop()
-        if v is None or v is True or v is False:
-            continue
+        v, depth = pop()
         t = type(v)
-        if t is str:
-            if len(v) > MAX_STRING_BYTES:
-                raise TooLargeError(f"{what}: string longer than {MAX_STRING_BYTES}")
-        elif t is int:
-            if not INT_MIN <= v <= INT_MAX:
-                raise InvalidArgumentError(f"{what}: integer {v} does not fit in 64 bits")
-        elif t is float:
-            if not math.isfinite(v):
-                raise InvalidArgumentError(f"{what}: {v} is not a finite number")
-        elif t is list:
-            if depth >= MAX_DEPTH:
-                raise InvalidArgumentError(f"{what}: nested deeper than {MAX_DEPTH}")
-            stack.extend((x, depth + 1) for x in v)
-        elif t is dict:
-            if depth >= MAX_DEPTH:
-                raise InvalidArgumentError(f"{what}: nested deeper than {MAX_DEPTH}")
-            for k, x in v.items():
+        if t is not dict and t is not list:
+            _scalar(v, t, what)
+            continue
+        if depth >= MAX_DEPTH:
+            raise InvalidArgumentError(f"{what}: nested deeper than {MAX_DEPTH}")
+        depth += 1
+        if t is dict:
+            for k in v:
                 if type(k) is not str:
                     raise InvalidArgumentError(f"{what}: map key {k!r} is not a string")
-                stack.append((x, depth + 1))
-        else:
-            raise InvalidArgumentError(f"{what}: {t.__name__} cannot be stored in flows.json")
+            v = v.values()
+        for x in v:
+            tx = type(x)
+            if tx is str:
+                if len(x) > MAX_STRING_BYTES:
+                    raise TooLargeError(f"{what}: string longer than {MAX_STRING_BYTES}")
+            elif tx is dict or tx is list:
+                push((x, depth))
+            elif x is not None and tx is not bool:
+                _scalar(x, tx, what)
+
+
+def _scalar(v: Any, t: type, what: str) -> None:
+    if v is None or v is True or v is False:
+        return
+    if t is str:
+        if len(v) > MAX_STRING_BYTES:
+            raise TooLargeError(f"{what}: string longer than {MAX_STRING_BYTES}")
+    elif t is int:
+        if not INT_MIN <= v <= INT_MAX:
+            raise InvalidArgumentError(f"{what}: integer {v} does not fit in 64 bits")
+    elif t is float:
+        if not math.isfinite(v):
+            raise InvalidArgumentError(f"{what}: {v} is not a finite number")
+    else:
+        raise InvalidArgumentError(f"{what}: {t.__name__} cannot be stored in flows.json")
 
 
 Check = Callable[[str, Any], None]
@@ -101,8 +117,15 @@ def plans(name: str, v: Any) -> None:
         return
     if type(v) is not list:
         raise InvalidArgumentError(f"{name} must be a list of maps, not {type(v).__name__}")
-    for i, p in enumerate(v):
-        plan(f"{name}[{i}]", p)
+    try:  # all at once (each plan at its own depth 0); the exact refusal plan by plan
+        for p in v:
+            if type(p) is not dict:
+                raise InvalidArgumentError(name)
+        check_value(v, name, depth=-1)
+    except (InvalidArgumentError, TooLargeError):
+        for i, p in enumerate(v):
+            plan(f"{name}[{i}]", p)
+        raise
 
 
 def index(name: str, v: Any) -> None:

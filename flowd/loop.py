@@ -46,7 +46,10 @@ log = logging.getLogger("flowd.loop")
 fd_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 MAX_DRAIN = 1024
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+#: plain ints for send and recv flags: pyzmq's enums cost µs a frame on this path
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = _NOBLOCK | int(zmq.SNDMORE)
 BACKLOG = 32
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
@@ -228,7 +231,9 @@ class Loop:
         for _ in range(MAX_DRAIN):
             if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:  # ints: enums cost µs
                 return
-            frames = router.recv_multipart(zmq.NOBLOCK)
+            frames = [router.recv(_NOBLOCK)]
+            while router.getsockopt(_RCVMORE):
+                frames.append(router.recv(_NOBLOCK))
             if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
                 continue  # not a DEALER/REQ envelope: nothing sane to answer
             self._send(service.handle(tuple(frames[:-1]), frames[-1]))
@@ -258,8 +263,10 @@ class Loop:
             pads = min(len(reply) // QUEUE_SLOT_BYTES, most) if len(envelope) == 1 else 0
             try:
                 for _ in range(pads):
-                    router.send_multipart([*envelope, PAD], zmq.NOBLOCK)
-                router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+                    router.send_multipart([*envelope, PAD], _NOBLOCK)
+                for part in envelope:  # one frame at a time: send_multipart checks each
+                    router.send(part, _MORE)
+                router.send(reply, _NOBLOCK)
             except zmq.Again:
                 self.replies_dropped += 1  # over its queue bound: it times out and retries
             except zmq.ZMQError:
@@ -270,8 +277,10 @@ class Loop:
         for event in self.rt.service.take_events():
             try:  # a PUB drops what a slow watcher's queue cannot take: it sees a gap
                 for _ in range(min(len(event) // QUEUE_SLOT_BYTES, most)):
-                    pub.send(protocol.EVENT_PAD_TOPIC, zmq.NOBLOCK)
-                pub.send_multipart(protocol.event_frames(event), zmq.NOBLOCK)
+                    pub.send(protocol.EVENT_PAD_TOPIC, _NOBLOCK)
+                topic, body = protocol.event_frames(event)
+                pub.send(topic, _MORE)
+                pub.send(body, _NOBLOCK)
             except zmq.ZMQError:
                 pass
 

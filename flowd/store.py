@@ -19,7 +19,6 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
-from functools import cached_property
 from typing import Any, cast
 
 from flowd_client.errors import InternalError
@@ -210,11 +209,16 @@ class Txn:
         self.current: str | None = parent.current if parent else store.current_flow_id
         self.rev: int = parent.next_rev if parent else store.revision + 1
         self.next_rev: int = self.rev
+        self._ts: str | None = None
 
-    @cached_property
+    @property
     def ts(self) -> str:
-        """The time this transaction stamps; a group's own is never needed."""
-        return now_iso()
+        """The time this transaction stamps, taken when first needed (a group's own is
+        never needed; not a cached_property: on 3.11 that takes a lock every write)."""
+        ts = self._ts
+        if ts is None:
+            ts = self._ts = now_iso()
+        return ts
 
     # ------------------------------------------------------------ reads
 

@@ -63,6 +63,7 @@ class Encoded:
                 "last_saved": datetime.now().isoformat(timespec="milliseconds"),
                 "file_revision": view.file_revision, "revision": view.revision,
                 **view.meta_extra}
+        meta[CHECK_KEY] = _PLACEHOLDER.decode()  # first, and ours whatever meta_extra holds
         head = orjson.dumps({"version": VERSION, "meta": meta,
                              "current_flow_id": view.current_flow_id}, option=OPT)
         self.offset = head.index(_CHECK) + len(_CHECK)

@@ -64,8 +64,11 @@ class Encoded:
                 "file_revision": view.file_revision, "revision": view.revision,
                 **view.meta_extra}
         meta[CHECK_KEY] = _PLACEHOLDER.decode()  # first, and ours whatever meta_extra holds
+        # unknown top-level keys go before the flows: the flows close the file, so a
+        # reader finds their end from the file's end
         head = orjson.dumps({"version": VERSION, "meta": meta,
-                             "current_flow_id": view.current_flow_id}, option=OPT)
+                             "current_flow_id": view.current_flow_id, **view.extra},
+                            option=OPT)
         self.offset = head.index(_CHECK) + len(_CHECK)
         yield head[:-2] + _FLOWS
         lines = iter(view.lines.values())
@@ -77,9 +80,6 @@ class Encoded:
             sep = b",\n"
         self.crc = crc
         yield b"}" if sep == b"\n" else _END
-        if view.extra:
-            tail = orjson.dumps(view.extra, option=OPT)
-            yield b"," + tail[1:-2]
         yield b"\n}\n"
 
     def patch(self) -> tuple[int, bytes]:
@@ -102,12 +102,11 @@ def _body(data: bytes) -> tuple[int, int, int] | None:
     start += len(_FLOWS)
     if data.startswith(b"}", start):
         return start, start, start + 1
-    # no line holds "\n  }" (a raw newline never is inside one), so the first one after
-    # the start closes the flows; with no unknown keys after them it is the last bytes'
+    # the flows close the file flowd writes (unknown keys come before them)
     end = len(data) - len(_END) - 3
     if not data.endswith(_END + b"\n}\n") or end < start:
-        end = data.find(_END, start)
-    return None if end < 0 else (start, end, end + len(_END))
+        return None
+    return start, end, end + len(_END)
 
 
 def read_own(data: bytes) -> dict[str, Any] | None:

@@ -56,10 +56,13 @@ def test_a_flow_with_its_keys_in_any_order_still_has_its_name_read() -> None:
 
 def test_a_written_file_reads_back_by_its_lines_with_its_odd_ids_parsed() -> None:
     flows = {fid: flow(fid, fid + " name") for fid in ["flow_a", "flow_b", "flow_c"]}
-    data = written(flows, extra={"tail": [1]}, meta_extra={"tool": "x"})
+    # unknown top-level keys, the last a map (its closing brace looks like the flows')
+    extra = {"tail": [1], "settings": {"theme": {"dark": True}}}
+    data = written(flows, extra=extra, meta_extra={"tool": "x"})
     doc = lines_file.read_own(data)
     assert doc is not None and isinstance(doc["flows"], FlowTable)
     assert dict(doc["flows"].items()) == flows and doc["tail"] == [1]
+    assert doc["settings"] == json.loads(data)["settings"] == extra["settings"]
     assert json.loads(data)["flows"] == flows
     odd = written({fid: flow(fid, "n") for fid in IDS})
     assert lines_file.read_own(odd) is None  # escaped ids: the full parser reads it

@@ -66,21 +66,6 @@ def name_of(fid: str, line: bytes) -> str:
     return name if type(name) is str else ""
 
 
-def id_of_line(line: bytes) -> str | None:
-    """The id of a line read back from flowd's own file, or None if the line is not
-    in the layout flowd writes (the caller then parses the file fully)."""
-    if not line.startswith(b'    "'):
-        return None
-    end = line.find(b'": {', 5)
-    raw = line[5:end]
-    if end < 0 or b"\\" in raw or not line.endswith(b"}"):
-        return None
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return None
-
-
 class FlowTable(Mapping[str, Flow]):
     """The store's flows by id, in creation order: a dict of lines, read as flows.
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .evidence import keep_aside
 from .fsio import IO, fsync_dir, write_new
 from .lines_file import Encoded
@@ -36,7 +34,6 @@ WRITTEN = ".flows.json.written"
 #: bytes of a snapshot written between flushes (bounds the writeback a journal fsync
 #: can queue behind: paced strict writes at 100k flows, p99 22 ms with 8 MiB, 16 with 2)
 FLUSH_EVERY = 2 << 20
-OPT = orjson.OPT_INDENT_2
 
 Fingerprint = tuple[int, int, int]
 

@@ -14,46 +14,29 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .daemon import Flowd
 from .datagen import write_dataset
 from .peers import redis_peer
-from .workloads import throughput
+from .scale_bench import flowd_writes, redis_writes
 
 
-def flowd_run(ds: object, work: Path, procs: int, seconds: float, mode: str,
-              profile: Path | None) -> tuple[float, float]:
-    data_dir = work / f"q-{mode}-{procs}"
-    ds.copy_to(data_dir)  # type: ignore[attr-defined]
-    with Flowd(data_dir, mode) as d:
-        spy = None
-        if profile is not None:
-            assert d.proc is not None
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(d.proc.pid), "--format",
-                                    "raw", "--threads", "--nonblocking", "-o",
-                                    str(profile / f"{mode}-{procs}.txt"), "--rate", "500"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0 = d.cpu_seconds()
-        before = d.stats()["revision"]
-        s = throughput("benchmarks.flowd_bench:writer", (str(data_dir),), procs, seconds)
-        writes = d.stats()["revision"] - before
-        cpu = d.cpu_seconds() - cpu0
-        if spy is not None:
+def py_spy(profile: Path, name: str) -> Callable[[Flowd], Callable[[], None]]:
+    """Record the daemon with py-spy while the writers run (raw stacks in ``profile``)."""
+    def start(d: Flowd) -> Callable[[], None]:
+        assert d.proc is not None
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(d.proc.pid), "--format",
+                                "raw", "--threads", "--nonblocking", "-o",
+                                str(profile / f"{name}.txt"), "--rate", "500"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop() -> None:
             spy.send_signal(2)
             spy.wait(30)
-    shutil.rmtree(data_dir, ignore_errors=True)
-    return cpu / max(1, writes) * 1e6, s.ops_per_s
-
-
-def redis_run(ds: object, work: Path, procs: int, seconds: float) -> float:
-    binary = redis_peer.find_server(False)
-    if binary is None:
-        return 0.0
-    with redis_peer.RedisServer(binary, "always", work) as srv:
-        srv.fill(ds)  # type: ignore[arg-type]
-        return throughput("benchmarks.peers.redis_peer:writer", (srv.socket,), procs,
-                          seconds).ops_per_s
+        return stop
+    return start
 
 
 def main(argv: list[str]) -> int:
@@ -70,9 +53,11 @@ def main(argv: list[str]) -> int:
     try:
         ds = write_dataset(work / "flows-1000.json", 1000)
         for procs in (1, many):
-            redis = redis_run(ds, work, procs, seconds)
+            binary = redis_peer.find_server(False)
+            redis = redis_writes(binary, ds, work, procs, seconds) if binary else 0.0
             for mode in modes:
-                us, rate = flowd_run(ds, work, procs, seconds, mode, profile)
+                spy = py_spy(profile, f"{mode}-{procs}") if profile is not None else None
+                us, rate = flowd_writes(ds, work, procs, seconds, mode, spy)
                 ratio = rate / redis if redis else float("nan")
                 print(f"{procs} procs {mode}: {us:6.1f} us CPU/write, {rate:8.0f} writes/s;"
                       f" redis always {redis:8.0f}/s; ratio {ratio:.2f}", flush=True)

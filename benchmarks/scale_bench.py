@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,40 @@ def cpu_per_write(ds: Dataset, st: Settings, work: Path, res: Results,
     (with ``redis_bin``) Redis ``appendfsync always`` under the same writers right
     after, side by side: the issue's ratio targets compare these two."""
     for procs in (1, st.procs):
-        data_dir = work / f"cpu-write-{procs}"
-        ds.copy_to(data_dir)
-        with Flowd(data_dir, "strict") as d:
-            cpu0 = d.cpu_seconds()
-            before = d.stats()["revision"]
-            s = throughput("benchmarks.flowd_bench:writer", (str(data_dir),), procs,
-                           st.seconds)
-            writes = d.stats()["revision"] - before
-            cpu = d.cpu_seconds() - cpu0
-        shutil.rmtree(data_dir, ignore_errors=True)
-        res.put("cpu_per_write_us", "flowd strict", procs, cpu / max(1, writes) * 1e6)
-        res.put("cpu_per_write_rate", "flowd strict", procs, s.ops_per_s)
+        us, rate = flowd_writes(ds, work, procs, st.seconds)
+        res.put("cpu_per_write_us", "flowd strict", procs, us)
+        res.put("cpu_per_write_rate", "flowd strict", procs, rate)
         if redis_bin is not None:
-            with redis_peer.RedisServer(redis_bin, "always", work) as srv:
-                srv.fill(ds)
-                r = throughput("benchmarks.peers.redis_peer:writer", (srv.socket,), procs,
-                               st.seconds)
-            res.put("cpu_per_write_rate", "redis always", procs, r.ops_per_s)
+            res.put("cpu_per_write_rate", "redis always", procs,
+                    redis_writes(redis_bin, ds, work, procs, st.seconds))
+
+
+def flowd_writes(ds: Dataset, work: Path, procs: int, seconds: float,
+                 mode: str = "strict",
+                 during: Callable[[Flowd], Callable[[], None]] | None = None
+                 ) -> tuple[float, float]:
+    """(daemon CPU µs per write, writes/s) of ``procs`` writer processes on a fresh copy
+    of ``ds``; ``during(daemon)`` starts something beside the run (a profiler) and
+    returns what stops it."""
+    data_dir = work / f"cpu-write-{mode}-{procs}"
+    ds.copy_to(data_dir)
+    with Flowd(data_dir, mode) as d:
+        stop = during(d) if during is not None else None
+        cpu0 = d.cpu_seconds()
+        before = d.stats()["revision"]
+        s = throughput("benchmarks.flowd_bench:writer", (str(data_dir),), procs, seconds)
+        writes = d.stats()["revision"] - before
+        cpu = d.cpu_seconds() - cpu0
+        if stop is not None:
+            stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return cpu / max(1, writes) * 1e6, s.ops_per_s
+
+
+def redis_writes(redis_bin: str, ds: Dataset, work: Path, procs: int,
+                 seconds: float) -> float:
+    """Redis ``appendfsync always`` writes/s under the same writer processes."""
+    with redis_peer.RedisServer(redis_bin, "always", work) as srv:
+        srv.fill(ds)
+        return throughput("benchmarks.peers.redis_peer:writer", (srv.socket,), procs,
+                          seconds).ops_per_s

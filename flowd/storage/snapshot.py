@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .evidence import keep_aside
-from .fsio import IO, fsync_dir, write_new
+from .fsio import IO, fsync_dir, release, write_new
 from .lines_file import Encoded
 from .ownfiles import PlantedFileError, fresh_name, open_own
 
@@ -110,6 +110,8 @@ class SnapshotFiles:
         #: not a file flowd wrote (a stray tool's, garbage) the last one flowd wrote
         #: (WRITTEN), or None when neither can be trusted (the older generation stays)
         self.rotate_from: str | None = SNAPSHOT
+        #: the replaced flows.json.prev, held under a temp name until it is released
+        self.superseded: Path | None = None
 
     def current_fingerprint(self) -> Fingerprint | None:
         try:
@@ -131,8 +133,21 @@ class SnapshotFiles:
         except BaseException:
             self._discard_tmp()
             raise
+        finally:
+            self._release_superseded()
         self.rotate_from = SNAPSHOT
         return Installed(fp[1], time.perf_counter() - t0, rotated)
+
+    def _release_superseded(self) -> None:
+        """Free the generation the rotation replaced (flowd.storage.fsio.release: a slice
+        at a time, so that no fsync on the disk waits behind one big free)."""
+        held, self.superseded = self.superseded, None
+        if held is not None:
+            try:
+                release(held)
+            except OSError as exc:  # its name is gone: the blocks go when its fd closes
+                log.warning("could not free the superseded %s step by step: %s",
+                            PREVIOUS, exc)
 
     def _discard_tmp(self) -> None:
         try:
@@ -168,10 +183,17 @@ class SnapshotFiles:
             os.close(fd)  # closing drops the flock
 
     def _rotate(self) -> bool:
-        """Keep the previous generation as flows.json.prev; False if there was none."""
+        """Keep the previous generation as flows.json.prev; False if there was none. The
+        generation it replaces keeps a temp name until the snapshot is installed."""
         src = self.dir / self.rotate_from if self.rotate_from else None
         if src is None or not src.exists():
             return False
+        held = fresh_name(self.dir / PREVIOUS)
+        try:
+            IO.link(self.dir / PREVIOUS, held)
+            self.superseded = held
+        except OSError:  # none yet, or it cannot be held: the rename frees it at once
+            pass
         self._link_as(src, PREVIOUS)
         return True
 

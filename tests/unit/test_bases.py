@@ -136,3 +136,27 @@ def test_a_sidecar_that_is_not_a_regular_file_is_moved_aside(tmp_path: Path) -> 
     _remember(mem, _files(1))
     assert (tmp_path / memory_file.NAME).is_file()
     assert not (tmp_path / memory_file.NAME).is_symlink()
+
+
+def test_after_a_reload_the_newest_map_takes_the_stores_ids(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """The first file remembered after a start re-keys the newest map by the store's id
+    strings, a slice at a time: every digest stays exact across slice boundaries, for
+    the flows added since (no digest yet) and the flows gone since (kept until the
+    file that drops them is remembered)."""
+    monkeypatch.setattr(bases, "SHARE_SLICE", 3)
+    mem = FileMemory(tmp_path)
+    mem.load()
+    _remember(mem, _files(2))
+    again = FileMemory(tmp_path)
+    again.load()
+    before = dict(again.own)
+    rev, items = _files(3)[-1]
+    lines = {"".join(list(fid)): line for fid, line in _lines(items).items()}  # fresh strs
+    kept = [fid for fid in lines if fid in before]
+    again._share_ids(lines)
+    assert again.own == before
+    by_value = {fid: fid for fid in again.own}
+    assert kept and all(by_value[fid] is fid for fid in kept)
+    again.remember_written(again.take_number(), rev, None, lines, None)
+    assert again.own == {fid: digest(f) for fid, f in items}

@@ -6,8 +6,13 @@ stretch some other thread (the loop, the snapshot writer) held it without
 letting go. C code that never releases the GIL (a dict copy, one orjson
 call, a cyclic-GC pass) shows up whole; pure Python is preempted every
 switch interval (5 ms by default), so a lateness below that is noise, not
-a hold. It also times every cyclic-GC collection (``gc.callbacks``), which
-is how the issue found its 600 ms gen0 passes. It is a benchmark probe: it
+a hold. A wake-up is also late when the thread waited for a CPU (on 2 busy
+cores: the snapshot writer, the loop, the client, the kernel's writeback):
+the probe reads its own run-queue wait (``/proc/thread-self/schedstat``)
+around every tick, so the part of a lateness spent runnable but not running
+is told apart from the part spent waiting for the GIL. It also times every
+cyclic-GC collection (``gc.callbacks``), which is how the issue found its
+600 ms gen0 passes. It is a benchmark probe: it
 lives here, not in the daemon, and flowd runs unchanged inside it.
 
 Every half second the figures go to OUT.json (written whole, then renamed):
@@ -36,7 +41,8 @@ KEEP = 20_000
 class Probe:
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.lates: list[tuple[float, float, bool]] = []
+        #: (wall time, lateness, a snapshot thread alive, of which waiting for a CPU)
+        self.lates: list[tuple[float, float, bool, float]] = []
         self.wakes = 0
         #: cyclic-GC passes over 1 ms: (wall time, generation, seconds, thread, collected)
         self.gcs: list[tuple[float, int, float, str, int]] = []
@@ -56,14 +62,16 @@ class Probe:
         self.tid = threading.get_native_id()
         now = time.perf_counter
         next_dump = now() + 0.5
+        runq = _run_queue_wait()
         while True:
             t0 = now()
+            waited = runq()
             time.sleep(TICK)
             late = now() - t0 - TICK
             self.wakes += 1
             if late > LATE and len(self.lates) < KEEP:
                 snap = any(t.name == "snapshot" for t in threading.enumerate())
-                self.lates.append((time.time(), late, snap))
+                self.lates.append((time.time(), late, snap, runq() - waited))
             if t0 >= next_dump:
                 self.dump()
                 next_dump = t0 + 0.5
@@ -74,6 +82,16 @@ class Probe:
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self.out)
+
+
+def _run_queue_wait() -> Any:
+    """Seconds this thread has waited for a CPU so far (0 where the kernel does not
+    say: then every lateness counts as a GIL wait)."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return lambda: 0.0
+    return lambda: int(os.pread(fd, 64, 0).split()[1]) / 1e9
 
 
 def main(argv: list[str]) -> int:

@@ -104,7 +104,7 @@ def render_scale(res: Results, path: Path) -> None:
           "flows.json": pick("scale_file_bytes", "flowd", None, 1 / 2**20)}),
         ("paced add_flow while snapshots run", "ms",
          {k: pick("scale_add", "flowd", k) for k in ("p50_ms", "p99_ms", "max_ms")}
-         | {"GIL max (probe)": pick("scale_gil", "flowd", "max_snapshot_ms")}),
+         | {"GIL wait max (probe)": pick("scale_gil", "flowd", "gil_max_ms")}),
         ("daemon CPU under paced writes", "% of a core",
          {"flowd": pick("scale_cpu", "flowd", None, 100.0)}),
     ]

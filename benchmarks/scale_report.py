@@ -33,7 +33,7 @@ def _row(res: Results, n: int) -> list[str]:
             "-" if not add else f"{add['p99_ms'] / add['p50_ms']:.1f}x",
             "-" if cpu is None else f"{cpu * 100:.1f}",
             f"{snap.get('count', 0)} × {f_s(snap.get('avg_s'))}",
-            _ms(gil.get("max_ms")), _ms(gil.get("max_snapshot_ms")),
+            _ms(gil.get("gil_max_ms")), _ms(gil.get("max_ms")), _ms(gil.get("max_snapshot_ms")),
             ", ".join(f"{g} {v}" for g, v in sorted(gc_max.items())) or "-"]
 
 
@@ -48,15 +48,17 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            f"Paced add_flow (strict) at {st.scale_rate:.0f}/s for {st.scale_seconds:.0f} s "
            "with `--snapshot-interval 0.5`, so whole-store snapshots run meanwhile. CPU: "
            "the daemon's user+system time over the paced window, the probe thread's own "
-           "left out. GIL: the probe thread's longest wake-up lateness from a 1 ms sleep "
-           "(whole paced window / while a snapshot thread was alive); below the 5 ms switch "
-           "interval it is contention, not a hold. GC: the longest cyclic-GC pass per "
+           "left out. GIL: the probe thread's longest wait for the GIL (its wake-up "
+           "lateness from a 1 ms sleep less its own run-queue wait, the time it was "
+           "runnable with no CPU free), then the lateness itself (whole paced window / while "
+           "a snapshot thread was alive); below the 5 ms switch interval it is contention, "
+           "not a hold. GC: the longest cyclic-GC pass per "
            "generation over 1 ms (gc.callbacks), both within the paced window.", ""]
     if sizes:
         out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start", "RSS MiB",
                       "flows.json MiB", "RSS ÷ file", "paced", "p50 ms", "p99 ms", "max ms",
-                      "p99 ÷ p50", "CPU % of a core", "snapshots × s", "GIL max ms",
-                      "GIL max ms (snapshot)", "longest GC pass ms"],
+                      "p99 ÷ p50", "CPU % of a core", "snapshots × s", "GIL wait max ms",
+                      "probe late max ms", "probe late max ms (snapshot)", "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
     cpu = [(p, res.get("cpu_per_write_us", "flowd strict", p),
             res.get("cpu_per_write_rate", "flowd strict", p),

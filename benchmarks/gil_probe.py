@@ -8,9 +8,10 @@ call, a cyclic-GC pass) shows up whole; pure Python is preempted every
 switch interval (5 ms by default), so a lateness below that is noise, not
 a hold. A wake-up is also late when the thread waited for a CPU (on 2 busy
 cores: the snapshot writer, the loop, the client, the kernel's writeback):
-the probe reads its own run-queue wait (``/proc/thread-self/schedstat``)
+the probe reads its own CPU and run-queue times (``/proc/thread-self/schedstat``)
 around every tick, so the part of a lateness spent runnable but not running
-is told apart from the part spent waiting for the GIL. It also times every
+(or running: a page fault) is told apart from the part spent asleep waiting
+for the GIL. It also times every
 cyclic-GC collection (``gc.callbacks``), which is how the issue found its
 600 ms gen0 passes. It is a benchmark probe: it
 lives here, not in the daemon, and flowd runs unchanged inside it.
@@ -41,7 +42,8 @@ KEEP = 20_000
 class Probe:
     def __init__(self, out: Path) -> None:
         self.out = out
-        #: (wall time, lateness, a snapshot thread alive, of which waiting for a CPU)
+        #: (wall time, lateness, a snapshot thread alive, of which not asleep: on a CPU or
+        #: waiting for one)
         self.lates: list[tuple[float, float, bool, float]] = []
         self.wakes = 0
         #: cyclic-GC passes over 1 ms: (wall time, generation, seconds, thread, collected)
@@ -62,16 +64,16 @@ class Probe:
         self.tid = threading.get_native_id()
         now = time.perf_counter
         next_dump = now() + 0.5
-        runq = _run_queue_wait()
+        awake = _awake_seconds()
         while True:
             t0 = now()
-            waited = runq()
+            was_awake = awake()
             time.sleep(TICK)
             late = now() - t0 - TICK
             self.wakes += 1
             if late > LATE and len(self.lates) < KEEP:
                 snap = any(t.name == "snapshot" for t in threading.enumerate())
-                self.lates.append((time.time(), late, snap, runq() - waited))
+                self.lates.append((time.time(), late, snap, awake() - was_awake))
             if t0 >= next_dump:
                 self.dump()
                 next_dump = t0 + 0.5
@@ -84,14 +86,18 @@ class Probe:
         os.replace(tmp, self.out)
 
 
-def _run_queue_wait() -> Any:
-    """Seconds this thread has waited for a CPU so far (0 where the kernel does not
-    say: then every lateness counts as a GIL wait)."""
+def _awake_seconds() -> Any:
+    """Seconds this thread has been on a CPU or waiting for one so far (0 where the
+    kernel does not say: then every lateness counts as a GIL wait)."""
     try:
         fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
     except OSError:
         return lambda: 0.0
-    return lambda: int(os.pread(fd, 64, 0).split()[1]) / 1e9
+
+    def awake() -> float:
+        on_cpu, waiting, _ = os.pread(fd, 64, 0).split()
+        return (int(on_cpu) + int(waiting)) / 1e9
+    return awake
 
 
 def main(argv: list[str]) -> int:

@@ -80,12 +80,12 @@ def _paced(d: Flowd, st: Settings, res: Results, n: int, probe_out: Path) -> Non
     res.put("scale_snapshot", "flowd", n, {
         "count": snap["count"] - snap0["count"], "last_s": snap["last_seconds"],
         "avg_s": snap["avg_seconds"]})
-    lates = [(late, snap, late - cpu_wait) for t, late, snap, cpu_wait in probe.get("lates", [])
+    lates = [(late, snap, late - awake) for t, late, snap, awake in probe.get("lates", [])
              if wall0 <= t <= wall1]
     res.put("scale_gil", "flowd", n, {
         "max_ms": max((late for late, _, _ in lates), default=0.0) * 1e3,
         "max_snapshot_ms": max((late for late, s, _ in lates if s), default=0.0) * 1e3,
-        # the lateness not spent waiting for a CPU: what some thread's GIL hold cost
+        # the lateness spent asleep (not on a CPU, not waiting for one): waiting for the GIL
         "gil_max_ms": max((gil for _, _, gil in lates), default=0.0) * 1e3,
         "over_10ms": sum(late > 0.010 for late, _, _ in lates),
         "gc_max_ms": _gc_max(probe, wall0, wall1)})

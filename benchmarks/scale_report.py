@@ -49,8 +49,8 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            "with `--snapshot-interval 0.5`, so whole-store snapshots run meanwhile. CPU: "
            "the daemon's user+system time over the paced window, the probe thread's own "
            "left out. GIL: the probe thread's longest wait for the GIL (its wake-up "
-           "lateness from a 1 ms sleep less its own run-queue wait, the time it was "
-           "runnable with no CPU free), then the lateness itself (whole paced window / while "
+           "lateness from a 1 ms sleep less the time it spent on a CPU or runnable with "
+           "no CPU free), then the lateness itself (whole paced window / while "
            "a snapshot thread was alive); below the 5 ms switch interval it is contention, "
            "not a hold. GC: the longest cyclic-GC pass per "
            "generation over 1 ms (gc.callbacks), both within the paced window.", ""]

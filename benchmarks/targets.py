@@ -173,9 +173,10 @@ def scale_targets(res: Results, st: Settings) -> list[Target]:
             out.append(_judge(f"{at} no GIL hold over 10 ms while snapshots run",
                               held <= 10,
                               f"longest wait for the GIL {held:.1f} ms in the paced window; "
-                              f"probe lateness {gil['max_ms']:.1f} ms with its waits for a "
-                              f"CPU ({gil['max_snapshot_ms']:.1f} ms while a snapshot "
-                              "thread was alive; taking the view is before it starts)"))
+                              f"probe lateness {gil['max_ms']:.1f} ms with its time on or "
+                              f"waiting for a CPU ({gil['max_snapshot_ms']:.1f} ms while a "
+                              "snapshot thread was alive; taking the view is before it "
+                              "starts)"))
     us = res.get("cpu_per_write_us", "flowd strict", st.procs)
     if us is not None:
         out.append(_judge(f"(issue 12) daemon CPU per durable write <= 35 µs ({st.procs} "

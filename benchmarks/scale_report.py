@@ -51,7 +51,7 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            "left out. GIL: the probe thread's longest wait for the GIL (its wake-up "
            "lateness from a 1 ms sleep less the time it spent on a CPU or runnable with "
            "no CPU free), then the lateness itself (whole paced window / while "
-           "a snapshot thread was alive); below the 5 ms switch interval it is contention, "
+           "a snapshot thread was alive); below flowd's 1 ms switch interval it is contention, "
            "not a hold. GC: the longest cyclic-GC pass per "
            "generation over 1 ms (gc.callbacks), both within the paced window.", ""]
     if sizes:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..flow_lines import CHECK_KEY, FlowTable
+from ..flow_lines import CHECK_KEY, FlowTable, name_key, raw_name_key
 from .migrate import VERSION, CorruptFileError
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
     if start == end:
         return FlowTable()
     lines: dict[str, bytes] = {}
-    names: list[str] = []
+    keys: list[int] = []
     count = 0
     while start < end:
         cut = data.find(b",\n", min(start + REGION, end), end)
@@ -154,7 +154,7 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
             return None  # an escaped id, a key order flowd never writes: parse it
         try:
             lines.update(zip(map(bytes.decode, map(_id, found)), whole, strict=True))
-            names += _names(list(map(_name, found)))
+            keys += _name_keys(list(map(_name, found)))
         except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
             return None
         count += len(whole)
@@ -162,14 +162,19 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
     if len(lines) != count:
         return None  # a repeated id: the full parser says what happens to it
     table = FlowTable(lines)
-    table.names = names
+    table.name_keys = keys
     return table
 
 
-def _names(raws: list[bytes]) -> list[str]:
-    names = list(map(bytes.decode, raws))
-    if b"\\" in b"".join(raws):  # a few escaped names: JSON-decode those
+def _name_keys(raws: list[bytes]) -> list[int]:
+    """The names' index keys, hashed from their bytes; ValueError if one is not text
+    an encoder writes (bad UTF-8: an ASCII separator keeps a broken sequence broken
+    across names; an escape JSON does not know)."""
+    joined = b"\n".join(raws)
+    joined.decode()
+    keys = list(map(raw_name_key, raws))
+    if b"\\" in joined:  # a few escaped names: JSON-decode those
         for i, raw in enumerate(raws):
             if b"\\" in raw:
-                names[i] = orjson.loads(b'"%s"' % raw)
-    return names
+                keys[i] = name_key(orjson.loads(b'"%s"' % raw))
+    return keys

@@ -75,7 +75,7 @@ class FileMemory:
         self.synced = False
         self.disk_bytes = 0
         self.last_error: str | None = None
-        #: the newest map is keyed by the store's own id strings (see _share_ids)
+        #: the newest map is keyed by the store's own id strings (see share_ids)
         self._ids_shared = False
 
     # ------------------------------------------------------------ numbers
@@ -145,7 +145,7 @@ class FileMemory:
         id). Only the flows ``changed`` since the file remembered last are decoded and
         digested (all of them when that is not known, or nothing is remembered yet)."""
         if not self._ids_shared:
-            self._share_ids(lines)
+            self.share_ids(lines)
         own = self.own
         ids: Iterable[str] = lines if changed is None or not own else changed
         changed_digests: dict[str, Digest] = {}
@@ -159,7 +159,19 @@ class FileMemory:
             gone = [fid for fid in own if fid not in lines]
         self._remember_own(number, revision, current, changed_digests, gone, time.time())
 
-    def _share_ids(self, lines: Lines) -> None:
+    def ids(self) -> list[str]:
+        """The ids of the newest file flowd wrote, in order: the loader keys the store by
+        these very strings where the file it reads holds them (see :meth:`note_shared`)."""
+        return list(self.own)
+
+    def note_shared(self, lines: Lines) -> None:
+        """The newest map is keyed by the store's own id strings if the loader took them
+        from :meth:`ids` (one C pass of identity checks): nothing left to share."""
+        own = self.own
+        if len(own) <= len(lines) and all(map(operator.is_, own, lines)):
+            self._ids_shared = True
+
+    def share_ids(self, lines: Lines) -> None:
         """Key the newest map by the id strings the store holds, once: the ones read
         from the sidecar are copies (60 bytes a flow: 60 MB at a million flows)."""
         own = self.own

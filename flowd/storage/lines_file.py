@@ -20,7 +20,7 @@ import itertools
 import operator
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -109,10 +109,12 @@ def _body(data: bytes) -> tuple[int, int, int] | None:
     return start, end, end + len(_END)
 
 
-def read_own(data: bytes) -> dict[str, Any] | None:
+def read_own(data: bytes, ids: Sequence[str] = ()) -> dict[str, Any] | None:
     """The document (flows as a FlowTable of lines) of a file in flowd's layout; None
     if it is not one (the caller parses it fully); CorruptFileError if it fails its
-    check."""
+    check. ``ids``: the ids this file is expected to hold, in order (the memory of
+    written files has them): where they match, the table is keyed by those very
+    strings, so that a million ids are held once, not twice."""
     found = _body(data)
     if found is None:
         return None
@@ -124,7 +126,7 @@ def read_own(data: bytes) -> dict[str, Any] | None:
     meta = doc.get("meta")
     if type(meta) is not dict or type(meta.get(CHECK_KEY)) is not str:
         return None
-    table = _split(data, start, end)
+    table = _split(data, start, end, ids)
     if table is None:  # another layout (a tool's dump of flowd's document): parse it
         return None
     if meta[CHECK_KEY] != f"{zlib.crc32(memoryview(data)[start:end]):08x}":
@@ -134,7 +136,7 @@ def read_own(data: bytes) -> dict[str, Any] | None:
     return doc
 
 
-def _split(data: bytes, start: int, end: int) -> FlowTable | None:
+def _split(data: bytes, start: int, end: int, ids: Sequence[str]) -> FlowTable | None:
     """The lines, their ids and names, found in C (one regex pass over each region of
     :data:`REGION` bytes): a Python loop over a million lines costs seconds, this a
     fraction of that, and regions bound the temporaries (RSS stays what is kept)."""
@@ -153,7 +155,9 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
         if sum(map(len, whole)) + 2 * len(whole) - (cut == end) != cut - start:
             return None  # an escaped id, a key order flowd never writes: parse it
         try:
-            lines.update(zip(map(bytes.decode, map(_id, found)), whole, strict=True))
+            fids = list(map(bytes.decode, map(_id, found)))
+            known = ids[count:count + len(fids)]
+            lines.update(zip(known if known == fids else fids, whole, strict=True))
             keys += _name_keys(list(map(_name, found)))
         except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
             return None

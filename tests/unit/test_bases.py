@@ -136,3 +136,32 @@ def test_a_sidecar_that_is_not_a_regular_file_is_moved_aside(tmp_path: Path) -> 
     _remember(mem, _files(1))
     assert (tmp_path / memory_file.NAME).is_file()
     assert not (tmp_path / memory_file.NAME).is_symlink()
+
+
+def test_a_store_keyed_by_the_memorys_ids_needs_no_sharing(tmp_path: Path) -> None:
+    """The loader keys the store by the strings of :meth:`FileMemory.ids` where they
+    match: note_shared sees that (and only that), and the memory stays exact."""
+    from flowd.storage import lines_file
+    from flowd.storage.snapshot import View, encode
+
+    mem = FileMemory(tmp_path)
+    mem.load()
+    states = _files(3)
+    want = _remember(mem, states)
+    again = FileMemory(tmp_path)
+    again.load()
+    lines = _lines(states[-1][1])
+    data = encode(View(lines, None, 30, 3)).whole()
+    doc = lines_file.read_own(data, again.ids())
+    assert doc is not None
+    copies = dict(lines)  # equal ids, other objects: not shared
+    again.note_shared(copies)
+    assert not again._ids_shared
+    again.note_shared(doc["flows"].lines)
+    assert again._ids_shared
+    assert all(a is b for a, b in zip(again.own, doc["flows"].lines, strict=True))
+    for i, m in enumerate(want):
+        assert again.map_at(i) == m, i
+    after = {**dict(states[-1][1]), "f1": _flow("f1", "later", 40)}
+    again.remember_written(again.take_number(), 40, None, _lines(after.items()), ["f1"])
+    assert again.map_at(len(want)) == {fid: digest(f) for fid, f in after.items()}

@@ -162,3 +162,25 @@ def test_a_store_read_by_its_lines_finds_every_name() -> None:
         want = [fid for fid, f in flows.items() if f["name"] == name]
         assert [f["id"] for f in store.find_by_name(name)] == want
     assert store.find_by_name("absent") == []
+
+
+@pytest.mark.parametrize("hint", ["same", "shorter", "longer", "other", "reordered", "none"])
+def test_ids_given_key_the_table_only_where_they_match(monkeypatch, hint: str) -> None:
+    """The memory of written files hands the loader the ids it expects: the table is
+    keyed by those strings where a region's ids match them in order, and whatever the
+    hint, the table holds exactly the file's lines, in the file's order."""
+    monkeypatch.setattr(lines_file, "REGION", 300)  # several regions
+    flows = {f"flow_{i:02}": flow(f"flow_{i:02}", f"n{i}") for i in range(30)}
+    data = written(flows)
+    mine = [bytes(fid, "ascii").decode() for fid in flows]  # equal, not the same objects
+    ids = {"same": mine, "shorter": mine[:7], "longer": [*mine, "flow_x"],
+           "other": ["flow_zz", *mine[1:]], "reordered": mine[::-1], "none": []}[hint]
+    doc = lines_file.read_own(data, ids)
+    assert doc is not None
+    table = doc["flows"]
+    assert list(table) == list(flows) and dict(table.items()) == flows
+    shared = [fid for fid in table if any(fid is m for m in mine)]
+    if hint == "same":
+        assert shared == list(flows)
+    elif hint in ("other", "reordered", "none"):
+        assert next(iter(table)) is not mine[0]  # the first region does not match

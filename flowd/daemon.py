@@ -22,6 +22,7 @@ from .backend import make_backend
 from .bases import FileMemory
 from .config import Config
 from .curve_keys import AllowList, Gate
+from .heap import release_free_memory
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
@@ -129,6 +130,7 @@ class Daemon:
             # a file not in flowd's own layout is rewritten soon (not before serving):
             # the next start reads it by its lines
             snap.note_change(time.monotonic())
+        release_free_memory()
         return rec
 
     def _open_etcd(self) -> Recovery:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Mapping
 from itertools import compress, repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import flow_lines
 from .digests import Digest, digest
@@ -108,8 +108,12 @@ class FileMemory:
                             memory_file.NAME, exc, len(self.entries))
                 self.synced = False
                 break
-            entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
-            _apply(m, redo)
+            if not self.entries and None not in redo.values():
+                # the oldest file's whole map: taken, not copied (it is never an overlay)
+                m = cast("dict[str, Digest]", redo)
+            else:
+                entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
+                _apply(m, redo)
             self._append(entry)
             redos.append(redo)
         self._settle_own(m, redos)

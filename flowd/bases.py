@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from . import flow_lines
 from .digests import Digest, digest
-from .memory_records import Delta, Remembered, parse_record, record_of
+from .memory_records import Delta, Remembered, in_order, parse_record, record_of
 from .storage import memory_file
 
 log = logging.getLogger("flowd.memory")
@@ -157,9 +157,12 @@ class FileMemory:
             line = lines.get(fid)
             if line is not None:
                 changed_digests[fid] = digest(flow_lines.decode(fid, line))
-        new_ids = sum(1 for fid in changed_digests if fid not in own)
+        new = [fid for fid in changed_digests if fid not in own]
+        if ids is not lines and len(new) > 1:  # a set: the new ids in the store's order
+            changed_digests = {**{fid: v for fid, v in changed_digests.items() if fid in own},
+                               **{fid: changed_digests[fid] for fid in in_order(lines, new)}}
         gone: list[str] = []
-        if len(own) + new_ids > len(lines):
+        if len(own) + len(new) > len(lines):
             gone = [fid for fid in own if fid not in lines]
         self._remember_own(number, revision, current, changed_digests, gone, time.time())
 
@@ -194,9 +197,9 @@ class FileMemory:
         own = self.own
         own_delta: Delta = {fid: v for fid, v in changed.items() if own.get(fid) != v}
         own_delta.update(dict.fromkeys(gone))
-        ids = set(own_delta)
+        ids = dict.fromkeys(own_delta)  # ordered: the sidecar keeps the newest map's order
         for overlay in self.overlays:  # where the newest file was a tool's
-            ids.update(overlay)
+            ids.update(dict.fromkeys(overlay))
         prev = self._latest_getter()
         redo: Delta = {}
         undo: Delta = {}

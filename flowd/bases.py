@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from . import flow_lines
 from .digests import Digest, digest
-from .memory_records import Delta, Remembered, parse_record, record_of
+from .memory_records import Delta, Remembered, in_order, parse_record, record_of
 from .storage import memory_file
 
 log = logging.getLogger("flowd.memory")
@@ -77,7 +77,7 @@ class FileMemory:
         self.synced = False
         self.disk_bytes = 0
         self.last_error: str | None = None
-        #: the newest map is keyed by the store's own id strings (see _share_ids)
+        #: the newest map is keyed by the store's own id strings (see share_ids)
         self._ids_shared = False
 
     # ------------------------------------------------------------ numbers
@@ -110,8 +110,12 @@ class FileMemory:
                             memory_file.NAME, exc, len(self.entries))
                 self.synced = False
                 break
-            entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
-            _apply(m, redo)
+            if not self.entries and None not in redo.values():
+                # the oldest file's whole map: taken, not copied (it is never an overlay)
+                m = cast("dict[str, Digest]", redo)
+            else:
+                entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
+                _apply(m, redo)
             self._append(entry)
             redos.append(redo)
         self._settle_own(m, redos)
@@ -147,7 +151,7 @@ class FileMemory:
         id). Only the flows ``changed`` since the file remembered last are decoded and
         digested (all of them when that is not known, or nothing is remembered yet)."""
         if not self._ids_shared:
-            self._share_ids(lines)
+            self.share_ids(lines)
         own = self.own
         ids: Iterable[str] = lines if changed is None or not own else changed
         changed_digests: dict[str, Digest] = {}
@@ -155,19 +159,32 @@ class FileMemory:
             line = lines.get(fid)
             if line is not None:
                 changed_digests[fid] = digest(flow_lines.decode(fid, line))
-        new_ids = sum(1 for fid in changed_digests if fid not in own)
+        new = [fid for fid in changed_digests if fid not in own]
+        if ids is not lines and len(new) > 1:  # a set: the new ids in the store's order
+            changed_digests = {**{fid: v for fid, v in changed_digests.items() if fid in own},
+                               **{fid: changed_digests[fid] for fid in in_order(lines, new)}}
         gone: list[str] = []
-        if len(own) + new_ids > len(lines):
+        if len(own) + len(new) > len(lines):
             gone = [fid for fid in own if fid not in lines]
         self._remember_own(number, revision, current, changed_digests, gone, time.time())
 
-    def _share_ids(self, lines: Lines) -> None:
-        """Key the newest map by the id strings the store holds, once: the ones read
-        from the sidecar are copies (60 bytes a flow: 60 MB at a million flows).
+    def ids(self) -> list[str]:
+        """The ids of the newest file flowd wrote, in order: the loader keys the store by
+        these very strings where the file it reads holds them (see :meth:`note_shared`)."""
+        return list(self.own)
 
-        In C, a slice of ids at a time: a dict comprehension over a million ids took
-        1.1 s of the first snapshot's CPU, one C call over all of them would hold the
-        GIL for ~100 ms; a slice holds it under a millisecond (8192 ids: 4-15 ms)."""
+    def note_shared(self, lines: Lines) -> None:
+        """The newest map is keyed by the store's own id strings if the loader took them
+        from :meth:`ids` (one C pass of identity checks): nothing left to share."""
+        own = self.own
+        if len(own) <= len(lines) and all(map(operator.is_, own, lines)):
+            self._ids_shared = True
+
+    def share_ids(self, lines: Lines) -> None:
+        """Key the newest map by the id strings the store holds, once: the ones read
+        from the sidecar are copies (60 bytes a flow: 60 MB at a million flows). In C,
+        a slice at a time: a comprehension took 1.1 s at 1M, one C call over all would
+        hold the GIL ~100 ms, a slice of 1024 holds it under a millisecond."""
         own = self.own
         shared: dict[str, Digest] = {}
         ids = iter(lines)
@@ -191,9 +208,9 @@ class FileMemory:
         own = self.own
         own_delta: Delta = {fid: v for fid, v in changed.items() if own.get(fid) != v}
         own_delta.update(dict.fromkeys(gone))
-        ids = set(own_delta)
+        ids = dict.fromkeys(own_delta)  # ordered: the sidecar keeps the newest map's order
         for overlay in self.overlays:  # where the newest file was a tool's
-            ids.update(overlay)
+            ids.update(dict.fromkeys(overlay))
         prev = self._latest_getter()
         redo: Delta = {}
         undo: Delta = {}

@@ -22,6 +22,7 @@ from .backend import make_backend
 from .bases import FileMemory
 from .config import Config
 from .curve_keys import AllowList, Gate
+from .heap import release_free_memory
 from .history import build_event
 from .limits import Limits
 from .logsetup import RateLimitedLogger
@@ -97,7 +98,9 @@ class Daemon:
         self._open_curve()
         if self.config.backend == "etcd":
             return self._open_etcd()
-        rec = recover(self.data_dir, self.store, self.journal)
+        # the memory of written files first: the store is keyed by its id strings
+        self.memory.load()
+        rec = recover(self.data_dir, self.store, self.journal, self.memory.ids())
         # loaded with the GC paused, the whole store is still in the youngest generation:
         # the first collection would walk all of it (1.4 s at 1M flows) for nothing
         gc.freeze()
@@ -127,6 +130,7 @@ class Daemon:
             # a file not in flowd's own layout is rewritten soon (not before serving):
             # the next start reads it by its lines
             snap.note_change(time.monotonic())
+        release_free_memory()
         return rec
 
     def _open_etcd(self) -> Recovery:
@@ -198,13 +202,13 @@ class Daemon:
             self.reload_allow_list()
 
     def _load_memory(self, rec: Recovery) -> None:
-        """The memory of written files, and the file just loaded in it (see adopt_loaded)."""
-        self.memory.load()
+        """The file just loaded in the memory of written files (see adopt_loaded)."""
         self.memory.note_number(rec.file_revision)
         if rec.source != "empty":
             self.memory.adopt_loaded(rec.file_revision, rec.base_revision, rec.base_current,
                                      rec.base_flows)
         rec.base_flows = {}
+        self.memory.note_shared(self.store.flows.lines)
         self.strays.load_conflicts()
 
     def _remember_written(self, view: View) -> None:

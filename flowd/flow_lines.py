@@ -25,6 +25,18 @@ CHECK_KEY = "lines_crc32"
 FILE_META = frozenset((CHECK_KEY, "last_saved", "file_revision", "revision"))
 INDENT = b"    "
 _NAME = b',"name":"'
+#: the names index keeps 30 bits of a name's hash: a one-digit int (28 bytes, not 36)
+KEY_MASK = (1 << 30) - 1
+
+
+def raw_name_key(raw: bytes) -> int:
+    """The names index's key of a name given as its UTF-8 bytes (the loader has them
+    from the file: no str is made for a million names only to be hashed)."""
+    return hash(raw) & KEY_MASK
+
+
+def name_key(name: str) -> int:
+    return raw_name_key(name.encode())
 
 
 def _key(fid: str) -> bytes:
@@ -72,13 +84,13 @@ class FlowTable(Mapping[str, Flow]):
     ``lines`` is what the daemon's hot paths use (membership, order, the
     snapshot); reading a flow through the mapping decodes it."""
 
-    __slots__ = ("lines", "names")
+    __slots__ = ("lines", "name_keys")
 
     def __init__(self, lines: dict[str, bytes] | None = None) -> None:
         self.lines: dict[str, bytes] = {} if lines is None else lines
-        #: the flows' names in order, when a loader read them with the lines (the store
-        #: indexes them once and drops the list)
-        self.names: list[str] | None = None
+        #: the flows' name keys (:func:`name_key`) in order, when a loader read them with
+        #: the lines (the store indexes them once and drops the list)
+        self.name_keys: list[int] | None = None
 
     def __getitem__(self, fid: str) -> Flow:
         return decode(fid, self.lines[fid])

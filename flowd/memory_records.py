@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -87,4 +88,22 @@ def record_of(e: Remembered, redo: Delta) -> dict[str, Any]:
         out["k"], out["v"] = ids, digests.tobytes()
         rest = {fid: v for fid, v in redo.items() if not (type(v) is int and 0 <= v < _U64)}
     out["d"] = {fid: list(v) if type(v) is tuple else v for fid, v in rest.items()}
+    return out
+
+
+def in_order(lines: Mapping[str, bytes], new: list[str]) -> list[str]:
+    """Ids the newest map lacks, in the store's order. They are the flows added since the
+    last file, at the end of the store's dict: a walk back from its end finds them. The
+    newest map then keeps the store's order, so that after a restart the loader keys
+    the store by the memory's id strings (``FileMemory.ids``)."""
+    if not isinstance(lines, dict):
+        return new
+    want: set[str] = set(new)
+    out: list[str] = []
+    for fid in reversed(lines):
+        if fid in want:
+            out.append(fid)
+            if len(out) == len(want):
+                break
+    out.reverse()
     return out

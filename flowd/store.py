@@ -32,7 +32,7 @@ COMPACT_AFTER = 1024
 #: instead of os.urandom per id (that syscall was 6% of the loop under 8 writers)
 _ids = random.Random(os.urandom(16))
 #: what the names index is keyed by (a test makes every name collide)
-name_key = hash
+name_key = flow_lines.name_key
 
 
 def now_iso() -> str:
@@ -84,11 +84,11 @@ class Store:
         """The names index of a freshly loaded store: names unique (most are) go in at
         C speed; only the flows of a shared name (or hash) take the per-flow path."""
         table, lines = self.flows, self.flows.lines
-        names = table.names
-        if names is None:
-            names = [flow_lines.name_of(fid, line) for fid, line in lines.items()]
-        table.names = None
-        keys = list(map(name_key, names))
+        keys = table.name_keys
+        if keys is None:
+            name_of = flow_lines.name_of
+            keys = [name_key(name_of(fid, line)) for fid, line in lines.items()]
+        table.name_keys = None
         self.names = dict(zip(keys, lines, strict=True))
         if len(self.names) == len(lines):
             return
@@ -99,8 +99,8 @@ class Store:
             if key in shared:
                 self._index_key(key, fid)
 
-    # The index is keyed by the name's hash, not the name: an int costs half of a
-    # name string, and a million names are 50 MB. A key maps to one id (a str: most
+    # The index is keyed by 30 bits of the name's hash, not the name: an int costs half
+    # of a name string, and a million names are 50 MB. A key maps to one id (a str: most
     # are unique, and a dict per name would cost ~200 bytes per flow) or, when
     # shared (the same name, or a hash collision), to an ordered dict of ids;
     # find_by_name keeps the flows whose name is the one asked for.

@@ -20,13 +20,13 @@ import itertools
 import operator
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..flow_lines import CHECK_KEY, FlowTable
+from ..flow_lines import CHECK_KEY, FlowTable, name_key, raw_name_key
 from .migrate import VERSION, CorruptFileError
 
 if TYPE_CHECKING:
@@ -44,8 +44,10 @@ _PLACEHOLDER = b"00000000"
 _LINE = re.compile(rb'\n(    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
                    rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*\})')
 _whole, _id, _name = (operator.itemgetter(i) for i in range(3))
-#: bytes of the file split at a time
-REGION = 32 << 20
+#: bytes of the file split at a time: a region's matches (a tuple and three bytes per
+#: line) are freed in pools of their own between the lines kept, and pymalloc keeps
+#: those pools; small regions reuse the same few (32 MiB regions left 18 MiB unused)
+REGION = 4 << 20
 
 
 class Encoded:
@@ -109,10 +111,12 @@ def _body(data: bytes) -> tuple[int, int, int] | None:
     return start, end, end + len(_END)
 
 
-def read_own(data: bytes) -> dict[str, Any] | None:
+def read_own(data: bytes, ids: Sequence[str] = ()) -> dict[str, Any] | None:
     """The document (flows as a FlowTable of lines) of a file in flowd's layout; None
     if it is not one (the caller parses it fully); CorruptFileError if it fails its
-    check."""
+    check. ``ids``: the ids this file is expected to hold, in order (the memory of
+    written files has them): where they match, the table is keyed by those very
+    strings, so that a million ids are held once, not twice."""
     found = _body(data)
     if found is None:
         return None
@@ -124,7 +128,7 @@ def read_own(data: bytes) -> dict[str, Any] | None:
     meta = doc.get("meta")
     if type(meta) is not dict or type(meta.get(CHECK_KEY)) is not str:
         return None
-    table = _split(data, start, end)
+    table = _split(data, start, end, ids)
     if table is None:  # another layout (a tool's dump of flowd's document): parse it
         return None
     if meta[CHECK_KEY] != f"{zlib.crc32(memoryview(data)[start:end]):08x}":
@@ -134,14 +138,14 @@ def read_own(data: bytes) -> dict[str, Any] | None:
     return doc
 
 
-def _split(data: bytes, start: int, end: int) -> FlowTable | None:
+def _split(data: bytes, start: int, end: int, ids: Sequence[str]) -> FlowTable | None:
     """The lines, their ids and names, found in C (one regex pass over each region of
     :data:`REGION` bytes): a Python loop over a million lines costs seconds, this a
     fraction of that, and regions bound the temporaries (RSS stays what is kept)."""
     if start == end:
         return FlowTable()
     lines: dict[str, bytes] = {}
-    names: list[str] = []
+    keys: list[int] = []
     count = 0
     while start < end:
         cut = data.find(b",\n", min(start + REGION, end), end)
@@ -153,8 +157,10 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
         if sum(map(len, whole)) + 2 * len(whole) - (cut == end) != cut - start:
             return None  # an escaped id, a key order flowd never writes: parse it
         try:
-            lines.update(zip(map(bytes.decode, map(_id, found)), whole, strict=True))
-            names += _names(list(map(_name, found)))
+            fids = list(map(bytes.decode, map(_id, found)))
+            known = ids[count:count + len(fids)]
+            lines.update(zip(known if known == fids else fids, whole, strict=True))
+            keys += _name_keys(list(map(_name, found)))
         except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
             return None
         count += len(whole)
@@ -162,14 +168,19 @@ def _split(data: bytes, start: int, end: int) -> FlowTable | None:
     if len(lines) != count:
         return None  # a repeated id: the full parser says what happens to it
     table = FlowTable(lines)
-    table.names = names
+    table.name_keys = keys
     return table
 
 
-def _names(raws: list[bytes]) -> list[str]:
-    names = list(map(bytes.decode, raws))
-    if b"\\" in b"".join(raws):  # a few escaped names: JSON-decode those
+def _name_keys(raws: list[bytes]) -> list[int]:
+    """The names' index keys, hashed from their bytes; ValueError if one is not text
+    an encoder writes (bad UTF-8: an ASCII separator keeps a broken sequence broken
+    across names; an escape JSON does not know)."""
+    joined = b"\n".join(raws)
+    joined.decode()
+    keys = list(map(raw_name_key, raws))
+    if b"\\" in joined:  # a few escaped names: JSON-decode those
         for i, raw in enumerate(raws):
             if b"\\" in raw:
-                names[i] = orjson.loads(b'"%s"' % raw)
-    return names
+                keys[i] = name_key(orjson.loads(b'"%s"' % raw))
+    return keys

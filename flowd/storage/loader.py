@@ -24,7 +24,7 @@ import gc
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +117,7 @@ def _version_of(top: object) -> str | None:
 def load_file(path: str | os.PathLike[str], *,
               stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
               progress: Progress | None = None, owner: int | None = None,
-              follow: bool = False, own: bool = False) -> LoadResult:
+              follow: bool = False, own: bool = False, ids: Sequence[str] = ()) -> LoadResult:
     """Load and normalize a flows.json; raise :class:`CorruptFileError` if unusable.
 
     ``progress(n)``, if given, is called with a growing byte count that ends
@@ -128,7 +128,8 @@ def load_file(path: str | os.PathLike[str], *,
     ``follow`` is for a file a user named (links followed, any owner). Either
     way a FIFO or device is refused, never read. ``own``: flowd wrote this file (it is
     the one it linked as written), so it is read back by its lines when it has
-    flowd's layout (:mod:`.lines_file`), and parsed fully only if it has not.
+    flowd's layout (:mod:`.lines_file`), and parsed fully only if it has not; ``ids``
+    are the ids it is expected to hold in order (see :func:`.lines_file.read_own`).
     """
     t0 = time.perf_counter()
     fd = open_regular(path) if follow else open_own(Path(path), owner=owner)
@@ -139,7 +140,7 @@ def load_file(path: str | os.PathLike[str], *,
         if size > stream_threshold and not _peek_is_v3(f, skip):
             got = _load_stream(f, size, skip, progress)
         if got is None:
-            got = _load_whole(f, skip, progress, own)
+            got = _load_whole(f, skip, progress, own, ids)
         doc, notes, source, size = got
     if skip:
         notes.append("a UTF-8 byte order mark at the start of the file was dropped")
@@ -152,7 +153,7 @@ _Loaded = tuple[dict[str, Any], list[str], str | None, int]
 
 
 def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
-                own: bool = False) -> _Loaded:
+                own: bool = False, ids: Sequence[str] = ()) -> _Loaded:
     """The whole file in memory: split by its lines if it is flowd's own, else orjson
     then normalize (GC paused by the caller)."""
     f.seek(0)
@@ -162,7 +163,7 @@ def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
         raise CorruptFileError("empty file")
     if progress is not None:
         progress(size)
-    if own and not skip and (doc := read_own(data)) is not None:
+    if own and not skip and (doc := read_own(data, ids)) is not None:
         return doc, [], VERSION, size
     with _parse_errors_as_corrupt():
         raw = orjson.loads(memoryview(data)[skip:] if skip else data)

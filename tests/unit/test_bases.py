@@ -154,9 +154,38 @@ def test_after_a_reload_the_newest_map_takes_the_stores_ids(tmp_path: Path,
     rev, items = _files(3)[-1]
     lines = {"".join(list(fid)): line for fid, line in _lines(items).items()}  # fresh strs
     kept = [fid for fid in lines if fid in before]
-    again._share_ids(lines)
+    again.share_ids(lines)
     assert again.own == before
     by_value = {fid: fid for fid in again.own}
     assert kept and all(by_value[fid] is fid for fid in kept)
     again.remember_written(again.take_number(), rev, None, lines, None)
     assert again.own == {fid: digest(f) for fid, f in items}
+
+
+def test_a_store_keyed_by_the_memorys_ids_needs_no_sharing(tmp_path: Path) -> None:
+    """The loader keys the store by the strings of :meth:`FileMemory.ids` where they
+    match: note_shared sees that (and only that), and the memory stays exact."""
+    from flowd.storage import lines_file
+    from flowd.storage.snapshot import View, encode
+
+    mem = FileMemory(tmp_path)
+    mem.load()
+    states = _files(3)
+    want = _remember(mem, states)
+    again = FileMemory(tmp_path)
+    again.load()
+    lines = _lines(states[-1][1])
+    data = encode(View(lines, None, 30, 3)).whole()
+    doc = lines_file.read_own(data, again.ids())
+    assert doc is not None
+    copies = dict(lines)  # equal ids, other objects: not shared
+    again.note_shared(copies)
+    assert not again._ids_shared
+    again.note_shared(doc["flows"].lines)
+    assert again._ids_shared
+    assert all(a is b for a, b in zip(again.own, doc["flows"].lines, strict=True))
+    for i, m in enumerate(want):
+        assert again.map_at(i) == m, i
+    after = {**dict(states[-1][1]), "f1": _flow("f1", "later", 40)}
+    again.remember_written(again.take_number(), 40, None, _lines(after.items()), ["f1"])
+    assert again.map_at(len(want)) == {fid: digest(f) for fid, f in after.items()}

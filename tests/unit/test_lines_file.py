@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flowd import flow_lines
-from flowd.flow_lines import FlowTable
+from flowd.flow_lines import FlowTable, name_key
 from flowd.storage import lines_file
 from flowd.storage.migrate import CorruptFileError
 from flowd.storage.snapshot import View, encode
@@ -118,7 +118,7 @@ def test_regions_of_any_size_read_the_same_lines(monkeypatch, region: int) -> No
     doc = lines_file.read_own(data)
     assert doc is not None and list(doc["flows"]) == list(flows)
     assert dict(doc["flows"].items()) == flows
-    assert doc["flows"].names == [f["name"] for f in flows.values()]
+    assert doc["flows"].name_keys == [name_key(f["name"]) for f in flows.values()]
 
 
 @pytest.mark.parametrize("bad", [b'bad\\q', b"\xff\xfe"])
@@ -134,3 +134,53 @@ def test_text_no_encoder_writes_sends_the_file_to_the_full_parser(bad: bytes,
     at = data.index(b'"lines_crc32": "') + len(b'"lines_crc32": "')
     data = data[:at] + f"{zlib.crc32(data[start:end]):08x}".encode() + data[at + 8:]
     assert lines_file.read_own(data) is None
+
+
+def test_halves_of_a_character_in_two_names_are_no_text() -> None:
+    """Names are checked as text together: a character cut between two names (each
+    half invalid UTF-8, the two joined valid) must not pass as one."""
+    flows = {"flow_a": flow("flow_a", "AAAA"), "flow_b": flow("flow_b", "BBBB")}
+    data = written(flows).replace(b"AAAA", b"a\xea\xb0").replace(b"BBBB", b"\x80b")
+    start = data.index(b'"flows": {') + len(b'"flows": {')
+    end = data.index(b"\n  }", start)
+    at = data.index(b'"lines_crc32": "') + len(b'"lines_crc32": "')
+    data = data[:at] + f"{zlib.crc32(data[start:end]):08x}".encode() + data[at + 8:]
+    assert lines_file.read_own(data) is None
+
+
+def test_a_store_read_by_its_lines_finds_every_name() -> None:
+    """The loader hashes names from the file's bytes (escaped ones decoded first): the
+    keys must be the ones the store computes from a name asked for."""
+    from flowd.store import Store
+
+    flows = {f"flow_{i}": flow(f"flow_{i}", name) for i, name in enumerate(NAMES * 2)}
+    doc = lines_file.read_own(written(flows))
+    assert doc is not None and doc["flows"].name_keys is not None
+    store = Store()
+    store.load(doc)
+    for name in NAMES:
+        want = [fid for fid, f in flows.items() if f["name"] == name]
+        assert [f["id"] for f in store.find_by_name(name)] == want
+    assert store.find_by_name("absent") == []
+
+
+@pytest.mark.parametrize("hint", ["same", "shorter", "longer", "other", "reordered", "none"])
+def test_ids_given_key_the_table_only_where_they_match(monkeypatch, hint: str) -> None:
+    """The memory of written files hands the loader the ids it expects: the table is
+    keyed by those strings where a region's ids match them in order, and whatever the
+    hint, the table holds exactly the file's lines, in the file's order."""
+    monkeypatch.setattr(lines_file, "REGION", 300)  # several regions
+    flows = {f"flow_{i:02}": flow(f"flow_{i:02}", f"n{i}") for i in range(30)}
+    data = written(flows)
+    mine = [bytes(fid, "ascii").decode() for fid in flows]  # equal, not the same objects
+    ids = {"same": mine, "shorter": mine[:7], "longer": [*mine, "flow_x"],
+           "other": ["flow_zz", *mine[1:]], "reordered": mine[::-1], "none": []}[hint]
+    doc = lines_file.read_own(data, ids)
+    assert doc is not None
+    table = doc["flows"]
+    assert list(table) == list(flows) and dict(table.items()) == flows
+    shared = [fid for fid in table if any(fid is m for m in mine)]
+    if hint == "same":
+        assert shared == list(flows)
+    elif hint in ("other", "reordered", "none"):
+        assert next(iter(table)) is not mine[0]  # the first region does not match

@@ -37,3 +37,16 @@ def test_a_damaged_pack_is_refused(k, v) -> None:
     frame = {"n": 1, "r": 1, "c": None, "o": True, "t": 0.0, "d": {}, "k": k, "v": v}
     with pytest.raises(ValueError):
         parse_record(frame)
+
+
+def test_new_ids_come_in_the_stores_order() -> None:
+    """The newest map appends new ids in the store's order (not a set's), so that its
+    order, and the sidecar's, stays the store's."""
+    from types import MappingProxyType
+
+    from flowd.memory_records import in_order
+
+    lines = dict.fromkeys([f"f{i}" for i in range(100)], b"")
+    assert in_order(lines, ["f99", "f97", "f98"]) == ["f97", "f98", "f99"]
+    assert in_order(lines, ["f3", "f50", "f1"]) == ["f1", "f3", "f50"]
+    assert in_order(MappingProxyType(lines), ["f2", "f1"]) == ["f2", "f1"]

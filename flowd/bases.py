@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from . import flow_lines
 from .digests import Digest, digest
-from .memory_records import Delta, Remembered, in_order, parse_record, record_of
+from .memory_records import Delta, Remembered, apply_delta, in_order, parse_record, record_of
 from .storage import memory_file
 
 log = logging.getLogger("flowd.memory")
@@ -47,17 +47,6 @@ SHARE_SLICE = 1024
 #: the lines of a file's flows by id (flowd.flow_lines)
 Lines = Mapping[str, bytes]
 _REV = operator.itemgetter("revision")
-
-
-def _apply(m: dict[str, Digest], delta: Mapping[str, Digest | None]) -> None:
-    if None not in delta.values():  # no deletion (a whole map, most deltas): all in C
-        m.update(delta)  # type: ignore[arg-type]
-        return
-    for fid, value in delta.items():
-        if value is None:
-            m.pop(fid, None)
-        else:
-            m[fid] = value
 
 
 class FileMemory:
@@ -115,7 +104,7 @@ class FileMemory:
                 m = cast("dict[str, Digest]", redo)
             else:
                 entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
-                _apply(m, redo)
+                apply_delta(m, redo)
             self._append(entry)
             redos.append(redo)
         self._settle_own(m, redos)
@@ -127,7 +116,7 @@ class FileMemory:
             self.own, self.own_rev, self.overlays = m, -1, []
             return
         for e in reversed(self.entries[last_own + 1:]):
-            _apply(m, e.undo)
+            apply_delta(m, e.undo)
         self.own, self.own_rev = m, self.entries[last_own].revision
         self.overlays = redos[last_own + 1:]
 
@@ -181,10 +170,8 @@ class FileMemory:
             self._ids_shared = True
 
     def share_ids(self, lines: Lines) -> None:
-        """Key the newest map by the id strings the store holds, once: the ones read
-        from the sidecar are copies (60 bytes a flow: 60 MB at a million flows). In C,
-        a slice at a time: a comprehension took 1.1 s at 1M, one C call over all would
-        hold the GIL ~100 ms, a slice of 1024 holds it under a millisecond."""
+        """Key the newest map by the store's id strings, once (the sidecar's are copies:
+        60 MB at 1M flows), in C a slice at a time (the GIL held under 1 ms a slice)."""
         own = self.own
         shared: dict[str, Digest] = {}
         ids = iter(lines)
@@ -219,7 +206,7 @@ class FileMemory:
             old = prev(fid)
             if new != old:
                 redo[fid], undo[fid] = new, old
-        _apply(own, own_delta)
+        apply_delta(own, own_delta)
         self.own_rev, self.overlays = revision, []
         self.note_number(number)
         self._append(Remembered(number, revision, current, True, now,
@@ -321,7 +308,7 @@ class FileMemory:
         for i in range(len(self.entries) - 1, -1, -1):
             e = self.entries[i]
             out.append(record_of(e, dict(m) if i == 0 else {fid: m.get(fid) for fid in e.undo}))
-            _apply(m, e.undo)
+            apply_delta(m, e.undo)
         out.reverse()
         return out
 
@@ -332,7 +319,7 @@ class FileMemory:
             return self.own.get
         merged = dict(self.own)
         for overlay in self.overlays:
-            _apply(merged, overlay)
+            apply_delta(merged, overlay)
         return merged.get
 
     def _latest_ids(self) -> Iterable[str]:
@@ -341,14 +328,14 @@ class FileMemory:
     def _latest_map(self) -> dict[str, Digest]:
         m = dict(self.own)
         for overlay in self.overlays:
-            _apply(m, overlay)
+            apply_delta(m, overlay)
         return m
 
     def map_at(self, index: int) -> dict[str, Digest]:
         """The digests of remembered file ``index``: the newest map, undone back to it."""
         m = self._latest_map()
         for e in reversed(self.entries[index + 1:]):
-            _apply(m, e.undo)
+            apply_delta(m, e.undo)
         return m
 
     def candidates(self, claimed: int) -> list[int]:

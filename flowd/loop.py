@@ -52,10 +52,7 @@ _EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = _NOBLOCK | int(zmq.SNDMORE)
 BACKLOG = 32
-#: how long a thread that wants the GIL waits before it asks the holder to let go
-#: (Python's default: 5 ms). While the snapshot thread computes, the loop and every
-#: other thread wait that long at each of their blocking calls (poll, recv, the
-#: fsync, send), and with three threads up to twice that
+#: GIL switch interval (Python's: 5 ms, waited at each blocking call of a request)
 SWITCH_INTERVAL = 0.001
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
@@ -180,9 +177,8 @@ class Loop:
             self._status()
         log.info("ready: %d flows at revision %d, serving %s", len(self.rt.store),
                  self.rt.store.revision, self.rt.endpoint)
-        service, snap = self.rt.service, self.rt.snap
+        service, snap, next_tick = self.rt.service, self.rt.snap, 0.0
         sys.setswitchinterval(SWITCH_INTERVAL)
-        next_tick = 0.0
         while not self.stopping:
             timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
             ready = dict(poller.poll(timeout))

@@ -17,6 +17,20 @@ from typing import Any, cast
 from .digests import Digest
 
 Delta = dict[str, Digest | None]
+
+
+def apply_delta(m: dict[str, Digest], delta: Mapping[str, Digest | None]) -> None:
+    """Bring a map of digests to the next file: None in ``delta`` deletes."""
+    if None not in delta.values():  # no deletion (a whole map, most deltas): all in C
+        m.update(delta)  # type: ignore[arg-type]
+        return
+    for fid, value in delta.items():
+        if value is None:
+            m.pop(fid, None)
+        else:
+            m[fid] = value
+
+
 #: records with this many digests or more pack their plain ones
 PACK_FROM = 1024
 _U64 = 1 << 64

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from .history import History
 from .limits import Limits
 from .retry_keys import RetryKeys
+
+if TYPE_CHECKING:
+    import psutil
 
 #: a client counts as connected if it sent a request within this many seconds
 CLIENT_WINDOW = 60.0
@@ -87,6 +88,8 @@ def process_stats() -> dict[str, Any]:
     """RSS and CPU of the daemon (psutil); cheap enough for an on-demand op."""
     global _PROC
     if _PROC is None:
+        import psutil  # noqa: PLC0415 - asked for on demand: not ~17 ms of every start
+
         _PROC = psutil.Process()
     with _PROC.oneshot():
         mem, cpu = _PROC.memory_info(), _PROC.cpu_times()

@@ -14,9 +14,10 @@ is deterministic: no ids or clocks are regenerated.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import random
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, cast
@@ -92,12 +93,16 @@ class Store:
         self.names = dict(zip(keys, lines, strict=True))
         if len(self.names) == len(lines):
             return
-        shared = {key for key, n in Counter(keys).items() if n > 1}
+        # the keys held by more than one flow: where the dict kept another flow's id (in C;
+        # a Counter of a million keys took 0.44 s, this 0.32)
+        names = self.names
+        shared = set(itertools.compress(keys, map(operator.is_not, map(names.__getitem__, keys),
+                                                  lines)))
         for key in shared:
-            del self.names[key]
-        for key, fid in zip(keys, lines, strict=True):
-            if key in shared:
-                self._index_key(key, fid)
+            del names[key]
+        held = map(shared.__contains__, keys)
+        for key, fid in itertools.compress(zip(keys, lines, strict=True), held):
+            self._index_key(key, fid)
 
     # The index is keyed by 30 bits of the name's hash, not the name: an int costs half
     # of a name string, and a million names are 50 MB. A key maps to one id (a str: most

@@ -67,11 +67,15 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
     try:
         unflushed = 0
         for chunk in chunks:
-            write_all(fd, chunk)
-            unflushed += len(chunk)
-            if flush_every and unflushed >= flush_every:
-                IO.fdatasync(fd)
-                unflushed = 0
+            view = memoryview(chunk)
+            while view:
+                piece = view[:flush_every - unflushed] if flush_every else view
+                write_all(fd, piece)
+                view = view[len(piece):]
+                unflushed += len(piece)
+                if flush_every and unflushed >= flush_every:
+                    IO.fdatasync(fd)
+                    unflushed = 0
         if patch is not None:
             offset, data = patch()
             if IO.pwrite(fd, data, offset) != len(data):

@@ -14,7 +14,9 @@ which every line flowd encodes has; any other line is decoded instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -33,6 +35,12 @@ def raw_name_key(raw: bytes) -> int:
     """The names index's key of a name given as its UTF-8 bytes (the loader has them
     from the file: no str is made for a million names only to be hashed)."""
     return hash(raw) & KEY_MASK
+
+
+def raw_name_keys(raws: Iterable[bytes]) -> list[int]:
+    """:func:`raw_name_key` of many names, in C (the loader's million names: a Python
+    call per name was 0.26 s, this 0.18)."""
+    return list(map(operator.and_, map(hash, raws), itertools.repeat(KEY_MASK)))
 
 
 def name_key(name: str) -> int:

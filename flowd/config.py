@@ -123,6 +123,11 @@ class Config:
     snapshot_interval: float = _row(
         1.0, to_seconds, "seconds changes may wait before flows.json is rewritten (float > 0)",
         "1.0", "SECONDS")
+    snapshot_rate: int = _row(
+        64 * MiB, to_size(0),
+        "bytes a second a background snapshot writes at most, so that its flushes leave "
+        "the disk to the journal's fsyncs (0: no limit; K/M/G suffixes; a forced save "
+        "and shutdown are never held back)", "64M", "BYTES/S")
     journal_max_bytes: int = _row(
         64 * MiB, to_size(1),
         "journal size that forces a snapshot; accepts K/M/G suffixes (binary)", "64M", "BYTES")

@@ -60,6 +60,7 @@ class Daemon:
         self.memory = FileMemory(self.data_dir)
         self.snap = Snapshotter(files, self.journal, interval=config.snapshot_interval,
                                 max_journal_bytes=config.journal_max_bytes,
+                                rate=config.snapshot_rate,
                                 take_number=self.memory.take_number,
                                 remember=self._remember_written)
         self.endpoint = config.endpoint or socket_endpoint(self.data_dir, SOCKET_NAME)
@@ -267,12 +268,15 @@ class Daemon:
             self.check_stray()
 
     def maybe_snapshot(self, now: float) -> None:
-        wanted = self.service.save_waiters and not self.snap.busy
-        if wanted or self.snap.due(now):
+        waited_for = bool(self.service.save_waiters)
+        if waited_for and self.snap.busy:
+            self.snap.hurry()  # a forced save waits for the file: no more pacing
+        if (waited_for and not self.snap.busy) or self.snap.due(now):
             self.check_stray()
             if self.strays.failing:
                 return  # the tool's file is not merged yet: never write over it
-            self.snap.start(self.store)
+            # paced unless someone waits for it, or the journal grows faster than that
+            self.snap.start(self.store, paced=not waited_for and not self.snap.journal_full())
 
     def sync_journal(self) -> None:
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .storage.journal import Journal
+from .storage.pacing import Pacer
 from .storage.snapshot import (
     WRITTEN,
     Fingerprint,
@@ -48,6 +49,8 @@ class SnapshotStats:
     count: int = 0
     failures: int = 0
     last_seconds: float = 0.0
+    #: of the last snapshot's seconds, those its pacer held it back (not its cost)
+    last_slept: float = 0.0
     total_seconds: float = 0.0
     last_bytes: int = 0
     last_at: float | None = None
@@ -56,9 +59,10 @@ class SnapshotStats:
     #: snapshots since the last summary line: (count, seconds, slowest)
     window: list[float] = field(default_factory=lambda: [0, 0.0, 0.0])
 
-    def observe(self, seconds: float, size: int) -> None:
+    def observe(self, seconds: float, size: int, slept: float = 0.0) -> None:
         self.count += 1
         self.last_seconds, self.last_bytes, self.last_at = seconds, size, time.time()
+        self.last_slept = slept
         self.total_seconds += seconds
         self.last_error = None
         w = self.window
@@ -77,6 +81,7 @@ class SnapshotStats:
         avg = self.total_seconds / self.count if self.count else 0.0
         return {"count": self.count, "failures": self.failures,
                 "last_seconds": round(self.last_seconds, 4), "avg_seconds": round(avg, 4),
+                "last_paced_seconds": round(self.last_slept, 4),
                 "last_bytes": self.last_bytes, "last_at": self.last_at,
                 "last_error": self.last_error}
 
@@ -87,6 +92,8 @@ class Snapshotter:
     journal: Journal
     interval: float
     max_journal_bytes: int
+    #: bytes a second a background snapshot writes at most (0: no limit)
+    rate: int = 0
     #: the number (meta.file_revision) of the last file installed
     file_revision: int = 0
     #: revision of the snapshot now in flows.json / in flows.json.prev
@@ -107,6 +114,8 @@ class Snapshotter:
     _replica_of: int = -1
     #: ids changed since the last file remembered (None: unknown, all are digested)
     _unremembered: set[str] | None = None
+    #: the running snapshot's pacer (None: it runs at full speed)
+    _pacer: Pacer | None = None
 
     @property
     def busy(self) -> bool:
@@ -119,17 +128,23 @@ class Snapshotter:
     def due(self, now: float) -> bool:
         if self.busy or self.dirty_since is None or now < self.retry_at:
             return False
-        # adaptive: never spend more than about a tenth of the time snapshotting (a
-        # million flows take ~1 s to write: not every few seconds, whatever the interval)
-        wait = max(self.interval, DUTY * self.stats.last_seconds)
-        return (now - self.dirty_since >= wait
-                or self.journal.active_bytes() >= self.max_journal_bytes)
+        return now - self.dirty_since >= self._wait() or self.journal_full()
+
+    def journal_full(self) -> bool:
+        return self.journal.active_bytes() >= self.max_journal_bytes
+
+    def _wait(self) -> float:
+        """Adaptive: never spend more than about a tenth of the time snapshotting (a
+        million flows take seconds to write: not every second, whatever the interval).
+        What a snapshot costs is its time less its pacer's waits: paced, it writes for
+        longer but no more, and the file should not lag further for that."""
+        st = self.stats
+        return max(self.interval, DUTY * (st.last_seconds - st.last_slept))
 
     def next_deadline(self, now: float) -> float | None:
         if self.busy or self.dirty_since is None:
             return None
-        wait = max(self.interval, DUTY * self.stats.last_seconds)
-        return max(self.dirty_since + wait, self.retry_at)
+        return max(self.dirty_since + self._wait(), self.retry_at)
 
     def view(self, store: Store) -> View:
         """The store as of now, at the cost of what changed since the last snapshot.
@@ -162,9 +177,9 @@ class Snapshotter:
         self._unremembered = changed
         store.changes = []
 
-    def start(self, store: Store) -> None:
+    def start(self, store: Store, paced: bool = False) -> None:
         """Capture a consistent view (the changes since the last one) and write it in the
-        background."""
+        background; ``paced``: at most :attr:`rate` bytes a second, until hurried."""
         view = self.view(store)
         if self.journal.fd is not None:
             try:
@@ -172,15 +187,17 @@ class Snapshotter:
             except OSError as exc:  # disk full: the next append opens the segment
                 log.error("journal: could not open a new segment for the snapshot: %s", exc)
         self.dirty_since = None
-        self._thread = threading.Thread(target=self._run, args=(view,), name="snapshot",
+        self._pacer = Pacer(self.rate) if paced and self.rate > 0 else None
+        self._thread = threading.Thread(target=self._run, args=(view, self._pacer),
+                                        name="snapshot",
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, view: View) -> None:
+    def _run(self, view: View, pacer: Pacer | None) -> None:
         out = Outcome(view)
         view.catch_up()
         try:
-            out.installed = self.files.write(view)
+            out.installed = self.files.write(view, pacer)
         except StrayWriterDetected:
             out.stray = True
         except OSError as exc:
@@ -196,7 +213,14 @@ class Snapshotter:
         if self.on_done is not None:
             self.on_done()
 
+    def hurry(self) -> None:
+        """Someone waits for the running snapshot (a forced save, shutdown): no more
+        pacing."""
+        if self._pacer is not None:
+            self._pacer.hurry()
+
     def wait(self) -> Outcome | None:
+        self.hurry()
         if self._thread is not None:
             self._thread.join()
         return self.finish()
@@ -228,12 +252,12 @@ class Snapshotter:
         if inst.rotated:
             self.prev_rev = self.installed_rev
         self.installed_rev = view.revision
-        self.stats.observe(inst.seconds, inst.bytes)
+        self.stats.observe(inst.seconds, inst.bytes, inst.slept)
         self.journal.drop_through(self.prev_rev)
         # every second under steady writes: INFO only when it is slow enough to matter
-        level = logging.INFO if inst.seconds >= 1.0 else logging.DEBUG
-        log.log(level, "snapshot: %d flows at revision %d, %d bytes in %.3f s",
-                view.size, view.revision, inst.bytes, inst.seconds)
+        level = logging.INFO if inst.seconds - inst.slept >= 1.0 else logging.DEBUG
+        log.log(level, "snapshot: %d flows at revision %d, %d bytes in %.3f s (%.3f s of it "
+                "paced)", view.size, view.revision, inst.bytes, inst.seconds, inst.slept)
 
     def start_from(self, known: Fingerprint | None, rotate_from: str | None,
                    installed_rev: int, file_revision: int) -> None:

@@ -34,6 +34,8 @@ GAUGES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("start_time_seconds", ("started",), "When the daemon started (Unix time)."),
     ("snapshot_last_duration_seconds", ("snapshot", "last_seconds"),
      "How long the last snapshot took."),
+    ("snapshot_last_paced_seconds", ("snapshot", "last_paced_seconds"),
+     "Of that, how long --snapshot-rate held it back."),
     ("snapshot_last_bytes", ("snapshot", "last_bytes"), "Size of the last flows.json written."),
     ("snapshot_last_time_seconds", ("snapshot", "last_at"),
      "When the last snapshot was installed (Unix time)."),

@@ -24,6 +24,7 @@ from .evidence import keep_aside
 from .fsio import IO, fsync_dir, release, write_new
 from .lines_file import Encoded
 from .ownfiles import PlantedFileError, fresh_name, open_own
+from .pacing import Pacer
 
 log = logging.getLogger("flowd.snapshot")
 
@@ -34,6 +35,12 @@ WRITTEN = ".flows.json.written"
 #: bytes of a snapshot written between flushes (bounds the writeback a journal fsync
 #: can queue behind: paced strict writes at 100k flows, p99 22 ms with 8 MiB, 16 with 2)
 FLUSH_EVERY = 2 << 20
+#: the same, for a paced snapshot (flowd.storage.pacing): it has the time for smaller
+#: flushes, and a journal fsync that meets one waits less
+PACED_FLUSH_EVERY = 256 << 10
+#: a paced snapshot frees the superseded generation this many times as fast as it
+#: writes (a step of freeing costs the disk less than writing as much)
+RELEASE_SPEEDUP = 4
 
 Fingerprint = tuple[int, int, int]
 
@@ -95,6 +102,8 @@ class Installed:
     seconds: float
     #: the replaced flows.json became flows.json.prev
     rotated: bool = True
+    #: of ``seconds``, the time the pacer held the writer back
+    slept: float = 0.0
 
 
 class SnapshotFiles:
@@ -122,29 +131,33 @@ class SnapshotFiles:
     def changed_behind_our_back(self) -> bool:
         return self.known is not None and self.current_fingerprint() != self.known
 
-    def write(self, view: View) -> Installed:
-        """Encode, write and install a snapshot; raises StrayWriterDetected or OSError."""
+    def write(self, view: View, pacer: Pacer | None = None) -> Installed:
+        """Encode, write and install a snapshot; raises StrayWriterDetected or OSError.
+        ``pacer``: hold the writing to its rate (a background snapshot)."""
         t0 = time.perf_counter()
         self.tmp = fresh_name(self.path)
         try:  # a failed write (disk full) must not leave a partial temp file holding space
             enc = encode(view)
-            st = write_new(self.tmp, enc, flush_every=FLUSH_EVERY, patch=enc.patch)
+            st = write_new(self.tmp, enc, patch=enc.patch, flushed=pacer,
+                           flush_every=FLUSH_EVERY if pacer is None else PACED_FLUSH_EVERY)
             fp, rotated = self._install(fingerprint(st))
         except BaseException:
             self._discard_tmp()
             raise
         finally:
-            self._release_superseded()
+            self._release_superseded(pacer)
         self.rotate_from = SNAPSHOT
-        return Installed(fp[1], time.perf_counter() - t0, rotated)
+        return Installed(fp[1], time.perf_counter() - t0, rotated,
+                         pacer.slept if pacer is not None else 0.0)
 
-    def _release_superseded(self) -> None:
+    def _release_superseded(self, pacer: Pacer | None = None) -> None:
         """Free the generation the rotation replaced (flowd.storage.fsio.release: a slice
         at a time, so that no fsync on the disk waits behind one big free)."""
         held, self.superseded = self.superseded, None
         if held is not None:
+            pace = pacer.phase(pacer.rate * RELEASE_SPEEDUP) if pacer is not None else None
             try:
-                release(held)
+                release(held, pace)
             except OSError as exc:  # its name is gone: the blocks go when its fd closes
                 log.warning("could not free the superseded %s step by step: %s",
                             PREVIOUS, exc)

@@ -33,6 +33,7 @@ IN_PROCESS: dict[str, tuple[Any, Callable[[Daemon, Loop], Any]]] = {
     "durability": ("relaxed", lambda d, lp: d.journal.durability),
     "snapshot_interval": (7.5, lambda d, lp: d.snap.interval),
     "journal_max_bytes": (3 * MiB, lambda d, lp: d.snap.max_journal_bytes),
+    "snapshot_rate": (5 * MiB, lambda d, lp: d.snap.rate),
     "max_request_bytes": (2 * MiB, lambda d, lp: d.service.max_request_bytes),
     "history": (123, lambda d, lp: d.service.history.size),
     "history_bytes": (5 * MiB, lambda d, lp: d.service.history.max_bytes),

@@ -38,6 +38,7 @@ def test_defaults() -> None:
     assert c.durability == "strict"
     assert c.snapshot_interval == 1.0
     assert c.journal_max_bytes == 64 * 1024 * 1024
+    assert c.snapshot_rate == 64 * 1024 * 1024
     assert c.max_request_bytes == 16 * 1024 * 1024
     assert c.history == 10000
     assert (c.log_level, c.log_file) == ("INFO", None)
@@ -82,7 +83,8 @@ def test_relative_cli_path_is_made_absolute(tmp_path: Path, monkeypatch) -> None
 def test_all_settings_from_env(tmp_path: Path) -> None:
     c = load(FLOWD_DATA_DIR="/d", FLOWD_ENDPOINT="tcp://127.0.0.1:5555",
              FLOWD_EVENTS_ENDPOINT="ipc:///d/ev.sock", FLOWD_DURABILITY="RELAXED",
-             FLOWD_SNAPSHOT_INTERVAL="2.5", FLOWD_JOURNAL_MAX_BYTES="1M",
+             FLOWD_SNAPSHOT_INTERVAL="2.5", FLOWD_SNAPSHOT_RATE="16M",
+             FLOWD_JOURNAL_MAX_BYTES="1M",
              FLOWD_MAX_REQUEST_BYTES="2048", FLOWD_HISTORY="0", FLOWD_LOG_LEVEL="warning",
              FLOWD_LOG_FILE="/var/log/flowd.log", FLOWD_TRACEMALLOC="yes",
              FLOWD_HISTORY_BYTES="2M", FLOWD_RETRY_KEYS_BYTES="3M", FLOWD_REPLY_PAGE_BYTES="64K",
@@ -94,7 +96,7 @@ def test_all_settings_from_env(tmp_path: Path) -> None:
     assert c.describe() == {
         "data_dir": "/d", "endpoint": "tcp://127.0.0.1:5555",
         "events_endpoint": "ipc:///d/ev.sock", "durability": "relaxed",
-        "snapshot_interval": 2.5, "journal_max_bytes": 1024 * 1024,
+        "snapshot_interval": 2.5, "snapshot_rate": 16 << 20, "journal_max_bytes": 1024 * 1024,
         "max_request_bytes": 2048, "history": 0, "log_level": "WARNING",
         "log_file": "/var/log/flowd.log", "tracemalloc": True,
         "history_bytes": 2 << 20, "retry_keys_bytes": 3 << 20, "reply_page_bytes": 64 << 10,

@@ -15,6 +15,7 @@ from test_snapshot import flows, lines_of, read
 
 from flowd.storage import fsio
 from flowd.storage import snapshot as smod
+from flowd.storage.pacing import Pacer
 from flowd.storage.snapshot import PREVIOUS, SnapshotFiles, View
 
 BODY = b"0123456789abcdef" * (1 << 16)  # 1 MiB
@@ -37,9 +38,11 @@ def small_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_file_nobody_holds_is_cut_down_then_gone(tmp_path: Path, small_steps: list[int]) -> None:
     path = tmp_path / "old"
     path.write_bytes(BODY)
-    fsio.release(path)
+    freed: list[int] = []
+    fsio.release(path, freed.append)
     assert not path.exists()
     assert small_steps == [768 << 10, 512 << 10, 256 << 10, 0]
+    assert freed == [256 << 10, 512 << 10, 768 << 10, 1 << 20]  # after each step: a pacer
 
 
 def test_a_file_with_another_name_keeps_every_byte(tmp_path: Path,
@@ -79,3 +82,23 @@ def test_rotation_frees_the_superseded_generation(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
     assert files.superseded is None
     assert smod.fingerprint(os.stat(tmp_path / "flows.json")) == files.known
+
+
+def test_a_paced_rotation_frees_through_the_pacer_and_counts_its_waits(
+        tmp_path: Path, small_steps: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int]] = []
+
+    class Recording(Pacer):
+        def __call__(self, done: int) -> None:
+            calls.append(("write" if self.rate == 1000 else "free", done))
+            self.slept += 1.0
+    files = SnapshotFiles(tmp_path)
+    monkeypatch.setattr(smod, "PACED_FLUSH_EVERY", 64 << 10)
+    for rev in (10, 20):
+        files.write(View(lines_of(flows(3000)), None, rev, rev))
+    inst = files.write(View(lines_of(flows(3000)), None, 30, 30), Recording(1000))
+    kinds = [kind for kind, _ in calls]
+    assert kinds and kinds == sorted(kinds, reverse=True)  # writes, then frees
+    assert "free" in kinds and small_steps[-1] == 0
+    assert inst.slept == len(calls)
+    assert read(tmp_path / "flows.json")["meta"]["revision"] == 30

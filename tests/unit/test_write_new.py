@@ -52,3 +52,10 @@ def test_without_a_bound_nothing_is_flushed_before_the_fsync(tmp_path: Path,
     path = tmp_path / "new"
     fsio.write_new(path, chunks)
     assert path.read_bytes() == b"".join(chunks) and written == [FLUSH * 3 + 5]
+
+
+def test_each_flush_reports_the_bytes_written_so_far(tmp_path: Path) -> None:
+    chunks = [os.urandom(FLUSH * 2 + 5), os.urandom(FLUSH)]
+    reported: list[int] = []
+    fsio.write_new(tmp_path / "new", chunks, flush_every=FLUSH, flushed=reported.append)
+    assert reported == [FLUSH, 2 * FLUSH, 3 * FLUSH]

@@ -269,8 +269,8 @@ class Daemon:
 
     def maybe_snapshot(self, now: float) -> None:
         waited_for = bool(self.service.save_waiters)
-        if waited_for and self.snap.busy:
-            self.snap.hurry()  # a forced save waits for the file: no more pacing
+        if self.snap.busy and (waited_for or self.snap.journal_full()):
+            self.snap.hurry()  # a forced save waits for the file, or the journal outgrows it
         if (waited_for and not self.snap.busy) or self.snap.due(now):
             self.check_stray()
             if self.strays.failing:

@@ -55,3 +55,25 @@ def test_a_shutdown_hurries_a_paced_snapshot(make_daemon, tmp_path: Path) -> Non
     wait_for(lambda: pacing(d.data_dir), what="a paced snapshot in its wait")
     assert d.stop(timeout=30.0) == 0
     assert set(ids) <= saved_ids(d.data_dir)
+
+
+def test_a_journal_outgrowing_its_bound_hurries_a_paced_snapshot(make_daemon,
+                                                                 tmp_path: Path) -> None:
+    """Writes faster than the pacing: the journal passes --journal-max-bytes during the
+    snapshot, which then finishes at full speed (the journal's segments before it can
+    go only once it is installed). The store is filled by an earlier run, so that the
+    journal starts empty and the first snapshot of this one is paced."""
+    filler = make_daemon(tmp_path / "data").start()
+    with filler.client() as c:
+        fill(c)
+    assert filler.stop() == 0
+    d = make_daemon(tmp_path / "data", *SLOW, "--journal-max-bytes", "256K").start()
+    with d.client(timeout=30.0) as c:
+        c.add_flow("one more", [])
+        wait_for(lambda: pacing(d.data_dir), what="a paced snapshot in its wait")
+        before = c.stats()["snapshot"]["count"]
+        for i in range(80):  # ~320 KB of records: past the bound
+            c.add_flow(f"g{i}", [{"t": "y" * 4000}])
+        wait_for(lambda: c.stats()["snapshot"]["count"] > before, timeout=30.0,
+                 what="the paced snapshot, hurried, installed")
+    assert d.stop() == 0

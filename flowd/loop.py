@@ -1,4 +1,5 @@
-"""The loop: the only socket code in the daemon (with flowd.listen, its endpoints).
+"""The loop: the only socket code in the daemon (with flowd.listen, its endpoints,
+and flowd.connections, which counts its connections against the open-file limit).
 
 ROUTER for requests, PUB for changes, a wake-up socketpair for signals and the
 snapshot thread; with --curve-dir, a ZAP handler (inproc REP, answered by this
@@ -13,8 +14,7 @@ n // QUEUE_SLOT_BYTES padding messages (one byte each, which clients ignore)
 and then itself, and the high-water marks are the byte bounds in slots. A
 peer over its bound loses the reply (ROUTER_MANDATORY tells us; it is
 counted) and retries; a watcher over its bound sees a gap and refills from
-the history. Monitor sockets report every accepted and closed connection, so
-the daemon stops accepting before the open-file limit (libzmq would abort).
+the history.
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import zmq
+import zmq.backend
 from flowd_client import protocol
 from flowd_client.errors import NotAllowedError
 from flowd_client.protocol import socket_limit
 
+from .connections import Connections
 from .curve_keys import ZAP_DOMAIN
 from .curve_keys import refused_log as handshake_log
 from .daemon import Daemon
-from .limits import QUEUE_SLOT_BYTES, FdGuard, open_fds, raise_nofile
+from .limits import QUEUE_SLOT_BYTES
 from .listen import Listeners, answer_zap, open_zap, user_id
 from .logsetup import RateLimitedLogger
 from .notify import Notifier, watchdog_interval
@@ -44,19 +46,39 @@ from .request_handler import refused_log
 from .timers import RETRY_SECONDS, Timers
 
 log = logging.getLogger("flowd.loop")
-fd_log = RateLimitedLogger(log, interval=10.0, burst=1)
+rebind_log = RateLimitedLogger(log, interval=10.0, burst=1)
 
 MAX_DRAIN = 1024
-_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 #: plain ints for send and recv flags: pyzmq's enums cost µs a frame on this path
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = _NOBLOCK | int(zmq.SNDMORE)
+#: the compiled send, without the Python wrapper pyzmq puts around it (µs a reply)
+_send = zmq.backend.Socket.send
+#: frames of a request beyond which a message is read and dropped, never kept
+MAX_FRAMES = 3
 BACKLOG = 32
 #: GIL switch interval (Python's: 5 ms, waited at each blocking call of a request)
 SWITCH_INTERVAL = 0.001
 #: a reply padding: an empty msgpack map (no id), which clients drop as a stray reply
 PAD = b"\x80"
-_MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+
+def recv_request(recv: Callable[..., Any]) -> tuple[bytes, ...] | None:
+    """One waiting message's frames, or None if it is not a DEALER/REQ envelope (nothing
+    sane to answer); zmq.Again if none waits. Frames come as zmq.Frame, whose ``more``
+    is read in C: getsockopt(RCVMORE) looks its option up through an enum (µs a call).
+    A message's frames arrive together, so only the first receive can raise Again."""
+    part = recv(_NOBLOCK, copy=False)
+    frames, count = [part.bytes], 1
+    while part.more:
+        part = recv(_NOBLOCK, copy=False)
+        count += 1
+        if count <= MAX_FRAMES:
+            frames.append(part.bytes)
+    if count < 2 or count > MAX_FRAMES or (count == 3 and frames[1]):
+        return None
+    return tuple(frames)
 
 
 class Loop:
@@ -81,7 +103,6 @@ class Loop:
         self.pub.setsockopt(zmq.LINGER, 0)
         for sock in (self.router, self.pub):
             sock.setsockopt(zmq.BACKLOG, BACKLOG)
-        self.monitors = [self._monitor(sock) for sock in (self.router, self.pub)]
         #: with --curve-dir: the ZAP handler this loop answers (CURVE on the tcp sockets)
         self.zap = None if rt.curve_keys is None else open_zap(
             self.ctx, ((self.router, rt.endpoint), (self.pub, rt.events)),
@@ -89,7 +110,8 @@ class Loop:
         #: requests carry a User-Id to check against the allow-list in force
         self.curve_router = self.zap is not None and rt.endpoint.startswith("tcp://")
         self.listeners = Listeners(self.ctx, rt.socket_gid)
-        self.fds = FdGuard(raise_nofile()[0])
+        self.conns = Connections(self.ctx, (self.router, self.pub), self.listeners,
+                                 rt.endpoint)
         self.replies_dropped = 0
         rt.service.server_stats = self.queue_stats
         self.wake_r, self.wake_w = socket.socketpair()
@@ -106,27 +128,16 @@ class Loop:
 
     # ------------------------------------------------------------ set-up
 
-    def _monitor(self, sock: zmq.Socket) -> zmq.Socket:
-        """A PAIR socket that receives ``sock``'s connection events (never blocks libzmq:
-        an unlimited receive queue; events are tiny and drained every turn)."""
-        addr = f"inproc://flowd-monitor-{id(sock)}"
-        sock.monitor(addr, _MONITORED)
-        mon = self.ctx.socket(zmq.PAIR)
-        mon.setsockopt(zmq.RCVHWM, 0)
-        mon.setsockopt(zmq.LINGER, 0)
-        mon.connect(addr)
-        return mon
-
     def bind(self) -> None:
         """Raises EndpointBusy or EndpointRefused (flowd.listen) naming the endpoint."""
         for sock, endpoint in ((self.router, self.rt.endpoint), (self.pub, self.rt.events)):
             self.listeners.bind(sock, endpoint)
-        self._count_fds()
+        self.conns.drain()
 
     def queue_stats(self) -> dict[str, Any]:
         return {"peer_queue_slots": self.reply_slots, "subscriber_queue_slots":
                 self.event_slots, "queue_slot_bytes": QUEUE_SLOT_BYTES,
-                "replies_dropped": self.replies_dropped, "fds": self.fds.as_dict(),
+                "replies_dropped": self.replies_dropped, "fds": self.conns.guard.as_dict(),
                 "sockets_rebound": self.listeners.rebinds}
 
     def wake(self) -> None:
@@ -153,8 +164,8 @@ class Loop:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.wake_r.fileno(), zmq.POLLIN)
-        for mon in self.monitors:
-            poller.register(mon, zmq.POLLIN)
+        for fd in self.conns.fds:
+            poller.register(fd, zmq.POLLIN)
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         if watch is not None:  # flows.json rewritten by an old tool: merge it at once
             poller.register(watch, zmq.POLLIN)
@@ -185,8 +196,8 @@ class Loop:
             if self.wake_r.fileno() in ready:
                 self._drain_wake()
                 next_tick = 0.0  # a snapshot finished or a signal came: look at timers now
-            if any(mon in ready for mon in self.monitors):
-                self._drain_monitors()
+            if any(fd in ready for fd in self.conns.fds):
+                self.conns.drain()
             if self.zap is not None:
                 if keys in ready:  # before the handshakes: a revoked key is refused now
                     self.rt.on_clients_event()
@@ -229,17 +240,14 @@ class Loop:
             self.rt.reload_allow_list()
 
     def _drain_requests(self) -> None:
-        service = self.rt.service
-        router = self.router
+        service, recv = self.rt.service, self.router.recv
         for _ in range(MAX_DRAIN):
-            if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:  # ints: enums cost µs
+            try:
+                frames = recv_request(recv)
+            except zmq.Again:
                 return
-            frames = [router.recv(_NOBLOCK)]
-            while router.getsockopt(_RCVMORE):
-                frames.append(router.recv(_NOBLOCK))
-            if len(frames) < 2 or len(frames) > 3 or (len(frames) == 3 and frames[1]):
-                continue  # not a DEALER/REQ envelope: nothing sane to answer
-            self._send(service.handle(tuple(frames[:-1]), frames[-1]))
+            if frames is not None:
+                self._send(service.handle(frames[:-1], frames[-1]))
 
     def _drain_curve_requests(self) -> None:
         """As _drain_requests, and each request's key (User-Id) must still be allowed."""
@@ -268,8 +276,8 @@ class Loop:
                 for _ in range(pads):
                     router.send_multipart([*envelope, PAD], _NOBLOCK)
                 for part in envelope:  # one frame at a time: send_multipart checks each
-                    router.send(part, _MORE)
-                router.send(reply, _NOBLOCK)
+                    _send(router, part, _MORE)
+                _send(router, reply, _NOBLOCK)
             except zmq.Again:
                 self.replies_dropped += 1  # over its queue bound: it times out and retries
             except zmq.ZMQError:
@@ -282,44 +290,10 @@ class Loop:
                 for _ in range(min(len(event) // QUEUE_SLOT_BYTES, most)):
                     pub.send(protocol.EVENT_PAD_TOPIC, _NOBLOCK)
                 topic, body = protocol.event_frames(event)
-                pub.send(topic, _MORE)
-                pub.send(body, _NOBLOCK)
+                _send(pub, topic, _MORE)
+                _send(pub, body, _NOBLOCK)
             except zmq.ZMQError:
                 pass
-
-    # ------------------------------------------------------------ file descriptors
-
-    def _drain_monitors(self) -> None:
-        for mon in self.monitors:
-            try:
-                while True:
-                    mon.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-        self._count_fds()
-
-    def _count_fds(self) -> None:
-        fds = self.fds
-        action = fds.update(open_fds())
-        if action is None:
-            return
-        if self.rt.endpoint.startswith("tcp://"):  # a tcp listener cannot be hidden
-            if action == "pause":
-                fd_log.warning("fds", "%d of %d file descriptors open: new tcp connections "
-                               "may fail until some close", fds.open, fds.limit)
-            return
-        try:
-            (self.listeners.pause if action == "pause" else self.listeners.resume)()
-        except OSError as exc:
-            log.error("could not %s accepting connections: %s", action, exc)
-            return
-        if action == "pause":
-            fd_log.warning("fds", "%d of %d file descriptors open: not accepting new "
-                           "connections until some close (the accepted ones are served)",
-                           fds.open, fds.limit)
-        else:
-            log.info("%d file descriptors open (limit %d): accepting connections again",
-                     fds.open, fds.limit)
 
     # ------------------------------------------------------------ timers
 
@@ -367,10 +341,10 @@ class Loop:
             for note in self.listeners.check():
                 log.warning("%s", note)
         except (OSError, zmq.ZMQError) as exc:
-            fd_log.error("rebind", "a socket file is not flowd's any more and could not be "
+            rebind_log.error("rebind", "a socket file is not flowd's any more and could not be "
                          "bound again yet: %s", exc)
-        if self.fds.paused:
-            self._count_fds()  # connections may have closed without an event we saw
+        if self.conns.guard.paused:
+            self.conns.count()  # connections may have closed without an event we saw
 
     def _status(self) -> None:
         if self.notifier is not None:
@@ -387,9 +361,8 @@ class Loop:
             self.notifier.stopping()
         self._send(self.rt.service.commit())
         self._publish()
+        self.conns.close()
         for sock in (self.router, self.pub):
-            sock.disable_monitor()
-        for sock in (*self.monitors, self.router, self.pub):
             sock.close(0)
         if self.zap is not None:
             self.zap.close(0)

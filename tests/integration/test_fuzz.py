@@ -145,7 +145,7 @@ def test_odd_envelopes_and_oversize_frames(setup) -> None:
     add = build_request(2, "add_flow", {"name": "enveloped"})
     try:
         for frames in ([b"a", b"b", add], [b"", b"", add], [b"x", add], [b"", b"x", b"y", add],
-                       [add, b""], [b"", add, add]):
+                       [add, b""], [b"", add, add], [b"x"] * 10_000 + [add]):
             raw.sock.send_multipart(frames)
         raw.sock.send(ping)  # answered; the odd envelopes above were dropped unanswered
         reply = raw.recv()

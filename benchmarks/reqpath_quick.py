@@ -4,8 +4,11 @@ writer processes, next to Redis ``appendfsync always`` in the same run (issue 12
     .venv/bin/python -m benchmarks.reqpath_quick [seconds] [procs] [--profile DIR]
 
 ``--profile DIR`` records the daemon with py-spy (if installed) for each run, as
-flame-graph-ready ``collapsed`` stacks in DIR. A development aid next to ``make
-bench`` (whose ``throughput`` and ``scale`` steps measure the same figures).
+flame-graph-ready ``collapsed`` stacks in DIR. Without it, each run also says
+where a write's time goes on the loop thread (on a CPU, waiting for one: Linux
+schedstat) and how much CPU the other threads (ZeroMQ's I/O thread) took. A
+development aid next to ``make bench`` (whose ``throughput`` and ``scale`` steps
+measure the same figures).
 """
 
 from __future__ import annotations
@@ -39,6 +42,33 @@ def py_spy(profile: Path, name: str) -> Callable[[Flowd], Callable[[], None]]:
     return start
 
 
+def _schedstat(pid: int) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for a CPU) of the daemon's main thread."""
+    try:
+        on, waiting = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[:2]
+    except (OSError, ValueError):
+        return 0, 0
+    return int(on), int(waiting)
+
+
+def loop_split(label: str) -> Callable[[Flowd], Callable[[], None]]:
+    """Print the loop thread's time per write and the rest of the daemon's CPU."""
+    def start(d: Flowd) -> Callable[[], None]:
+        assert d.proc is not None
+        pid = d.proc.pid
+        sched0, cpu0, rev0 = _schedstat(pid), d.cpu_seconds(), d.stats()["revision"]
+
+        def stop() -> None:
+            sched1, cpu1 = _schedstat(pid), d.cpu_seconds()
+            writes = max(1, d.stats()["revision"] - rev0)
+            on, waiting = ((b - a) / writes / 1e3 for a, b in zip(sched0, sched1, strict=True))
+            other = (cpu1 - cpu0) * 1e6 / writes - on
+            print(f"  {label}: loop thread on a CPU {on:.0f} us/write, waiting for one "
+                  f"{waiting:.0f}; other threads {other:.0f} us/write", flush=True)
+        return stop
+    return start
+
+
 def main(argv: list[str]) -> int:
     profile = None
     if "--profile" in argv:
@@ -56,7 +86,8 @@ def main(argv: list[str]) -> int:
             binary = redis_peer.find_server(False)
             redis = redis_writes(binary, ds, work, procs, seconds) if binary else 0.0
             for mode in modes:
-                spy = py_spy(profile, f"{mode}-{procs}") if profile is not None else None
+                label = f"{mode}-{procs}"
+                spy = py_spy(profile, label) if profile is not None else loop_split(label)
                 us, rate = flowd_writes(ds, work, procs, seconds, mode, spy)
                 ratio = rate / redis if redis else float("nan")
                 print(f"{procs} procs {mode}: {us:6.1f} us CPU/write, {rate:8.0f} writes/s;"

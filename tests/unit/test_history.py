@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from flowd_client.errors import CompactedError
 from flowd_client.protocol import pack
 
-from flowd.history import EVENT_OVERHEAD, History
+from flowd import ops
+from flowd.history import EVENT_OVERHEAD, History, build_event
 from flowd.retry_keys import KEY_OVERHEAD, RetryKeys
+from flowd.store import Store
 
 
 def event(rev: int) -> dict:
@@ -99,3 +103,33 @@ def test_a_merge_event_carries_its_report_next_to_the_flow_changes() -> None:
     empty = {"rev": 2, "ts": "t", "changes": [], "current": "f1", "merge": report}
     store.apply_record(empty)
     assert changes_of(build_event(empty, store)) == [] and store.revision == 2
+
+
+def _applied(store: Store, op: str, **args: Any) -> dict[str, Any]:
+    txn = store.begin()
+    ops.WRITES[op](txn, args)
+    record = txn.record()
+    assert record is not None
+    store.apply_record(record)
+    return record
+
+
+def test_a_set_current_in_an_event_carries_its_flow_as_the_record_left_it() -> None:
+    s = Store()
+    added = build_event(_applied(s, "add_flow", name="a", plans=[{"t": 1}]), s)
+    fid = s.current_flow_id
+    assert fid is not None
+    assert [c["op"] for c in added["changes"]] == ["add_flow", "set_current"]
+    assert [c["flow"] for c in added["changes"]] == [s.flows.get(fid)] * 2
+    _applied(s, "add_flow", name="b")
+    alone = build_event(_applied(s, "set_current", flow_id=fid), s)
+    assert alone["changes"][0]["flow"] == s.flows.get(fid)  # the store's: no write here
+    # a batch that updates the flow after making it current: the last write is "now"
+    batch = build_event(_applied(s, "batch", ops=[
+        {"op": "update_flow", "args": {"flow_id": fid, "name": "first"}},
+        {"op": "set_current", "args": {"flow_id": fid}},
+        {"op": "update_flow", "args": {"flow_id": fid, "name": "last"}}]), s)
+    now = s.flows.get(fid)
+    assert now["name"] == "last"
+    assert [c["flow"]["name"] for c in batch["changes"]] == ["first", "last", "last"]
+    assert batch["changes"][1]["flow"] == now

@@ -55,6 +55,9 @@ def check_value(value: Any, what: str = "value", depth: int = 0) -> None:
                     raise TooLargeError(f"{what}: string longer than {MAX_STRING_BYTES}")
             elif tx is dict or tx is list:
                 push((x, depth))
+            elif tx is int:  # inline: a plan's ids and counters, a call each otherwise
+                if not INT_MIN <= x <= INT_MAX:
+                    raise InvalidArgumentError(f"{what}: integer {x} does not fit in 64 bits")
             elif x is not None and tx is not bool:
                 _scalar(x, tx, what)
 

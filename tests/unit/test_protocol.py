@@ -84,6 +84,7 @@ def test_valid_table_covers_every_op() -> None:
 @pytest.mark.parametrize("value", [
     None, True, False, 0, INT_MIN, INT_MAX, -1.5, 0.0, -0.0, 1e308, "", "텍스트 \x00",
     "x" * MAX_STRING_BYTES, [], {}, [1, "a", None, {"k": [True]}], {"": {"a": []}},
+    [INT_MIN, INT_MAX], {"id": INT_MAX, "n": INT_MIN},
 ])
 def test_check_value_accepts_json_values(value: Any) -> None:
     check_value(value)
@@ -93,6 +94,7 @@ def test_check_value_accepts_json_values(value: Any) -> None:
     b"x", bytearray(b"x"), math.nan, math.inf, -math.inf, INT_MAX + 1, INT_MIN - 1,
     2**100, {1: "a"}, {None: 1}, {(1,): 1}, ("a",), {1, 2}, object(), [b"x"],
     {"a": {"b": [1, 2, {"c": math.nan}]}}, {"k": {2: "v"}},
+    [INT_MAX + 1], {"id": INT_MIN - 1}, [{"id": 2**64}],
 ])
 def test_check_value_refuses_what_json_cannot_hold(value: Any) -> None:
     with pytest.raises(InvalidArgumentError):

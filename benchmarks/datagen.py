@@ -39,7 +39,7 @@ class Dataset:
         as a store that has sat there a while is: a copy left in the page cache (the
         kernel writes dirty pages back after ~30 s) is written out by the first
         fdatasync of flowd's that frees its blocks, a 100-130 ms stall at 100k flows
-        that measures this copy, not flowd (README, Limits)."""
+        that measures this copy, not flowd (README, Durability)."""
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = data_dir / "flows.json"
         shutil.copyfile(self.path, target)

@@ -1,5 +1,6 @@
 """The request path alone, quickly: daemon CPU per strict write and writes/s at 1 and N
-writer processes, next to Redis ``appendfsync always`` in the same run (issue 12).
+writer processes, next to Redis ``appendfsync always`` and the wire's floor (a bare
+ZeroMQ group commit: :mod:`benchmarks.peers.zmq_echo`) in the same run (issue 12).
 
     .venv/bin/python -m benchmarks.reqpath_quick [seconds] [procs] [--profile DIR]
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from .daemon import Flowd
 from .datagen import write_dataset
 from .peers import redis_peer
-from .scale_bench import flowd_writes, redis_writes
+from .scale_bench import floor_writes, flowd_writes, redis_writes
 
 
 def py_spy(profile: Path, name: str) -> Callable[[Flowd], Callable[[], None]]:
@@ -85,13 +86,18 @@ def main(argv: list[str]) -> int:
         for procs in (1, many):
             binary = redis_peer.find_server(False)
             redis = redis_writes(binary, ds, work, procs, seconds) if binary else 0.0
+            floor_us, floor = floor_writes(work, procs, seconds)
+            print(f"{procs} procs wire floor: {floor_us:6.1f} us CPU/write, {floor:8.0f} "
+                  f"writes/s; ratio to redis {floor / redis if redis else float('nan'):.2f}",
+                  flush=True)
             for mode in modes:
                 label = f"{mode}-{procs}"
                 spy = py_spy(profile, label) if profile is not None else loop_split(label)
                 us, rate = flowd_writes(ds, work, procs, seconds, mode, spy)
                 ratio = rate / redis if redis else float("nan")
                 print(f"{procs} procs {mode}: {us:6.1f} us CPU/write, {rate:8.0f} writes/s;"
-                      f" redis always {redis:8.0f}/s; ratio {ratio:.2f}", flush=True)
+                      f" redis always {redis:8.0f}/s; ratio {ratio:.2f}; to the floor "
+                      f"{rate / floor:.2f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

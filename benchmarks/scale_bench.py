@@ -24,7 +24,7 @@ from typing import Any
 
 from .daemon import Flowd
 from .datagen import Dataset, sample_flow
-from .peers import redis_peer
+from .peers import redis_peer, zmq_echo
 from .peers.seed import run_job
 from .results import Results
 from .settings import Settings
@@ -127,11 +127,16 @@ def cpu_per_write(ds: Dataset, st: Settings, work: Path, res: Results,
                   redis_bin: str | None = None) -> None:
     """Daemon CPU µs per durable (strict) write with ``procs`` writer processes, and
     (with ``redis_bin``) Redis ``appendfsync always`` under the same writers right
-    after, side by side: the issue's ratio targets compare these two."""
+    after, side by side: the issue's ratio targets compare these two. The wire's
+    floor (a bare ZeroMQ group commit, :mod:`.peers.zmq_echo`) runs beside them: what
+    any server on flowd's wire reaches on this machine."""
     for procs in (1, st.procs):
         us, rate = flowd_writes(ds, work, procs, st.seconds)
         res.put("cpu_per_write_us", "flowd strict", procs, us)
         res.put("cpu_per_write_rate", "flowd strict", procs, rate)
+        us, rate = floor_writes(work, procs, st.seconds)
+        res.put("cpu_per_write_us", "wire floor", procs, us)
+        res.put("cpu_per_write_rate", "wire floor", procs, rate)
         if redis_bin is not None:
             res.put("cpu_per_write_rate", "redis always", procs,
                     redis_writes(redis_bin, ds, work, procs, st.seconds))
@@ -157,6 +162,17 @@ def flowd_writes(ds: Dataset, work: Path, procs: int, seconds: float,
             stop()
     shutil.rmtree(data_dir, ignore_errors=True)
     return cpu / max(1, writes) * 1e6, s.ops_per_s
+
+
+def floor_writes(work: Path, procs: int, seconds: float) -> tuple[float, float]:
+    """(server CPU µs per write, writes/s) of the durable-write floor under the same
+    writer processes: ROUTER, msgpack, one write + fdatasync per poll turn."""
+    with zmq_echo.EchoServer(work, journal=work / "echo-durable.log") as srv:
+        cpu0 = srv.cpu_seconds()
+        s = throughput("benchmarks.peers.zmq_echo:writer", (srv.endpoint,), procs, seconds)
+        cpu = srv.cpu_seconds() - cpu0
+    (work / "echo-durable.log").unlink(missing_ok=True)
+    return cpu / max(1.0, s.ops_per_s * seconds) * 1e6, s.ops_per_s
 
 
 def redis_writes(redis_bin: str, ds: Dataset, work: Path, procs: int,

@@ -60,18 +60,30 @@ def scale_section(res: Results, st: Settings) -> list[str]:
                       "p99 ÷ p50", "CPU % of a core", "snapshots × s", "GIL wait max ms",
                       "probe late max ms", "probe late max ms (snapshot)", "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
-    cpu = [(p, res.get("cpu_per_write_us", "flowd strict", p),
-            res.get("cpu_per_write_rate", "flowd strict", p),
-            res.get("cpu_per_write_rate", "redis always", p))
-           for p in res.sizes("cpu_per_write_us")]
-    if cpu:
+    procs = res.sizes("cpu_per_write_us")
+    if procs:
         out += ["Request path: daemon CPU per durable write (strict, 1000-flow store), "
                 "user+system time of the daemon (all its threads) over the run ÷ revisions "
-                "committed; Redis `appendfsync always` under the same writers right after.",
-                ""]
+                "committed; Redis `appendfsync always` under the same writers right after. "
+                "Wire floor: a bare ROUTER + msgpack server doing one write + fdatasync per "
+                "poll turn (`benchmarks/peers/zmq_echo.py --journal`): what any server on "
+                "flowd's wire reaches here, so `floor ÷ redis` bounds `flowd ÷ redis`.", ""]
         out += table(["writer processes", "writes/s", "daemon CPU µs per write",
-                      "redis always writes/s", "flowd ÷ redis"],
-                     [[str(p), f"{r or 0:,.0f}", f"{us:,.1f}",
-                       f"{rr:,.0f}" if rr else "n/a",
-                       f"{(r or 0) / rr:.2f}x" if rr else "n/a"] for p, us, r, rr in cpu])
+                      "redis always writes/s", "flowd ÷ redis", "wire floor writes/s",
+                      "floor CPU µs per write", "flowd ÷ floor", "floor ÷ redis"],
+                     [_cpu_row(res, p) for p in procs])
     return out
+
+
+def _cpu_row(res: Results, procs: int) -> list[str]:
+    us = res.get("cpu_per_write_us", "flowd strict", procs) or 0.0
+    rate = res.get("cpu_per_write_rate", "flowd strict", procs) or 0.0
+    redis = res.get("cpu_per_write_rate", "redis always", procs)
+    floor = res.get("cpu_per_write_rate", "wire floor", procs)
+    floor_us = res.get("cpu_per_write_us", "wire floor", procs)
+
+    def x(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a and b else "n/a"
+    return [str(procs), f"{rate:,.0f}", f"{us:,.1f}", f"{redis:,.0f}" if redis else "n/a",
+            x(rate, redis), f"{floor:,.0f}" if floor else "n/a",
+            f"{floor_us:,.1f}" if floor_us else "n/a", x(rate, floor), x(floor, redis)]

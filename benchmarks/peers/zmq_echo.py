@@ -6,31 +6,49 @@ DEALER frame, unpack the request map, pack a reply map carrying one flow
 stats. A flowd round trip cannot be cheaper than this one; the gap between
 the two is what flowd's own code costs.
 
-    python -m benchmarks.peers.zmq_echo ipc:///path/echo.sock
+With ``--journal FILE`` it is the floor of a durable write instead: each poll
+turn takes every request waiting, appends their frames to FILE with one
+``write`` and one ``fdatasync`` (a bare group commit), then answers each with a
+small map the size of an add_flow reply's head. Beside Redis ``appendfsync
+always`` it shows how far the wire flowd must keep (ZeroMQ, msgpack, one Python
+thread) allows the issue's request-path ratios to go on the machine of the run.
+
+    python -m benchmarks.peers.zmq_echo ipc:///path/echo.sock [--journal FILE]
 """
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import zmq
 
-from ..datagen import make_flow
+from ..datagen import make_flow, sample_flow
 
 #: the reply payload: one typical flow, as get_flow would return it
 FLOW = make_flow(random.Random(7), "flow_0badc0de", 7)
 
 
-def serve(endpoint: str) -> None:
+def serve(endpoint: str, journal: str | None = None) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.bind(endpoint)
     print("ready", flush=True)
+    if journal is None:
+        serve_reads(sock)
+    else:
+        serve_durable(sock, journal)
+    sock.close(0)
+    ctx.term()
+
+
+def serve_reads(sock: zmq.Socket[bytes]) -> None:
     while True:
         ident, frame = sock.recv_multipart()
         req = msgpack.unpackb(frame, raw=False)
@@ -39,20 +57,50 @@ def serve(endpoint: str) -> None:
             break
         sock.send_multipart([ident, msgpack.packb({"id": req["id"], "result": FLOW},
                                                   use_bin_type=True)])
-    sock.close(0)
-    ctx.term()
+
+
+def serve_durable(sock: zmq.Socket[bytes], journal: str) -> None:
+    """Group commit at its barest: drain, one write + fdatasync, answer the group."""
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    stopping = False
+    while not stopping:
+        sock.poll(-1)
+        group: list[tuple[bytes, dict[str, Any]]] = []
+        while True:
+            try:
+                ident, frame = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            group.append((ident, msgpack.unpackb(frame, raw=False)))
+        os.write(fd, b"".join(msgpack.packb(req) for _, req in group))
+        os.fdatasync(fd)
+        for ident, req in group:
+            stopping = stopping or req.get("op") == "stop"
+            sock.send_multipart([ident, msgpack.packb(
+                {"id": req.get("id"), "result": {"id": "flow_0badc0de", "revision": 1}})])
+    os.close(fd)
 
 
 class EchoServer:
-    """The echo server in its own process (as flowd is), on an ipc endpoint."""
+    """The echo server in its own process (as flowd is), on an ipc endpoint; with
+    ``journal``, the durable-write floor (:func:`serve_durable`) journaling there."""
 
-    def __init__(self, parent: Path) -> None:
-        self.endpoint = f"ipc://{parent / 'echo.sock'}"
+    def __init__(self, parent: Path, journal: Path | None = None) -> None:
+        self.endpoint = f"ipc://{parent / ('echo-durable.sock' if journal else 'echo.sock')}"
+        self.journal = journal
         self.proc: subprocess.Popen[str] | None = None
 
+    def cpu_seconds(self) -> float:
+        """User+system time of the server process so far."""
+        import psutil
+        assert self.proc is not None
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
     def __enter__(self) -> EchoServer:
+        extra = [] if self.journal is None else ["--journal", str(self.journal)]
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.peers.zmq_echo",
-                                      self.endpoint], stdout=subprocess.PIPE, text=True)
+                                      self.endpoint, *extra], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("zmq echo server did not start")
@@ -92,5 +140,27 @@ def client(endpoint: str,
     return op, close
 
 
+def writer(endpoint: str) -> tuple[Callable[[int], object], Callable[[], None]]:
+    """A DEALER sending add_flow requests as FlowClient packs them (same flows as the
+    flowd and Redis writers), one at a time, waiting for each reply."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+
+    def op(i: int) -> object:
+        name, plans = sample_flow(i)
+        sock.send(msgpack.packb({"v": 1, "id": i & 0x7FFFFFFF, "op": "add_flow",
+                                 "args": {"name": name, "plans": plans}}))
+        if not sock.poll(10_000):
+            raise TimeoutError("zmq echo: no reply within 10 s")
+        return msgpack.unpackb(sock.recv(), raw=False)
+
+    def close() -> None:
+        sock.close(0)
+        ctx.term()
+    return op, close
+
+
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[3] if sys.argv[2:3] == ["--journal"] else None)

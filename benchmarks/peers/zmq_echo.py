@@ -7,11 +7,12 @@ stats. A flowd round trip cannot be cheaper than this one; the gap between
 the two is what flowd's own code costs.
 
 With ``--journal FILE`` it is the floor of a durable write instead: each poll
-turn takes every request waiting, appends their frames to FILE with one
-``write`` and one ``fdatasync`` (a bare group commit), then answers each with a
-small map the size of an add_flow reply's head. Beside Redis ``appendfsync
-always`` it shows how far the wire flowd must keep (ZeroMQ, msgpack, one Python
-thread) allows the issue's request-path ratios to go on the machine of the run.
+turn takes every request waiting, appends them to FILE (packed again, as a
+journal record is) with one ``write`` and one ``fdatasync`` (a bare group
+commit), then answers each with a small map the size of an add_flow reply's
+head. Beside Redis ``appendfsync always`` it shows how far the wire flowd must
+keep (ZeroMQ, msgpack, one Python thread) allows the issue's request-path
+ratios to go on the machine of the run.
 
     python -m benchmarks.peers.zmq_echo ipc:///path/echo.sock [--journal FILE]
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import psutil
 import zmq
 
 from ..datagen import make_flow, sample_flow
@@ -92,7 +94,6 @@ class EchoServer:
 
     def cpu_seconds(self) -> float:
         """User+system time of the server process so far."""
-        import psutil
         assert self.proc is not None
         times = psutil.Process(self.proc.pid).cpu_times()
         return float(times.user + times.system)

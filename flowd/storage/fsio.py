@@ -13,6 +13,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .direct import StagedFile
 from .ownfiles import create_new, fresh_name
 
 
@@ -66,20 +67,25 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
     on the request path) waits behind their writeback (173 ms at 1M flows). After each
     such flush, ``flushed(bytes written so far)`` (a pacer may sleep there)."""
     fd = create_new(path, mode)
+    out: StagedFile | None = None
     try:
+        # a file written in flushed pieces is a big one: around the page cache (.direct)
+        out = StagedFile(fd, flush_every, write_all)
         unflushed = written = 0
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
                 piece = view[:flush_every - unflushed] if flush_every else view
-                write_all(fd, piece)
+                out.write(piece)
                 view = view[len(piece):]
                 unflushed += len(piece)
                 if flush_every and unflushed >= flush_every:
+                    out.drain()
                     IO.fdatasync(fd)
                     written, unflushed = written + unflushed, 0
                     if flushed is not None:
                         flushed(written)
+        out.finish()
         if patch is not None:
             offset, data = patch()
             if IO.pwrite(fd, data, offset) != len(data):
@@ -87,6 +93,8 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
         IO.fsync(fd)
         return os.fstat(fd)
     finally:
+        if out is not None:
+            out.close()
         os.close(fd)
 
 

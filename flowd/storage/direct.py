@@ -40,9 +40,12 @@ class StagedFile:
     def __init__(self, fd: int, stage: int, write: Write) -> None:
         self.fd, self._write = fd, write
         self.buf: mmap.mmap | None = None
-        self.fill = 0
-        if _DIRECT and stage >= BLOCK and _set_direct(fd, True):
-            self.buf = mmap.mmap(-1, stage - stage % BLOCK)
+        #: bytes staged, and the file offset the buffer's first byte goes to
+        self.fill = self.offset = 0
+        if _DIRECT and stage >= BLOCK:
+            buf = mmap.mmap(-1, stage - stage % BLOCK)  # page-aligned, as O_DIRECT needs
+            if _set_direct(fd, True):
+                self.buf = buf
 
     @property
     def direct(self) -> bool:
@@ -75,13 +78,14 @@ class StagedFile:
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-            # refused before a byte was written (an O_DIRECT write is all or EINVAL):
-            # the file system wants another alignment; the page cache takes the rest
-            self._fall_back()
+            # the file system wants another alignment: the page cache takes the rest,
+            # from the byte the refusal stopped at (a short direct write may come first)
+            self._fall_back(os.lseek(self.fd, 0, os.SEEK_CUR) - self.offset)
             return
         rest = self.fill - whole
         view[:rest] = view[whole:self.fill]
         self.fill = rest
+        self.offset += whole
 
     def finish(self) -> None:
         """Everything staged written; the fd is an ordinary one again (for the patch)."""
@@ -93,13 +97,15 @@ class StagedFile:
         mapping goes with its last view (a failed write's traceback may hold one)."""
         self.buf = None
 
-    def _fall_back(self) -> None:
-        """Through the page cache from here on: whatever is staged is written now."""
+    def _fall_back(self, done: int = 0) -> None:
+        """Through the page cache from here on: what is staged (past the ``done`` bytes
+        already in the file) is written now."""
         buf, self.buf = self.buf, None
         if buf is None:
             return
         _set_direct(self.fd, False)
-        self._write(self.fd, memoryview(buf)[:self.fill])
+        self._write(self.fd, memoryview(buf)[done:self.fill])
+        self.offset += self.fill
         self.fill = 0
 
 

@@ -92,6 +92,25 @@ def test_a_refused_direct_write_falls_back_with_the_same_bytes(
     assert len(refused) <= 1  # refused once, then the page cache throughout
 
 
+def test_a_refusal_after_a_short_direct_write_resumes_where_it_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = fsio.IO.write, []
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            calls.append(len(data))
+            if len(calls) == 2:  # one block went down, then the rest is refused
+                return int(real(fd, memoryview(data)[:direct.BLOCK]))
+            if len(calls) == 3:
+                raise OSError(errno.EINVAL, "wants another alignment")
+        return int(real(fd, data))
+    monkeypatch.setattr(fsio.IO, "write", write)
+    path = tmp_path / "new"
+    expect = _write(path, _chunks())
+    assert path.read_bytes() == expect
+    assert len(calls) == 3 or not _direct_supported(tmp_path)
+
+
 def test_a_file_system_without_o_direct_gets_the_same_bytes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         writes: list[tuple[int, bool]]) -> None:

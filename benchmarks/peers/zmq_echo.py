@@ -123,36 +123,29 @@ class EchoServer:
 def client(endpoint: str,
            op_name: str = "get_flow") -> tuple[Callable[[int], object], Callable[[], None]]:
     """A DEALER that sends one request map and waits for its reply, like FlowClient does."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-
-    def op(i: int) -> object:
-        sock.send(msgpack.packb({"v": 1, "id": i & 0x7FFFFFFF, "op": op_name,
-                                 "args": {"flow_id": "flow_0badc0de"}}))
-        if not sock.poll(10_000):
-            raise TimeoutError("zmq echo: no reply within 10 s")
-        return msgpack.unpackb(sock.recv(), raw=False)
-
-    def close() -> None:
-        sock.close(0)
-        ctx.term()
-    return op, close
+    return _dealer(endpoint, lambda i: (op_name, {"flow_id": "flow_0badc0de"}))
 
 
 def writer(endpoint: str) -> tuple[Callable[[int], object], Callable[[], None]]:
     """A DEALER sending add_flow requests as FlowClient packs them (same flows as the
     flowd and Redis writers), one at a time, waiting for each reply."""
+    def add_flow(i: int) -> tuple[str, dict[str, Any]]:
+        name, plans = sample_flow(i)
+        return "add_flow", {"name": name, "plans": plans}
+    return _dealer(endpoint, add_flow)
+
+
+def _dealer(endpoint: str, request: Callable[[int], tuple[str, dict[str, Any]]]
+            ) -> tuple[Callable[[int], object], Callable[[], None]]:
+    """(op, close): op(i) sends request(i)'s op and args and waits for the reply."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
 
     def op(i: int) -> object:
-        name, plans = sample_flow(i)
-        sock.send(msgpack.packb({"v": 1, "id": i & 0x7FFFFFFF, "op": "add_flow",
-                                 "args": {"name": name, "plans": plans}}))
+        name, args = request(i)
+        sock.send(msgpack.packb({"v": 1, "id": i & 0x7FFFFFFF, "op": name, "args": args}))
         if not sock.poll(10_000):
             raise TimeoutError("zmq echo: no reply within 10 s")
         return msgpack.unpackb(sock.recv(), raw=False)

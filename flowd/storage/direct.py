@@ -47,10 +47,6 @@ class StagedFile:
             if _set_direct(fd, True):
                 self.buf = buf
 
-    @property
-    def direct(self) -> bool:
-        return self.buf is not None
-
     def write(self, data: memoryview) -> None:
         buf = self.buf
         if buf is None:

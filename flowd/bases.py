@@ -226,8 +226,11 @@ class FileMemory:
         own, own_rev, prev = self.own, self.own_rev, self._latest_getter()
         again = set(suspects)
         again.update(compress(own, map(isinstance, own.values(), repeat(tuple))))
-        again.update(compress(ours, map(operator.gt, map(_REV, ours.values()),
-                                        repeat(own_rev))))
+        if isinstance(ours, flow_lines.FlowTable):  # the store: read from the lines' ends
+            again.update(flow_lines.changed_after(ours.lines, own_rev))
+        else:
+            again.update(compress(ours, map(operator.gt, map(_REV, ours.values()),
+                                            repeat(own_rev))))
         for overlay in self.overlays:
             again.update(overlay)
         redo: Delta = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -27,6 +28,11 @@ CHECK_KEY = "lines_crc32"
 FILE_META = frozenset((CHECK_KEY, "last_saved", "file_revision", "revision"))
 INDENT = b"    "
 _NAME = b',"name":"'
+#: a line whose last key is ``revision`` (every line flowd stamps): the value, read
+#: from the end. Valid JSON ending ``,"revision":N}`` has that pair at the top level:
+#: the quote after the comma opens a key, and only the top object closes at the end.
+_TAIL_REVISION = re.compile(rb',"revision":(0|[1-9][0-9]{0,19})\}\Z')
+_PAIR_ENDS = frozenset(b",}")
 #: the names index keeps 30 bits of a name's hash: a one-digit int (28 bytes, not 36)
 KEY_MASK = (1 << 30) - 1
 
@@ -84,6 +90,50 @@ def name_of(fid: str, line: bytes) -> str:
             return raw.decode()
     name = decode(fid, line).get("name")
     return name if type(name) is str else ""
+
+
+def revision_of(fid: str, line: bytes) -> Any:
+    """The flow's ``revision`` (0 if it has none), read from the line's end when it is
+    the last key, decoded otherwise."""
+    m = _TAIL_REVISION.search(line, max(0, len(line) - 40))
+    if m is not None:
+        return int(m[1])
+    return decode(fid, line).get("revision", 0)
+
+
+def changed_after(lines: Mapping[str, bytes], revision: int) -> list[str]:
+    """Ids whose flow is at a revision above ``revision``, in order: a stray merge's
+    flows changed since a file, without decoding the rest (0.5 s at 100k flows)."""
+    search, floor = _TAIL_REVISION.search, revision
+    out = []
+    for fid, line in lines.items():
+        m = search(line, max(0, len(line) - 40))
+        if (int(m[1]) if m is not None else revision_of(fid, line)) > floor:
+            out.append(fid)
+    return out
+
+
+def unheld(lines: Mapping[str, bytes], flows: Mapping[str, Flow]) -> list[str]:
+    """Ids of ``flows`` whose line does not begin with that flow's pairs, as bytes, in
+    ``flows``' order. What it leaves out is a sub-map of the line's flow, exactly: the
+    line starts with the same keys and values, each pair whole. What it keeps may
+    still be one (other key order, ``1`` against ``1.0``): the caller compares those.
+    A stray merge's first pass: an old tool's copy of an untouched flow is flowd's
+    line minus ``revision``, so a million of them cost no decode."""
+    dumps, get, ends = orjson.dumps, lines.get, _PAIR_ENDS
+    out = []
+    for fid, flow in flows.items():
+        line = get(fid)
+        try:
+            head = b"%s%s: %s" % (INDENT, dumps(fid), dumps(flow))
+        except TypeError:  # a value orjson cannot write: the caller looks at it
+            out.append(fid)
+            continue
+        n = len(head) - 1  # without the closing brace
+        if line is None or not line.startswith(head[:n]) or len(line) <= n \
+                or line[n] not in ends:
+            out.append(fid)
+    return out
 
 
 class FlowTable(Mapping[str, Flow]):

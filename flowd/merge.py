@@ -23,7 +23,7 @@ flow of theirs with ours and drops those the tool holds exactly as ours does
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 
@@ -86,13 +86,18 @@ class _Acc:
     result: MergeResult = field(default_factory=lambda: MergeResult([], None))
 
 
-def suspects_of(ours: Mapping[str, dict], theirs: Mapping[str, dict]) -> list[str]:
+def suspects_of(ours: Mapping[str, dict], theirs: Mapping[str, dict],
+                candidates: Iterable[str] | None = None) -> list[str]:
     """Ids of theirs whose flow is not a sub-map of ours' (theirs order), in C.
 
     A flow the old tool merely re-serialised (``revision`` and unknown keys
     dropped) is a sub-map of ours' and needs no digest: whatever the base, the
-    merge keeps ours for it.
+    merge keeps ours for it. ``candidates``: the only ids that may be suspects, in
+    theirs order (a cheaper pass cleared the rest); only those are compared.
     """
+    if candidates is not None:
+        return [fid for fid in candidates
+                if not theirs[fid].items() <= ours.get(fid, _EMPTY).items()]
     same_order = len(theirs) == len(ours) and list(theirs) == list(ours)
     paired = iter(ours.values()) if same_order else map(ours.get, theirs, repeat(_EMPTY))
     kept = map(operator.le, map(dict.items, theirs.values()), map(dict.items, paired))

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from . import flow_lines
 from .bases import FileMemory
 from .digests import digest, same
 from .merge import Base, MergeResult, Unknown, suspects_of, three_way_merge
@@ -88,7 +89,7 @@ class Strays:
         theirs = doc["flows"]
         for flow in theirs.values():
             flow.pop("revision", None)  # the loader's default: the tool never wrote one
-        suspects = suspects_of(store.flows, theirs)
+        suspects = suspects_of(store.flows, theirs, flow_lines.unheld(store.flows.lines, theirs))
         picked = pick_base(self.memory, doc, store.flows, suspects)
         result = three_way_merge(picked.base, store.flows, store.current_flow_id, theirs,
                                  doc.get("current_flow_id"),

@@ -147,3 +147,25 @@ def test_notes_are_bounded() -> None:
     assert len(doc["flows"]) == 1000
     assert len(notes) == 1 + migrate.MAX_NOTES + 1
     assert re.match(r"^\.\.\. and \d+ more$", notes[-1])
+
+
+@pytest.mark.parametrize("form", ["list", "dict"])
+def test_an_old_tools_flows_come_out_as_a_rebuilt_flow_would(form: str) -> None:
+    """The old tools' five-key layout is completed in place (no new dict per flow): the
+    result must be what the general rebuild gives, key order and all, and a flow of
+    that layout with a bad value must still be repaired with its note."""
+    good = [{"id": f"f{i}", "name": f"n{i}", "plans": [{"id": i}], "created": T0,
+             "updated": T0} for i in range(3)]
+    bad = {"id": "f9", "name": ["not", "a", "name"], "plans": [], "created": T0,
+           "updated": T0}
+    items = [*good, bad, {**good[0], "id": "f0"}]  # a duplicate id too
+    want = [migrate._rebuilt(None, dict(f), {}) for f in good]
+    raw: dict[str, Any] = {"flows": [dict(f) for f in items]} if form == "list" else \
+        {"version": "3.0", "flows": {f"f{i}": dict(f) for i, f in enumerate(items[:4])}}
+    doc, notes = normalize(raw)
+    got = doc["flows"]
+    for w in want:
+        assert got[w["id"]] == w and list(got[w["id"]]) == [*FLOW_KEYS]
+    assert got["f9" if form == "list" else "f3"]["name"] == ""
+    assert any("name" in note for note in notes)
+    assert len(got) == (5 if form == "list" else 4)

@@ -21,6 +21,7 @@ import orjson
 from . import flow_lines
 from .bases import FileMemory
 from .digests import digest, same
+from .heap import gc_paused
 from .merge import Base, MergeResult, Unknown, suspects_of, three_way_merge
 from .request_handler import RequestHandler
 from .snapshotter import Snapshotter
@@ -75,11 +76,12 @@ class Strays:
     def absorb(self) -> None:
         """flows.json changed behind our back: keep it, merge it, have it rewritten."""
         try:
-            got = self._take_file()
-            if got is None:
-                return
-            fp, evidence, doc = got
-            self.merge(doc, evidence, fp)
+            with gc_paused():  # a parsed file of acyclic objects: nothing to collect
+                got = self._take_file()
+                if got is not None:
+                    fp, evidence, doc = got
+                    self.merge(doc, evidence, fp)
+                    del got, doc  # freed before the collector runs again, not walked by it
         except OSError as exc:
             self._failed(exc)
 

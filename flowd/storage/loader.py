@@ -20,7 +20,6 @@ Two ways in, one set of rules (:mod:`.migrate`):
 
 from __future__ import annotations
 
-import gc
 import io
 import os
 import time
@@ -35,6 +34,7 @@ import orjson
 from ijson.common import ObjectBuilder
 
 from ..flow_lines import FlowTable
+from ..heap import gc_paused
 from .lines_file import read_own
 from .migrate import (
     VERSION,
@@ -76,18 +76,6 @@ class LoadResult:
     seconds: float = 0.0
     #: read back by its lines (flowd's own file), not parsed
     by_lines: bool = False
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC and restore its previous state, even on error."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @contextmanager
@@ -133,7 +121,7 @@ def load_file(path: str | os.PathLike[str], *,
     """
     t0 = time.perf_counter()
     fd = open_regular(path) if follow else open_own(Path(path), owner=owner)
-    with os.fdopen(fd, "rb") as f, _gc_paused():
+    with os.fdopen(fd, "rb") as f, gc_paused():
         size = os.fstat(f.fileno()).st_size
         skip = len(_BOM) if f.read(len(_BOM)) == _BOM else 0
         got = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..heap import gc_paused
 from ..store import Store
 from .evidence import keep_aside
 from .journal import Journal, ScanResult
@@ -139,13 +140,10 @@ def recover(data_dir: Path, store: Store, journal: Journal,
     written files holds them (the store is keyed by the same strings where they match)."""
     rec = Recovery()
     t0 = time.perf_counter()
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        _recover(data_dir, store, journal, rec, ids)
+        with gc_paused():
+            _recover(data_dir, store, journal, rec, ids)
     finally:
-        if was_enabled:
-            gc.enable()
         gc.freeze()  # the loaded store never needs scanning by the cyclic GC
     rec.seconds = time.perf_counter() - t0
     return rec

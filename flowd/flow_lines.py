@@ -103,7 +103,8 @@ def revision_of(fid: str, line: bytes) -> Any:
 
 def changed_after(lines: Mapping[str, bytes], revision: int) -> list[str]:
     """Ids whose flow is at a revision above ``revision``, in order: a stray merge's
-    flows changed since a file, without decoding the rest (0.5 s at 100k flows)."""
+    flows changed since a file, decoding only lines laid out otherwise (decoding all
+    of them was 0.5 s of a 100k-flow merge)."""
     search, floor = _TAIL_REVISION.search, revision
     out = []
     for fid, line in lines.items():

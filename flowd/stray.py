@@ -11,6 +11,7 @@ fails nothing is merged, flowd says so once and retries.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,18 +76,21 @@ class Strays:
 
     def absorb(self) -> None:
         """flows.json changed behind our back: keep it, merge it, have it rewritten."""
+        started = time.perf_counter()
         try:
             with gc_paused():  # a parsed file of acyclic objects: nothing to collect
                 got = self._take_file()
                 if got is not None:
                     fp, evidence, doc = got
-                    self.merge(doc, evidence, fp)
+                    self.merge(doc, evidence, fp, started)
                     del got, doc  # freed before the collector runs again, not walked by it
         except OSError as exc:
             self._failed(exc)
 
-    def merge(self, doc: dict[str, Any], evidence: Path, fp: Fingerprint | None) -> None:
-        """Merge a tool's document (kept aside as ``evidence``) as one journaled change."""
+    def merge(self, doc: dict[str, Any], evidence: Path, fp: Fingerprint | None,
+              started: float | None = None) -> None:
+        """Merge a tool's document (kept aside as ``evidence``) as one journaled change;
+        ``started``: when the loop began on it (perf_counter), for the log line."""
         store = self.service.store
         theirs = doc["flows"]
         for flow in theirs.values():
@@ -111,7 +115,8 @@ class Strays:
         if aside is not None:
             report["aside"] = aside.name
         self._commit(result, report)
-        self._done(fp, report, result, aside, picked)
+        self._done(fp, report, result, aside, picked,
+                   None if started is None else time.perf_counter() - started)
 
     # ------------------------------------------------------------ steps
 
@@ -172,7 +177,7 @@ class Strays:
         self.service.commit_internal(txn, merge=report)
 
     def _done(self, fp: Fingerprint | None, report: dict[str, Any], result: MergeResult,
-              aside: Path | None, picked: Picked) -> None:
+              aside: Path | None, picked: Picked, seconds: float | None) -> None:
         if fp is not None:
             self.pending.pop(fp, None)
             self.snap.accept_foreign(fp)
@@ -185,12 +190,14 @@ class Strays:
             self._track(result, aside.name, report["revision"])
         counts = {k: report[k] for k in ("added", "updated", "deleted", "conflicts",
                                          "skipped_deletions")}
+        # the seconds tell an operator why clients timed out meanwhile (README, Durability)
         log.warning("stray flows.json merged into revision %d (base %s%s): %s; conflicts %s; "
-                    "skipped deletions %s; tool's file kept as %s%s", report["revision"],
+                    "skipped deletions %s; tool's file kept as %s%s%s", report["revision"],
                     picked.number, "" if report["base_known"] else f", unknown: {picked.why}",
                     counts, report["conflict_ids"], report["skipped_deletion_ids"],
                     report["evidence"], f", versions not applied in {aside.name}" if aside
-                    else "")
+                    else "", "" if seconds is None else
+                    f"; requests waited {seconds:.2f} s for the merge")
 
     def _failed(self, exc: OSError) -> None:
         self.failures += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +97,10 @@ def test_stray_writer_merged_while_daemon_runs(make_daemon, tmp_path: Path) -> N
         merges = wait_for(lambda: c.stats()["stray_merges"], what="the stray merge")
         report = merges[-1]
         assert (report["added"], report["updated"], report["deleted"]) == (1, 1, 1), report
+        # the merge's WARNING line says how long the loop served nobody (written before
+        # the stats that show the merge are answered)
+        line = next(x for x in d.log.read_text().splitlines() if "stray flows.json merged" in x)
+        assert re.search(r"; requests waited \d+\.\d\d s for the merge$", line), line
         assert report["conflicts"] == 1 and report["conflict_ids"] == [ids["E"]]
         assert names(c) == {ids["A"]: "A", ids["B"]: "B-stray", ids["D"]: "D-daemon",
                             ids["E"]: "E-daemon", g: "G-daemon", s: "S-stray"}

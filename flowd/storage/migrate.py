@@ -4,7 +4,8 @@ Pure (no I/O) so the in-memory and the streaming loader share one set of
 rules: :class:`Migrator` takes flows one at a time, then the top-level fields;
 :func:`normalize` drives it over a parsed document. One pass, no copies: this
 runs over 100k+ flows at daemon start (budget ~100 ms per 100k); a valid flow
-is taken as is or rebuilt once, only broken ones take the slow, noted path.
+is taken as is or rebuilt once (:mod:`.flow_layouts`), only broken ones take the
+slow, noted path.
 Notes are bounded. Data is never dropped: a value that cannot stay where it
 was is kept next to it under ``<key>_invalid``.
 """
@@ -18,19 +19,17 @@ from typing import Any
 
 from flowd_client.flowids import Deriver
 
+from .flow_layouts import FLOW_KEYS, MISSING, OLD_TOOL_KEYS, as_is, old_tool_form, rebuilt
+
 VERSION = "3.0"
-#: keys of a flow that the schema defines, in the order a normalized flow has them
-FLOW_KEYS = ("id", "name", "plans", "created", "updated", "revision")
 _KNOWN = frozenset(FLOW_KEYS)
-#: what the old tools write of a flow (the seed's ``asdict``), in this order
-OLD_TOOL_KEYS = FLOW_KEYS[:5]
 _TOP_KEYS = ("version", "meta", "current_flow_id", "flows")
 MAX_NOTES = 50
 #: field -> (type, factory of the default (None: now), how the default reads in a note)
 _FIELD_RULES: dict[str, tuple[type, Any, str]] = {
     "name": (str, str, "''"), "plans": (list, list, "[]"),
     "created": (str, None, "now"), "updated": (str, None, "now")}
-_MISSING: Any = object()
+_MISSING = MISSING
 
 
 class CorruptFileError(Exception):
@@ -82,55 +81,6 @@ def check_flows_shape(kind: str, is_v3: bool) -> None:
     got = "missing" if kind == "missing" else _JSON_KINDS.get(kind, kind)
     version = "version 3.0" if is_v3 else "pre-3.0"
     raise CorruptFileError(f"{version} file: 'flows' is {got}, expected {want}")
-
-
-def _core_ok(key: str | None, item: dict[str, Any], flows: dict[str, Any]) -> bool:
-    """The five keys the old tools write hold valid values, and the id is new."""
-    fid = item["id"]
-    return (type(fid) is str and fid != "" and (key is None or fid == key) and fid not in flows
-            and type(item["name"]) is str and type(item["plans"]) is list
-            and type(item["created"]) is str and type(item["updated"]) is str)
-
-
-def _as_is(key: str | None, item: dict[str, Any], flows: dict[str, Any]) -> dict[str, Any] | None:
-    """A flow already in canonical key order (as flowd writes it): taken unchanged."""
-    return item if _core_ok(key, item, flows) and type(item["revision"]) is int else None
-
-
-def _old_tool_form(key: str | None, item: dict[str, Any],
-                   flows: dict[str, Any]) -> dict[str, Any] | None:
-    """A flow as the old tools write it (the five keys in canonical order, nothing else):
-    completed in place, since the parser's dict is ours (a new dict per flow was about a
-    sixth of checking an old tool's file), to the key order of :func:`_rebuilt`."""
-    if _core_ok(key, item, flows):
-        item["revision"] = 0
-        return item
-    return None
-
-
-def _rebuilt(key: str | None, item: dict[str, Any], flows: dict[str, Any]) -> dict[str, Any] | None:
-    """A valid flow in another key order or without ``id``/``revision``: rebuilt, in order."""
-    raw = item.get("id", _MISSING)
-    fid = raw if key is None else key
-    if (type(fid) is not str or fid == "" or fid in flows
-            or (raw is not _MISSING and raw != fid)):
-        return None
-    name, plans = item.get("name"), item.get("plans")
-    created, updated = item.get("created"), item.get("updated")
-    rev = item.get("revision", _MISSING)
-    known = 4 + (raw is not _MISSING) + (rev is not _MISSING)
-    if rev is _MISSING:
-        rev = 0
-    if (type(name) is not str or type(plans) is not list or type(created) is not str
-            or type(updated) is not str or type(rev) is not int):
-        return None
-    new = {"id": fid, "name": name, "plans": plans,
-           "created": created, "updated": updated, "revision": rev}
-    if len(item) > known:
-        # the known keys hold the same values: update() appends only the unknown
-        # ones, in their order, at C speed (and is a no-op for the rest)
-        new.update(item)
-    return new
 
 
 class NoteLog:
@@ -190,8 +140,7 @@ class Migrator:
 
     def _add_pairs(self, pairs: Iterable[tuple[str | None, object]]) -> None:
         """The hot loop: a well-formed flow costs a key check and at most one dict."""
-        flows, canon, old_form, as_is, rebuilt = self.flows, FLOW_KEYS, OLD_TOOL_KEYS, \
-            _as_is, _rebuilt
+        flows, canon, old_form = self.flows, FLOW_KEYS, OLD_TOOL_KEYS
         maxrev, pos, canonical, old_tool = self.max_revision, self.count, True, True
         for key, item in pairs:
             pos += 1
@@ -203,7 +152,7 @@ class Migrator:
                     new = as_is(key, item, flows)
                 elif old_tool and layout == old_form:
                     canonical = False
-                    new = _old_tool_form(key, item, flows)
+                    new = old_tool_form(key, item, flows)
                 else:
                     canonical = old_tool = False
                     new = rebuilt(key, item, flows)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from migrate_builders import T0, canon, determinize, flow
 
-from flowd.storage import migrate
+from flowd.storage import flow_layouts, migrate
 from flowd.storage.migrate import FLOW_KEYS, normalize
 
 ID_RE = re.compile(r"^flow_[0-9a-f]{8}$")
@@ -159,7 +159,7 @@ def test_an_old_tools_flows_come_out_as_a_rebuilt_flow_would(form: str) -> None:
     bad = {"id": "f9", "name": ["not", "a", "name"], "plans": [], "created": T0,
            "updated": T0}
     items = [*good, bad, {**good[0], "id": "f0"}]  # a duplicate id too
-    want = [migrate._rebuilt(None, dict(f), {}) for f in good]
+    want = [flow_layouts.rebuilt(None, dict(f), {}) for f in good]
     raw: dict[str, Any] = {"flows": [dict(f) for f in items]} if form == "list" else \
         {"version": "3.0", "flows": {f"f{i}": dict(f) for i, f in enumerate(items[:4])}}
     doc, notes = normalize(raw)

@@ -115,12 +115,12 @@ def unheld(lines: Mapping[str, bytes], flows: Mapping[str, Flow]) -> list[str]:
     still be one (other key order, ``1`` against ``1.0``): the caller compares those.
     A stray merge's first pass: an old tool's copy of an untouched flow is flowd's
     line minus ``revision``, so a million of them cost no decode."""
-    dumps, get, ends = orjson.dumps, lines.get, _PAIR_ENDS
+    get, ends = lines.get, _PAIR_ENDS
     out = []
     for fid, flow in flows.items():
         line = get(fid)
         try:
-            head = b"%s%s: %s" % (INDENT, dumps(fid), dumps(flow))
+            head = encode(fid, flow)  # the line flowd would write for theirs
         except TypeError:  # a value orjson cannot write: the caller looks at it
             out.append(fid)
             continue

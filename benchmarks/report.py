@@ -229,16 +229,22 @@ def stray_section(res: Results, st: Settings) -> list[str]:
     merge, parse = res.get("stray_merge", "flowd", n), res.get("stray_parse", "orjson.loads", n)
     if merge is None:
         return []
+    loop, step = res.get("stray_loop", "flowd", n), res.get("stray_step_max", "flowd", n)
     out = ["## Old tools rewriting flows.json", "",
            f"At {size_label(n)} flows: the seed's manager renames, deletes and adds 10 flows "
            "each (one rename also made by flowd: a conflict) and saves; flowd keeps the file "
-           "aside, parses it, picks the base, merges, writes the conflict aside and journals "
-           "the merge (on the server loop). Baseline: orjson.loads of the same file. Memory "
+           "aside, parses it in a child process, reads the child's lines on the server loop "
+           "a step at a time between requests, picks the base, merges, writes the conflict "
+           "aside and journals the merge. Loop s: the loop's share of it; longest step: the "
+           "most a request waited for it. Baseline: orjson.loads of the same file. Memory "
            "of written files: the sidecar after flowd's first file, and after 100 more files "
            "of 10 changed flows each.", ""]
-    out += table(["flows", "merge s", "orjson.loads s", "merge ÷ parse", "memory, 1 file",
+    out += table(["flows", "merge s", "loop s", "longest step ms", "orjson.loads s",
+                  "loop ÷ parse", "memory, 1 file",
                   "memory, 101 files", "history RAM est. (beyond the newest map)"],
-                 [[size_label(n), f_s(merge), f_s(parse), f_x(ratio(merge, parse)),
+                 [[size_label(n), f_s(merge), f_s(loop),
+                   f_us(None if step is None else step * 1e3), f_s(parse),
+                   f_x(ratio(loop, parse)),
                    _mib(res.get("memory_bytes_1", "flowd", n)),
                    _mib(res.get("memory_bytes", "flowd", n)),
                    _mib(res.get("memory_ram_estimate", "flowd", n))]])

@@ -25,9 +25,9 @@ import logging
 import operator
 import time
 from collections.abc import Iterable, Mapping
-from itertools import compress, islice, repeat
+from itertools import compress, filterfalse, islice, repeat
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from . import flow_lines
 from .digests import Digest, digest
@@ -47,6 +47,16 @@ SHARE_SLICE = 1024
 #: the lines of a file's flows by id (flowd.flow_lines)
 Lines = Mapping[str, bytes]
 _REV = operator.itemgetter("revision")
+
+
+class Found(NamedTuple):
+    """What :meth:`FileMemory.tool_file_delta` reads off every flow: ``changed`` (ids of
+    ours changed since the newest own file, or more), ``gone`` (the newest map's ids
+    that theirs lacks), ``extras`` (own ids whose digest is a pair)."""
+
+    changed: Iterable[str]
+    gone: Iterable[str]
+    extras: Iterable[str]
 
 
 class FileMemory:
@@ -198,7 +208,7 @@ class FileMemory:
         ids = dict.fromkeys(own_delta)  # ordered: the sidecar keeps the newest map's order
         for overlay in self.overlays:  # where the newest file was a tool's
             ids.update(dict.fromkeys(overlay))
-        prev = self._latest_getter()
+        prev = self.latest_getter()
         redo: Delta = {}
         undo: Delta = {}
         for fid in ids:
@@ -214,23 +224,27 @@ class FileMemory:
         self._persist(self.entries[-1], redo, now)
 
     def tool_file_delta(self, theirs: Mapping[str, dict], ours: Mapping[str, dict],
-                        suspects: Iterable[str]) -> Delta:
+                        suspects: Iterable[str], found: Found | None = None) -> Delta:
         """How a tool's file differs from the newest remembered file (its record).
 
         ``suspects`` are the ids where theirs is not a sub-map of ours; every other
         flow of theirs is ours' minus what the tool dropped, so its digest is the
         core of ours', which is the newest file's unless ours changed since or the
         newest file was a tool's. Only those few are digested; the rest is C-level
-        set work, so 100k untouched flows cost no bytecode each.
+        set work, so 100k untouched flows cost no bytecode each. ``found``: that set
+        work done beforehand, a slice at a time (flowd.stray_intake).
         """
-        own, own_rev, prev = self.own, self.own_rev, self._latest_getter()
+        own, own_rev, prev = self.own, self.own_rev, self.latest_getter()
+        if found is None:
+            held = theirs.lines if isinstance(theirs, flow_lines.FlowTable) else theirs
+            changed = flow_lines.changed_after(ours.lines, own_rev) if isinstance(
+                ours, flow_lines.FlowTable) else compress(  # the store: the lines' ends
+                ours, map(operator.gt, map(_REV, ours.values()), repeat(own_rev)))
+            found = Found(changed, filterfalse(held.__contains__, self.latest_ids()),
+                          compress(own, map(isinstance, own.values(), repeat(tuple))))
         again = set(suspects)
-        again.update(compress(own, map(isinstance, own.values(), repeat(tuple))))
-        if isinstance(ours, flow_lines.FlowTable):  # the store: read from the lines' ends
-            again.update(flow_lines.changed_after(ours.lines, own_rev))
-        else:
-            again.update(compress(ours, map(operator.gt, map(_REV, ours.values()),
-                                            repeat(own_rev))))
+        again.update(found.extras)
+        again.update(found.changed)
         for overlay in self.overlays:
             again.update(overlay)
         redo: Delta = {}
@@ -240,14 +254,13 @@ class FileMemory:
                 tv = digest(flow)
                 if prev(fid) != tv:
                     redo[fid] = tv
-        for fid in set(self._latest_ids()) - theirs.keys():
-            redo[fid] = None
+        redo.update(zip(found.gone, repeat(None)))
         return redo
 
     def remember_absorbed(self, number: int, revision: int, current: str | None,
                           redo: Delta) -> None:
         """A tool's file flowd merged: the next tool may have loaded it."""
-        prev = self._latest_getter()
+        prev = self.latest_getter()
         undo = {fid: prev(fid) for fid in redo} if self.entries else {}
         self.overlays.append(redo)
         self.note_number(number)
@@ -317,7 +330,7 @@ class FileMemory:
 
     # ------------------------------------------------------------ lookups
 
-    def _latest_getter(self) -> Any:
+    def latest_getter(self) -> Any:
         if not self.overlays:
             return self.own.get
         merged = dict(self.own)
@@ -325,7 +338,7 @@ class FileMemory:
             apply_delta(merged, overlay)
         return merged.get
 
-    def _latest_ids(self) -> Iterable[str]:
+    def latest_ids(self) -> Iterable[str]:
         return self._latest_map() if self.overlays else self.own
 
     def _latest_map(self) -> dict[str, Digest]:
@@ -347,33 +360,6 @@ class FileMemory:
         reloading writes the same number again)."""
         return [i for i, e in enumerate(self.entries)
                 if e.number == claimed - 1 or (not e.own and e.number == claimed)]
-
-    def versions_of(self, ids: Iterable[str]) -> dict[str, list[Digest]]:
-        """Every remembered version of each id (for merges without a base)."""
-        wanted = set(ids)
-        latest = self._latest_getter()
-        out: dict[str, list[Digest]] = {}
-        for fid in wanted:
-            v = latest(fid)
-            if v is not None:
-                out[fid] = [v]
-        for e in self.entries:
-            for fid in wanted.intersection(e.undo):
-                v = e.undo[fid]
-                if v is not None:
-                    out.setdefault(fid, []).append(v)
-        return out
-
-    def older_versions(self, ids: Iterable[str], index: int) -> dict[str, list[Digest]]:
-        """Versions of each id in files before file ``index`` that differ from its own."""
-        wanted = set(ids)
-        out: dict[str, list[Digest]] = {}
-        for e in self.entries[1:index + 1]:
-            for fid in wanted.intersection(e.undo):
-                v = e.undo[fid]
-                if v is not None:
-                    out.setdefault(fid, []).append(v)
-        return out
 
     def ours_digest(self, ours: Mapping[str, dict]) -> Any:
         """Digest of a live flow: from flowd's newest file if unchanged since it."""

@@ -255,12 +255,12 @@ class Daemon:
     def check_stray(self, force: bool = False) -> None:
         """Merge flows.json if someone else rewrote it (never while a snapshot runs:
         then the check comes again when it is collected)."""
-        if self.snap.busy:
+        if self.snap.busy or self.strays.busy:
             self._stray_suspected = True
             return
         self._stray_suspected = False
         if force or self.snap.files.changed_behind_our_back():
-            self.strays.absorb()
+            self.strays.begin()
 
     def on_dir_event(self) -> None:
         """The data dir's inotify fd is readable (the server loop polls it)."""
@@ -273,10 +273,15 @@ class Daemon:
             self.snap.hurry()  # a forced save waits for the file, or the journal outgrows it
         if (waited_for and not self.snap.busy) or self.snap.due(now):
             self.check_stray()
-            if self.strays.failing:
+            if self.strays.failing or self.strays.busy:
                 return  # the tool's file is not merged yet: never write over it
             # paced unless someone waits for it, or the journal grows faster than that
             self.snap.start(self.store, paced=not waited_for and not self.snap.journal_full())
+
+    def next_deadline(self, now: float) -> float | None:
+        """When the loop must tick for the daemon's own work: a stray merge's next step
+        at once, else the next snapshot."""
+        return now if self.strays.ready else self.snap.next_deadline(now)
 
     def sync_journal(self) -> None:
         try:

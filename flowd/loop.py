@@ -123,7 +123,7 @@ class Loop:
         self.watchdog_every = watchdog_interval()
         self.timers = Timers(time.monotonic(), relaxed=rt.journal.durability == "relaxed",
                              notify=notifier is not None, watchdog_every=self.watchdog_every,
-                             snapshot_deadline=rt.snap.next_deadline)
+                             work_deadline=rt.next_deadline)
         self._jobs = self._job_table()
 
     # ------------------------------------------------------------ set-up
@@ -180,6 +180,7 @@ class Loop:
         watch = self.rt.watch.fileno() if self.rt.watch is not None else None
         keys = self.rt.clients_watch.fileno() if self.rt.clients_watch is not None else None
         self.rt.snap.on_done = self.wake
+        self.rt.strays.on_ready = self.wake  # a child parsed a tool's file (flowd.stray_parse)
         if hasattr(self.rt.backend, "wake"):  # etcd: the watch thread has other hosts' writes
             self.rt.backend.wake = self.wake
             self.wake()  # what it queued before now
@@ -315,6 +316,7 @@ class Loop:
         rt = self.rt
         return {
             "stray": lambda now: rt.check_stray(),
+            "stray-step": lambda now: rt.strays.step(),
             "own-files": lambda now: self._check_own_files(),
             "snapshot": rt.maybe_snapshot,
             "fsync": lambda now: rt.sync_journal(),
@@ -368,6 +370,8 @@ class Loop:
             self.zap.close(0)
         self.listeners.close()
         self.ctx.term()
+        self.rt.strays.on_ready = None  # from here on a tool's file is merged in process
+        self.rt.strays.cancel()
         signal.set_wakeup_fd(-1)
         self.wake_r.close()
         self.wake_w.close()

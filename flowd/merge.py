@@ -240,20 +240,23 @@ def three_way_merge(base: Base | Unknown, ours: Mapping[str, dict], ours_current
                     theirs: Mapping[str, dict], theirs_current: str | None, *,
                     ours_digest: Callable[[str], Digest | None],
                     new_id: Callable[[], str],
-                    suspects: list[str] | None = None) -> MergeResult:
+                    suspects: list[str] | None = None,
+                    missing: list[str] | None = None) -> MergeResult:
     """Merge theirs into ours; nothing passed in is mutated.
 
     ``ours_digest(fid)`` is the digest of ours' flow (the caller may cache
     them); ``new_id()`` a fresh id candidate. Changes come deletions first,
     then updates, then adds, so applying them in order never re-adds an id
-    that is still present. ``suspects``: :func:`suspects_of` if the caller has it.
+    that is still present. ``suspects``: :func:`suspects_of` if the caller has it;
+    ``missing``: ours' ids that theirs lacks, in ours' order, likewise.
     """
     acc = _Acc()
     if suspects is None:
         suspects = suspects_of(ours, theirs)
     new_ids = sum(1 for fid in suspects if fid not in ours)
-    missing = [fid for fid in ours if fid not in theirs] if len(theirs) - new_ids < len(
-        ours) else []
+    if missing is None:
+        missing = [fid for fid in ours if fid not in theirs] if len(theirs) - new_ids < len(
+            ours) else []
     if isinstance(base, Base):
         for fid in missing:
             _known_missing(acc, fid, base, ours_digest)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import filterfalse
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,17 @@ import orjson
 
 from . import flow_lines
 from .bases import FileMemory
-from .digests import digest, same
 from .heap import gc_paused
-from .merge import Base, MergeResult, Unknown, suspects_of, three_way_merge
+from .merge import Base, MergeResult, suspects_of, three_way_merge
 from .request_handler import RequestHandler
 from .snapshotter import Snapshotter
 from .storage import stray_files
 from .storage.loader import load_file
 from .storage.migrate import CorruptFileError
 from .storage.snapshot import Fingerprint
+from .stray_base import Picked, number_of, pick_base
+from .stray_intake import Intake, Taken
+from .stray_parse import OUTPUT_ERRORS, ToolFileParse
 
 log = logging.getLogger("flowd.stray")
 
@@ -49,10 +52,19 @@ class Conflict:
 
 
 @dataclass
-class Picked:
-    base: Base | Unknown
-    number: int | None
-    why: str = ""
+class _Turns:
+    """The loop's time on a merge parsed off the loop, for the log line: since
+    ``began`` (flows.json found changed), ``spent`` in all, ``longest`` at once."""
+
+    began: float
+    step_began: float
+    spent: float = 0.0
+    longest: float = 0.0
+
+    def add(self) -> None:
+        """Count the step that began at ``step_began``: it is over."""
+        took = time.perf_counter() - self.step_began
+        self.spent, self.longest = self.spent + took, max(self.longest, took)
 
 
 @dataclass
@@ -67,6 +79,11 @@ class Strays:
     conflicts: list[Conflict] = field(default_factory=list)
     #: tool files already in the memory of files (a retried merge must not add them twice)
     remembered: dict[Fingerprint, None] = field(default_factory=dict)
+    #: wakes the loop when a child has parsed a tool's file (None: parse in process)
+    on_ready: Callable[[], None] | None = None
+    intake: Intake | None = None
+    _parsing: tuple[Fingerprint, Path, bool, float] = field(init=False)
+    _turns: _Turns | None = None
 
     @property
     def failing(self) -> bool:
@@ -77,51 +94,167 @@ class Strays:
     def absorb(self) -> None:
         """flows.json changed behind our back: keep it, merge it, have it rewritten."""
         started = time.perf_counter()
+        self.cancel()
+        self._turns = None
         try:
-            with gc_paused():  # a parsed file of acyclic objects: nothing to collect
-                got = self._take_file()
+            with gc_paused():
+                got = self._held_file()
                 if got is not None:
-                    fp, evidence, doc = got
-                    self.merge(doc, evidence, fp, started)
-                    del got, doc  # freed before the collector runs again, not walked by it
+                    self._absorb_held(*got, started)
         except OSError as exc:
             self._failed(exc)
 
+    def _absorb_held(self, fp: Fingerprint, path: Path, fresh: bool, started: float) -> None:
+        """The held file (or its evidence), parsed and merged in process."""
+        with gc_paused():  # a parsed file of acyclic objects: nothing to collect
+            try:
+                doc = load_file(path).doc
+            except CorruptFileError as exc:
+                if not fresh:
+                    raise  # pragma: no cover - kept as evidence only once it loaded
+                self._corrupt(fp, path, str(exc))
+                return
+            self.merge(doc, self._kept(fp, path) if fresh else path, fp, started)
+            del doc  # freed before the collector runs again, not walked by it
+
+    def begin(self) -> None:
+        """:meth:`absorb`, with the tool's file parsed by a child process while the loop
+        serves (:mod:`flowd.stray_parse`); in process without a loop to wake
+        (``on_ready``) or when the child cannot start."""
+        if self.on_ready is None:
+            self.absorb()
+            return
+        started = time.perf_counter()
+        try:
+            got = self._held_file()
+            if got is None:
+                return
+            try:
+                parse = ToolFileParse(got[1], self.data_dir, self.on_ready)
+            except OSError as exc:
+                log.warning("could not start parsing the tool's flows.json in a child "
+                            "process (%s); parsing it in the daemon", exc)
+                self._absorb_held(*got, started)
+                return
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self.intake = Intake(self.service.store, parse, self.memory)
+        self._parsing = (*got, started)
+        self._turns = _Turns(started, started)
+        self._turns.add()
+
+    @property
+    def busy(self) -> bool:
+        """A tool's file is being parsed or read in: no snapshot may write over it."""
+        return self.intake is not None
+
+    @property
+    def ready(self) -> bool:
+        """The loop has intake work for its next turn."""
+        return self.intake is not None and self.intake.parse.exited
+
+    def step(self) -> None:
+        """The loop's turn for a pending intake: one step of it, or the merge at its end."""
+        intake, turns = self.intake, self._turns
+        if intake is None or turns is None or not intake.parse.exited:
+            return
+        turns.step_began = time.perf_counter()
+        why = intake.parse.failure()
+        try:
+            done = why is None and intake.step()
+        except OUTPUT_ERRORS as exc:
+            why = f"its output is unreadable: {exc!r}"
+        try:
+            with gc_paused():
+                if why is not None:
+                    log.warning("could not parse the tool's flows.json in a child process "
+                                "(%s); parsing it in the daemon", why)
+                    self.cancel()
+                    self._turns = None
+                    self._absorb_held(*self._parsing[:3], time.perf_counter())
+                elif done and intake.corrupt is None and self._parsing[2]:
+                    fp, held, _, began = self._parsing  # kept first, in a turn of its own
+                    self._parsing = (fp, self._kept(fp, held), False, began)
+                elif done:
+                    self.cancel()
+                    self._intake_done(intake, *self._parsing)
+        except OSError as exc:
+            self.cancel()
+            self._failed(exc)
+        turns.add()
+
+    def _waited(self, started: float | None) -> str:
+        """The log line's account of the requests' wait (README, Durability)."""
+        now, turns = time.perf_counter(), self._turns
+        if turns is not None:
+            took = now - turns.step_began  # this step, so far
+            spent, longest = turns.spent + took, max(turns.longest, took)
+            return (f"; parsed in a child process, merged {now - turns.began:.2f} s after "
+                    f"flows.json changed; requests waited {spent:.2f} s for it in all, at "
+                    f"most {longest:.2f} s at once")
+        return "" if started is None else f"; requests waited {now - started:.2f} s for the merge"
+
+    def cancel(self) -> None:
+        """Drop a pending intake (the stop, or a merge in process instead)."""
+        if self.intake is not None:
+            self.intake.parse.close()
+            self.intake = None
+
+    def _intake_done(self, intake: Intake, fp: Fingerprint, path: Path, fresh: bool,
+                     started: float) -> None:
+        if intake.corrupt is not None:
+            self._corrupt(fp, path, intake.corrupt)
+            return
+        evidence = self._kept(fp, path) if fresh else path
+        assert intake.header is not None
+        taken = intake.finish()
+        doc = {"flows": taken.theirs, "current_flow_id": intake.header["current_flow_id"],
+               "meta": {"file_revision": intake.header["file_revision"]}}
+        self.merge(doc, evidence, fp, started, taken)
+
     def merge(self, doc: dict[str, Any], evidence: Path, fp: Fingerprint | None,
-              started: float | None = None) -> None:
+              started: float | None = None, taken: Taken | None = None) -> None:
         """Merge a tool's document (kept aside as ``evidence``) as one journaled change;
-        ``started``: when the loop began on it (perf_counter), for the log line."""
+        ``started``: when the loop began on it (perf_counter), for the log line;
+        ``taken``: its flows as lines, and what was found of them beforehand (from
+        :class:`Intake`, which read them in while the loop served)."""
         store = self.service.store
         theirs = doc["flows"]
-        for flow in theirs.values():
-            flow.pop("revision", None)  # the loader's default: the tool never wrote one
-        suspects = suspects_of(store.flows, theirs, flow_lines.unheld(store.flows.lines, theirs))
+        if taken is None:
+            for flow in theirs.values():
+                flow.pop("revision", None)  # the loader's default: the tool never wrote one
+            taken = Taken(theirs, flow_lines.unheld(store.flows.lines, theirs))
+        elif taken.missing is None:
+            taken.missing = list(filterfalse(theirs.lines.__contains__, store.flows.lines))
+        suspects = suspects_of(store.flows, theirs, taken.candidates)
         picked = pick_base(self.memory, doc, store.flows, suspects)
         result = three_way_merge(picked.base, store.flows, store.current_flow_id, theirs,
                                  doc.get("current_flow_id"),
                                  ours_digest=self.memory.ours_digest(store.flows),
-                                 new_id=store.begin().new_id, suspects=suspects)
+                                 new_id=store.begin().new_id, suspects=suspects,
+                                 missing=taken.missing)
         revision = store.revision + 1
         report = {**result.report, "revision": revision, "base": picked.number,
                   "base_known": isinstance(picked.base, Base), "evidence": evidence.name}
         aside = self._write_losers(result, report, store.flows)  # before the journal
         if fp is not None and fp not in self.remembered:
-            self.memory.remember_absorbed(_number(doc) or 0, revision, doc.get("current_flow_id"),
-                                          self.memory.tool_file_delta(theirs, store.flows,
-                                                                      suspects))
+            delta = self.memory.tool_file_delta(theirs, store.flows, suspects, taken.found)
+            self.memory.remember_absorbed(number_of(doc) or 0, revision,
+                                          doc.get("current_flow_id"), delta)
             self.remembered[fp] = None
             while len(self.remembered) > MAX_TRACKED_CONFLICTS:
                 del self.remembered[next(iter(self.remembered))]
         if aside is not None:
             report["aside"] = aside.name
         self._commit(result, report)
-        self._done(fp, report, result, aside, picked,
-                   None if started is None else time.perf_counter() - started)
+        self._done(fp, report, result, aside, picked, self._waited(started))
 
     # ------------------------------------------------------------ steps
 
-    def _take_file(self) -> tuple[Fingerprint, Path, dict[str, Any]] | None:
-        """The tool's file, kept aside first: what is merged is what is kept."""
+    def _held_file(self) -> tuple[Fingerprint, Path, bool] | None:
+        """The tool's file held under flowd's name, or its evidence from a failed attempt
+        (``fresh`` False); None if flows.json is flowd's own after all, or gone."""
         path = self.snap.files.path
         try:
             fp = stray_files.file_fingerprint(path)
@@ -132,21 +265,21 @@ class Strays:
         if fp == self.snap.files.known:
             return None  # flowd's own file after all
         evidence = self.pending.get(fp)
-        if evidence is None:
-            fp, held = stray_files.hold(self.data_dir, path)
-            try:
-                got = load_file(held)
-            except CorruptFileError as exc:
-                aside = stray_files.keep(held, "stray-corrupt")
-                log.error("!!! flows.json was overwritten with an unreadable file (%s); kept as "
-                          "%s; flowd writes its own state back", exc, aside.name)
-                self.snap.accept_foreign(fp)
-                return None
-            evidence = stray_files.keep(held, "stray")
-            self.pending[fp] = evidence
-        else:
-            got = load_file(evidence)
-        return fp, evidence, got.doc
+        if evidence is not None:
+            return fp, evidence, False
+        fp, held = stray_files.hold(self.data_dir, path)
+        return fp, held, True
+
+    def _kept(self, fp: Fingerprint, held: Path) -> Path:
+        evidence = stray_files.keep(held, "stray")
+        self.pending[fp] = evidence
+        return evidence
+
+    def _corrupt(self, fp: Fingerprint, held: Path, why: str) -> None:
+        aside = stray_files.keep(held, "stray-corrupt")
+        log.error("!!! flows.json was overwritten with an unreadable file (%s); kept as "
+                  "%s; flowd writes its own state back", why, aside.name)
+        self.snap.accept_foreign(fp)
 
     def _write_losers(self, result: MergeResult, report: dict[str, Any],
                       ours: Mapping[str, Any]) -> Path | None:
@@ -177,7 +310,7 @@ class Strays:
         self.service.commit_internal(txn, merge=report)
 
     def _done(self, fp: Fingerprint | None, report: dict[str, Any], result: MergeResult,
-              aside: Path | None, picked: Picked, seconds: float | None) -> None:
+              aside: Path | None, picked: Picked, waited: str) -> None:
         if fp is not None:
             self.pending.pop(fp, None)
             self.snap.accept_foreign(fp)
@@ -190,14 +323,13 @@ class Strays:
             self._track(result, aside.name, report["revision"])
         counts = {k: report[k] for k in ("added", "updated", "deleted", "conflicts",
                                          "skipped_deletions")}
-        # the seconds tell an operator why clients timed out meanwhile (README, Durability)
+        # the wait tells an operator why clients timed out meanwhile (README, Durability)
         log.warning("stray flows.json merged into revision %d (base %s%s): %s; conflicts %s; "
                     "skipped deletions %s; tool's file kept as %s%s%s", report["revision"],
                     picked.number, "" if report["base_known"] else f", unknown: {picked.why}",
                     counts, report["conflict_ids"], report["skipped_deletion_ids"],
                     report["evidence"], f", versions not applied in {aside.name}" if aside
-                    else "", "" if seconds is None else
-                    f"; requests waited {seconds:.2f} s for the merge")
+                    else "", waited)
 
     def _failed(self, exc: OSError) -> None:
         self.failures += 1
@@ -230,73 +362,3 @@ class Strays:
             if untouched and c.file in names:
                 out.append({"flow_id": c.flow_id, "file": c.file, "revision": c.revision})
         return out
-
-
-def _number(doc: dict[str, Any]) -> int | None:
-    value = (doc.get("meta") or {}).get("file_revision")
-    return value if type(value) is int else None
-
-
-def pick_base(memory: FileMemory, doc: dict[str, Any], ours: Mapping[str, Any],
-              suspects: list[str]) -> Picked:
-    """The file the tool loaded, by the number it claims and then by content.
-
-    A tool writes the number it loaded plus one. Candidates carry that number
-    (:meth:`FileMemory.candidates`); one that shares no flow id with the tool's
-    file is no base (a file from elsewhere with a number that happens to
-    match). Of several, the one that explains the tool's file with the fewest
-    changes; a tie goes to the file flowd wrote itself, then the newer. A
-    tool's file that holds a version older than the base's (a flow as it was
-    in an earlier file) did not come from that base but through a tool's file
-    flowd never saw: its base is unknown.
-    """
-    theirs = doc["flows"]
-    fr = _number(doc)
-    if fr is None:
-        return _unknown(memory, theirs, "the file has no meta.file_revision")
-    maps = [(i, memory.map_at(i)) for i in memory.candidates(fr)]
-    maps = [(i, m) for i, m in maps if not m or any(fid in m for fid in theirs)]
-    if not maps:
-        return _unknown(memory, theirs, f"flowd remembers no file {fr - 1} that it could be "
-                        "an edit of")
-    i, m = maps[0] if len(maps) == 1 else _fewest_changes(memory, maps, theirs)
-    entry = memory.entries[i]
-    stale = _stale_copies(memory, i, m, suspects, theirs)
-    if stale:
-        return _unknown(memory, theirs, f"it holds versions older than file {entry.number} "
-                        f"({', '.join(stale[:3])}): it was edited from a tool's file flowd "
-                        "never saw")
-    return Picked(Base(m, entry.current), entry.number)
-
-
-def _stale_copies(memory: FileMemory, index: int, base: dict, suspects: list[str],
-                  theirs: dict[str, Any]) -> list[str]:
-    """Ids the tool holds as an earlier file had them, unlike the base."""
-    older = memory.older_versions(suspects, index)
-    out = []
-    for fid in older:
-        t = digest(theirs[fid])
-        if not same(t, base.get(fid)) and any(same(t, v) for v in older[fid]):
-            out.append(fid)
-    return out
-
-
-def _fewest_changes(memory: FileMemory, maps: list[tuple[int, dict]],
-                    theirs: dict[str, Any]) -> tuple[int, dict]:
-    """Candidates differ only where their maps differ: count the tool's changes there."""
-    first = maps[0][1]
-    where: set[str] = set()
-    for _, m in maps[1:]:
-        where.update(fid for fid, _ in first.items() ^ m.items())
-    mine = {fid: digest(theirs[fid]) if fid in theirs else None for fid in where}
-
-    def rank(item: tuple[int, dict]) -> tuple[int, bool, int]:
-        i, m = item
-        changes = sum(1 for fid in where if not same(mine[fid], m.get(fid)))
-        return (changes, not memory.entries[i].own, -i)
-    return min(maps, key=rank)
-
-
-def _unknown(memory: FileMemory, theirs: dict[str, Any], why: str) -> Picked:
-    versions = memory.versions_of(theirs)
-    return Picked(Unknown(lambda fid: versions.get(fid, ())), None, why)

@@ -1,5 +1,6 @@
 """The loop's timer policy in one place: which periodic jobs exist, how often each
-runs, and when the loop must wake next (the snapshot's own deadline included).
+runs, and when the loop must wake next (the daemon's own work included: the next
+snapshot, a stray merge's next step).
 
 The jobs are run by flowd.loop in the order of :data:`JOBS`; the snapshotter
 says when its next snapshot is due (its interval adapts to how long the last
@@ -13,6 +14,7 @@ from collections.abc import Callable
 #: (job, seconds between runs), in the order they run on a turn; 0 means every turn
 JOBS: tuple[tuple[str, float], ...] = (
     ("stray", 1.0),  # flows.json rewritten behind flowd's back (inotify may miss it)
+    ("stray-step", 0.0),  # a tool's file parsed off the loop: read in a frame a turn
     ("own-files", 0.5),  # flowd.lock and the socket files still flowd's: within a second
     ("snapshot", 0.0),
     ("fsync", 1.0),  # --durability relaxed: changes reach the disk within a second
@@ -32,7 +34,7 @@ class Timers:
 
     def __init__(self, now: float, *, relaxed: bool, notify: bool,
                  watchdog_every: float | None,
-                 snapshot_deadline: Callable[[float], float | None]) -> None:
+                 work_deadline: Callable[[float], float | None]) -> None:
         every = dict(JOBS)
         if watchdog_every:
             every["watchdog"] = watchdog_every
@@ -46,7 +48,7 @@ class Timers:
         self.jobs = [(name, every[name]) for name, _ in JOBS if name not in skip]
         self.next: dict[str, float] = {name: 0.0 for name, e in self.jobs if e}
         self.next["snapshot-summary"] = now + every["snapshot-summary"]
-        self.snapshot_deadline = snapshot_deadline
+        self.work_deadline = work_deadline
 
     def due(self, now: float) -> list[str]:
         """The jobs to run this turn, in order; each periodic one is rescheduled."""
@@ -62,7 +64,7 @@ class Timers:
     def next_deadline(self, now: float) -> float:
         """When the loop must look at its timers again."""
         deadlines = list(self.next.values())
-        snap = self.snapshot_deadline(now)
+        snap = self.work_deadline(now)
         if snap is not None:
             deadlines.append(snap)
         return min(deadlines, default=now + RETRY_SECONDS)

@@ -96,7 +96,9 @@ def test_stray_writer_merged_while_daemon_runs(make_daemon, tmp_path: Path) -> N
         # the merge's WARNING line says how long the loop served nobody (written before
         # the stats that show the merge are answered)
         line = next(x for x in d.log.read_text().splitlines() if "stray flows.json merged" in x)
-        assert re.search(r"; requests waited \d+\.\d\d s for the merge$", line), line
+        assert re.search(r"; parsed in a child process, merged \d+\.\d\d s after flows.json "
+                         r"changed; requests waited \d+\.\d\d s for it in all, at most "
+                         r"\d+\.\d\d s at once$", line), line
         assert report["conflicts"] == 1 and report["conflict_ids"] == [ids["E"]]
         assert names(c) == {ids["A"]: "A", ids["B"]: "B-stray", ids["D"]: "D-daemon",
                             ids["E"]: "E-daemon", g: "G-daemon", s: "S-stray"}

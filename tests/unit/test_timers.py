@@ -7,7 +7,7 @@ from flowd.timers import JOBS, Timers
 
 def make(now: float = 100.0, snap: float | None = None, **kw) -> Timers:
     opts = {"relaxed": False, "notify": False, "watchdog_every": None, **kw}
-    return Timers(now, snapshot_deadline=lambda now: snap, **opts)
+    return Timers(now, work_deadline=lambda now: snap, **opts)
 
 
 def test_first_turn_runs_every_job_but_the_minute_summary_in_order() -> None:
@@ -25,7 +25,7 @@ def test_jobs_not_wanted_are_absent() -> None:
 def test_a_job_is_due_again_after_its_interval() -> None:
     t = make()
     t.due(100.0)
-    assert t.due(100.1) == ["snapshot"]  # the every-turn job only
+    assert t.due(100.1) == ["stray-step", "snapshot"]  # the every-turn jobs only
     assert "refusals" in t.due(100.3) and "stray" not in t.due(100.3)
     assert "stray" in t.due(101.0)
     assert "snapshot-summary" in t.due(160.0)

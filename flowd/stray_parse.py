@@ -1,0 +1,238 @@
+"""An old tool's flows.json, parsed in a child process while the daemon serves.
+
+Parsing, checking and normalizing a tool's file is most of a stray merge (at a
+million flows, 12-14 s of the 21-27 s the loop was stalled) and needs nothing of
+the live store. So a child (``python -m flowd.stray_parse <held file> <lifeline fd>``) loads
+the file with the daemon's own loader and writes each flow as the line flowd
+would store for it, without ``revision``, into an unnamed file in memory (memfd);
+the loop reads those lines back a frame at a time (:mod:`flowd.stray_intake`)
+and compares them with its own as bytes. Nothing the child does touches the data
+dir: the file it reads is the held one, and what it writes has no name.
+
+The output is msgpack: a header map, then ``[ids, lines]`` frames of about
+:data:`FRAME_BYTES`. A header with ``corrupt`` says the file is unusable (the
+loader's message). Any other failure (the child could not start, died, or met a
+flow it cannot encode) is an exit status: the daemon then parses in process, as
+before, so a failure here costs time and never a merge.
+
+``FLOWD_TEST_STRAY_PARSE_GATE`` (tests only) names a FIFO the child reads before
+it starts: a test holds the parse open for as long as it needs, or makes the
+child fail by writing ``fail``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+
+log = logging.getLogger("flowd.stray")
+
+FRAME_BYTES = 1 << 20
+#: the child met a flow it cannot write as a line (a value orjson cannot encode)
+EXIT_UNENCODABLE = 4
+EXIT_TEST_FAIL = 70
+#: the daemon went away (or dropped the parse) before the child was done
+EXIT_ORPHANED = 71
+GATE_ENV = "FLOWD_TEST_STRAY_PARSE_GATE"
+ERR_TAIL = 400
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class FrameError(ValueError):
+    """The child's output is not what it writes: the caller parses in process."""
+
+
+#: what reading the child's output may raise (msgpack's own errors included)
+OUTPUT_ERRORS = (ValueError, msgpack.UnpackException)
+
+
+class ToolFileParse:
+    """One child parsing one held file; ``on_exit`` is called (from a waiter thread)
+    when it has exited, so the loop wakes for it instead of polling."""
+
+    def __init__(self, held: Path, scratch: Path, on_exit: Callable[[], None]) -> None:
+        self.out, self.err = _unnamed(scratch, "lines"), _unnamed(scratch, "errors")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH"))
+                                            if p)
+        # the child reads the other end: end of file means the daemon is gone (or done
+        # with it), and it exits instead of parsing a million flows for nobody
+        self._lifeline, lifeline = -1, -1
+        try:
+            lifeline, self._lifeline = os.pipe()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flowd.stray_parse", str(held), str(lifeline)],
+                stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=env,
+                pass_fds=(lifeline,))
+        except BaseException:
+            self._close_files()
+            raise
+        finally:
+            if lifeline >= 0:
+                os.close(lifeline)
+        self._waiter = threading.Thread(target=self._wait, args=(on_exit,),
+                                        name="stray-parse", daemon=True)
+        self._waiter.start()
+
+    def _wait(self, on_exit: Callable[[], None]) -> None:
+        self.proc.wait()
+        on_exit()
+
+    @property
+    def exited(self) -> bool:
+        return self.proc.returncode is not None
+
+    def failure(self) -> str | None:
+        """Why the child's output cannot be used (None: it can)."""
+        code = self.proc.returncode
+        if code == 0:
+            return None
+        if code == EXIT_UNENCODABLE:
+            return "it holds a value flowd cannot write as a line"
+        self.err.seek(0, os.SEEK_END)
+        size = self.err.tell()
+        self.err.seek(max(0, size - ERR_TAIL))
+        tail = self.err.read().decode("utf-8", "replace").strip().splitlines()
+        return f"the parsing process exited with status {code}" + (
+            f" ({tail[-1][:200]})" if tail else "")
+
+    def frames(self) -> Iterator[Any]:
+        """The child's output, one msgpack object at a time."""
+        self.out.seek(0, os.SEEK_END)
+        size = self.out.tell()
+        self.out.seek(0)
+        return iter(msgpack.Unpacker(self.out, raw=False, read_size=FRAME_BYTES,
+                                     max_buffer_size=max(size, FRAME_BYTES)))
+
+    def close(self) -> None:
+        """Stop the child if it still runs; drop its output (in a thread: the kernel
+        frees an unnamed file's blocks in close, 0.25 s for 400 MB at 1M flows)."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self._waiter.join(timeout=10)
+        threading.Thread(target=self._close_files, name="stray-parse-close",
+                         daemon=True).start()
+
+    def _close_files(self) -> None:
+        self.out.close()
+        self.err.close()
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
+
+
+def _unnamed(scratch: Path, what: str) -> IO[bytes]:
+    """A file with no name, in memory where the system allows: the lines of a million
+    flows written to a disk file would queue the journal's fsyncs behind their
+    writeback; and nothing is left behind by a kill -9 either way."""
+    try:
+        return os.fdopen(os.memfd_create(f"flowd-stray-{what}", os.MFD_CLOEXEC), "w+b")
+    except (AttributeError, OSError):  # pragma: no cover - Linux has memfd since 3.17
+        return tempfile.TemporaryFile(dir=scratch)  # O_TMPFILE, or unlinked at once
+
+
+def header_of(frame: Any) -> dict[str, Any]:
+    """The first frame, checked: what the child says about the file."""
+    if type(frame) is not dict or frame.get("v") != 1:
+        raise FrameError("no header")
+    if "corrupt" in frame:
+        if type(frame["corrupt"]) is not str:
+            raise FrameError("bad corrupt message")
+        return frame
+    count, cur, number = frame.get("count"), frame.get("current_flow_id"), frame.get(
+        "file_revision")
+    if type(count) is not int or count < 0 or not (cur is None or type(cur) is str) \
+            or not (number is None or type(number) is int):
+        raise FrameError("bad header")
+    return frame
+
+
+def pairs_of(frame: Any) -> tuple[list[str], list[bytes]]:
+    """A ``[ids, lines]`` frame, checked."""
+    if type(frame) is not list or len(frame) != 2:
+        raise FrameError("bad frame")
+    ids, lines = frame
+    if type(ids) is not list or type(lines) is not list or len(ids) != len(lines) \
+            or not all(type(i) is str for i in ids) or not all(type(x) is bytes for x in lines):
+        raise FrameError("bad frame")
+    return ids, lines
+
+
+# ------------------------------------------------------------ the child
+
+
+def _watch_parent(fd: int) -> None:
+    """Exit as soon as the daemon's end of the lifeline closes."""
+    def watch() -> None:
+        while os.read(fd, 1):
+            pass
+        os._exit(EXIT_ORPHANED)
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _gate() -> None:
+    gate = os.environ.get(GATE_ENV)
+    if gate:
+        with open(gate, "rb") as f:
+            if f.read().strip() == b"fail":
+                raise SystemExit(EXIT_TEST_FAIL)
+
+
+def write_lines(out: IO[bytes], doc: dict[str, Any]) -> None:
+    """The header and the ``[ids, lines]`` frames of a loaded document (its flows lose
+    ``revision``: the loader's default, the tool never wrote one)."""
+    from . import flow_lines  # the child's own imports: none of them in the daemon's path
+
+    number, cur = (doc.get("meta") or {}).get("file_revision"), doc.get("current_flow_id")
+    packb, encode = msgpack.packb, flow_lines.encode
+    out.write(packb({"v": 1, "count": len(doc["flows"]),
+                     "current_flow_id": cur if type(cur) is str else None,
+                     "file_revision": number if type(number) is int else None}))
+    ids: list[str] = []
+    lines: list[bytes] = []
+    size = 0
+    for fid, flow in doc["flows"].items():
+        flow.pop("revision", None)
+        try:
+            line = encode(fid, flow)
+        except TypeError:
+            raise SystemExit(EXIT_UNENCODABLE) from None
+        ids.append(fid)
+        lines.append(line)
+        size += len(line)
+        if size >= FRAME_BYTES:
+            out.write(packb([ids, lines]))
+            ids, lines, size = [], [], 0
+    if ids:
+        out.write(packb([ids, lines]))
+
+
+def main(argv: list[str]) -> int:
+    """Parse the file ``argv[1]`` names; the lines go to stdout (see the module)."""
+    from .storage.loader import load_file
+    from .storage.migrate import CorruptFileError
+
+    _watch_parent(int(argv[2]))
+    _gate()
+    out = sys.stdout.buffer
+    try:
+        doc = load_file(argv[1]).doc
+    except CorruptFileError as exc:
+        out.write(msgpack.packb({"v": 1, "corrupt": str(exc)}))
+    else:
+        write_lines(out, doc)
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as the child
+    sys.exit(main(sys.argv))

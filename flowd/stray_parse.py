@@ -61,7 +61,8 @@ class ToolFileParse:
 
     def __init__(self, held: Path, scratch: Path, on_exit: Callable[[], None]) -> None:
         self.out, self.err = _unnamed(scratch, "lines"), _unnamed(scratch, "errors")
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items()  # systemd's are the daemon's alone
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH"))
                                             if p)
         # the child reads the other end: end of file means the daemon is gone (or done

@@ -44,17 +44,17 @@ def pick_base(memory: FileMemory, doc: dict[str, Any], ours: Mapping[str, Any],
     theirs = doc["flows"]
     fr = number_of(doc)
     if fr is None:
-        return _unknown(memory, theirs, "the file has no meta.file_revision")
+        return _unknown(memory, suspects, "the file has no meta.file_revision")
     maps = [(i, memory.map_at(i)) for i in memory.candidates(fr)]
     maps = [(i, m) for i, m in maps if not m or any(fid in m for fid in theirs)]
     if not maps:
-        return _unknown(memory, theirs, f"flowd remembers no file {fr - 1} that it could be "
+        return _unknown(memory, suspects, f"flowd remembers no file {fr - 1} that it could be "
                         "an edit of")
     i, m = maps[0] if len(maps) == 1 else _fewest_changes(memory, maps, theirs)
     entry = memory.entries[i]
     stale = _stale_copies(memory, i, m, suspects, theirs)
     if stale:
-        return _unknown(memory, theirs, f"it holds versions older than file {entry.number} "
+        return _unknown(memory, suspects, f"it holds versions older than file {entry.number} "
                         f"({', '.join(stale[:3])}): it was edited from a tool's file flowd "
                         "never saw")
     return Picked(Base(m, entry.current), entry.number)
@@ -88,8 +88,10 @@ def _fewest_changes(memory: FileMemory, maps: list[tuple[int, dict]],
     return min(maps, key=rank)
 
 
-def _unknown(memory: FileMemory, theirs: dict[str, Any], why: str) -> Picked:
-    versions = versions_of(memory, theirs)
+def _unknown(memory: FileMemory, suspects: list[str], why: str) -> Picked:
+    """No base: the merge asks for the versions of suspects only (not of every flow of
+    theirs: a Python pass over a million ids)."""
+    versions = versions_of(memory, suspects)
     return Picked(Unknown(lambda fid: versions.get(fid, ())), None, why)
 
 

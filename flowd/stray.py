@@ -32,7 +32,7 @@ from .storage.migrate import CorruptFileError
 from .storage.snapshot import Fingerprint
 from .stray_base import Picked, number_of, pick_base
 from .stray_intake import Intake, Taken
-from .stray_parse import OUTPUT_ERRORS, ToolFileParse
+from .stray_parse import ToolFileParse
 
 log = logging.getLogger("flowd.stray")
 
@@ -163,8 +163,8 @@ class Strays:
         why = intake.parse.failure()
         try:
             done = why is None and intake.step()
-        except OUTPUT_ERRORS as exc:
-            why = f"its output is unreadable: {exc!r}"
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the daemon parses instead
+            why = f"its output could not be read in: {exc!r}"
         try:
             with gc_paused():
                 if why is not None:
@@ -182,7 +182,13 @@ class Strays:
         except OSError as exc:
             self.cancel()
             self._failed(exc)
-        turns.add()
+        except BaseException:
+            self.cancel()  # never left pending: snapshots wait for it
+            raise
+        finally:
+            turns.add()
+            if self.intake is None:
+                self._turns = None
 
     def _waited(self, started: float | None) -> str:
         """The log line's account of the requests' wait (README, Durability)."""

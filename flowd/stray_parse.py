@@ -51,9 +51,6 @@ class FrameError(ValueError):
     """The child's output is not what it writes: the caller parses in process."""
 
 
-#: what reading the child's output may raise (msgpack's own errors included)
-OUTPUT_ERRORS = (ValueError, msgpack.UnpackException)
-
 
 class ToolFileParse:
     """One child parsing one held file; ``on_exit`` is called (from a waiter thread)

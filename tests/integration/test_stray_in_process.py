@@ -8,14 +8,17 @@ running-daemon cases are in test_stray.py.
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from seed_tool import SeedTool
 
 from flowd import ops
 from flowd.config import Config
 from flowd.daemon import Daemon as InProcess
+from flowd.stray_intake import Intake
 
 
 def _write(rt: InProcess, op: str, **args: Any) -> Any:
@@ -162,4 +165,33 @@ def test_merge_gives_the_cyclic_gc_nothing_to_walk(tmp_path: Path) -> None:
     assert len(young) <= 1, f"{len(young)} collections during the merge"
     assert all(n < 500 for n in young), young  # the parsed file was not there to walk
     assert _names(rt)[added] == "from the tool"
+    assert rt.close()
+
+
+def test_an_intake_that_breaks_leaves_the_merge_to_the_daemon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A real child parses the tool's file, but reading its output in fails (a bug, a
+    short write): the daemon parses the held file itself, and nothing is left pending
+    (no snapshot would be written while it is)."""
+    data_dir = tmp_path / "data"
+    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    mine = _write(rt, "add_flow", name="mine")
+    assert rt.snap.write_now(rt.store).installed is not None
+    tool = SeedTool(data_dir)
+    added = tool.add_flow("from the tool")
+    tool.save()
+    parsed = threading.Event()
+    rt.strays.on_ready = parsed.set
+
+    def broken(self: Intake) -> bool:
+        raise KeyError("broken")
+    monkeypatch.setattr(Intake, "step", broken)
+    rt.check_stray(force=True)
+    assert rt.strays.busy and _names(rt) == {mine: "mine"}  # parsing, not merged yet
+    assert parsed.wait(30)
+    rt.strays.step()
+    assert not rt.strays.busy
+    assert _names(rt) == {mine: "mine", added: "from the tool"}
+    assert "its output could not be read in: KeyError('broken')" in caplog.text
     assert rt.close()

@@ -50,13 +50,14 @@ _REV = operator.itemgetter("revision")
 
 
 class Found(NamedTuple):
-    """What :meth:`FileMemory.tool_file_delta` reads off every flow: ``changed`` (ids of
-    ours changed since the newest own file, or more), ``gone`` (the newest map's ids
-    that theirs lacks), ``extras`` (own ids whose digest is a pair)."""
+    """What :meth:`FileMemory.tool_file_delta` reads off every flow, when known (None:
+    it reads it): ``changed`` (ids of ours changed since the newest own file, or
+    more), ``gone`` (the newest map's ids that theirs lacks), ``extras`` (own ids
+    whose digest is a pair)."""
 
-    changed: Iterable[str]
-    gone: Iterable[str]
-    extras: Iterable[str]
+    changed: Iterable[str] | None
+    gone: Iterable[str] | None = None
+    extras: Iterable[str] | None = None
 
 
 class FileMemory:
@@ -235,16 +236,19 @@ class FileMemory:
         work done beforehand, a slice at a time (flowd.stray_intake).
         """
         own, own_rev, prev = self.own, self.own_rev, self.latest_getter()
-        if found is None:
-            held = theirs.lines if isinstance(theirs, flow_lines.FlowTable) else theirs
+        changed, gone, extras = found or (None, None, None)
+        if changed is None:
             changed = flow_lines.changed_after(ours.lines, own_rev) if isinstance(
                 ours, flow_lines.FlowTable) else compress(  # the store: the lines' ends
                 ours, map(operator.gt, map(_REV, ours.values()), repeat(own_rev)))
-            found = Found(changed, filterfalse(held.__contains__, self.latest_ids()),
-                          compress(own, map(isinstance, own.values(), repeat(tuple))))
+        if gone is None:
+            held = theirs.lines if isinstance(theirs, flow_lines.FlowTable) else theirs
+            gone = filterfalse(held.__contains__, self.latest_ids())
+        if extras is None:
+            extras = compress(own, map(isinstance, own.values(), repeat(tuple)))
         again = set(suspects)
-        again.update(found.extras)
-        again.update(found.changed)
+        again.update(extras)
+        again.update(changed)
         for overlay in self.overlays:
             again.update(overlay)
         redo: Delta = {}
@@ -254,7 +258,7 @@ class FileMemory:
                 tv = digest(flow)
                 if prev(fid) != tv:
                     redo[fid] = tv
-        redo.update(zip(found.gone, repeat(None)))
+        redo.update(zip(gone, repeat(None)))
         return redo
 
     def remember_absorbed(self, number: int, revision: int, current: str | None,

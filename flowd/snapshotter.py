@@ -168,6 +168,15 @@ class Snapshotter:
         return View(self._replica, store.current_flow_id, store.revision, number,
                     store.meta_extra, store.extra, pending=pending, changed=self._unremembered)
 
+    def unremembered(self, store: Store) -> set[str] | None:
+        """Ids changed since the file the memory of written files remembered last (None:
+        not known): what the views since found, and the store's log after them. Asked
+        between snapshots only (a stray merge), when no thread adds to it."""
+        if self.busy or self._unremembered is None or store.changes is None \
+                or self._replica_of != store.generation:
+            return None
+        return self._unremembered.union(fid for fid, _ in store.changes)
+
     def prime(self, store: Store, changed: set[str] | None = None) -> None:
         """Copy the store's dict once per load (before serving, when called at start);
         from then on the store logs its changes for the replica. ``changed``: the ids

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from . import flow_lines
-from .bases import FileMemory
+from .bases import FileMemory, Found
 from .heap import gc_paused
 from .merge import Base, MergeResult, suspects_of, three_way_merge
 from .request_handler import RequestHandler
@@ -139,7 +139,8 @@ class Strays:
         except OSError as exc:
             self._failed(exc)
             return
-        self.intake = Intake(self.service.store, parse, self.memory)
+        self.intake = Intake(self.service.store, parse, self.memory,
+                             lambda: self.snap.unremembered(self.service.store))
         self._parsing = (*got, started)
         self._turns = _Turns(started, started)
         self._turns.add()
@@ -245,7 +246,8 @@ class Strays:
                   "base_known": isinstance(picked.base, Base), "evidence": evidence.name}
         aside = self._write_losers(result, report, store.flows)  # before the journal
         if fp is not None and fp not in self.remembered:
-            delta = self.memory.tool_file_delta(theirs, store.flows, suspects, taken.found)
+            found = taken.found or Found(self.snap.unremembered(store))
+            delta = self.memory.tool_file_delta(theirs, store.flows, suspects, found)
             self.memory.remember_absorbed(number_of(doc) or 0, revision,
                                           doc.get("current_flow_id"), delta)
             self.remembered[fp] = None

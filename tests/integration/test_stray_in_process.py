@@ -195,3 +195,32 @@ def test_an_intake_that_breaks_leaves_the_merge_to_the_daemon(
     assert _names(rt) == {mine: "mine", added: "from the tool"}
     assert "its output could not be read in: KeyError('broken')" in caplog.text
     assert rt.close()
+
+
+def test_a_tool_file_is_remembered_with_flowds_changes_it_holds(tmp_path: Path) -> None:
+    """Tool A makes the same edit flowd made after its last file: A's copy is flowd's
+    live flow, and the memory must record A's file as holding that version, not the
+    one of flowd's file. Otherwise tool B, which loaded A's file and left the flow
+    alone, looks as if it had changed it: a conflict nobody made."""
+    data_dir = tmp_path / "data"
+    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    x = _write(rt, "add_flow", name="x")
+    assert rt.snap.write_now(rt.store).installed is not None
+    tool_a = SeedTool(data_dir)
+    _write(rt, "update_flow", flow_id=x, name="x2")  # after flowd's last file
+    live = rt.store.flows[x]
+    tool_a.flows[x].name, tool_a.flows[x].updated = live["name"], live["updated"]  # the same
+    tool_a.add_flow("a")
+    tool_a.save()
+    rt.check_stray(force=True)
+    tool_b = SeedTool(data_dir)  # A's file: flowd has not rewritten flows.json yet
+    assert tool_b.flows[x].name == "x2"
+    _write(rt, "update_flow", flow_id=x, name="x3")
+    tool_b.add_flow("b")
+    tool_b.save()
+    rt.check_stray(force=True)
+    report = rt.service.stats.strays[-1]
+    assert report["base_known"] and report["conflicts"] == 0, report
+    assert _names(rt)[x] == "x3"
+    assert rt.close()

@@ -182,3 +182,17 @@ def test_output_not_as_the_child_writes_it_is_refused(frames: list[Any], why: st
     with pytest.raises(FrameError, match=why):
         for _ in range(10):
             intake.step()
+
+
+def test_changed_ids_the_snapshotter_knows_are_not_read_off_the_lines(tmp_path: Path) -> None:
+    store = store_of(["a", "b"])
+    theirs = tool_copy(store, ["keep", "keep"])
+    known = {"flow_x"}
+    intake = Intake(store, FakeParse(child_output(theirs)),  # type: ignore[arg-type]
+                    memory_of(store, -1, tmp_path), lambda: set(known))
+    while not intake.step():
+        pass
+    assert intake.changed == []  # own_rev -1: every line would have been read
+    known.add("flow_y")  # what the snapshotter knows at the end is what counts
+    found = intake.finish().found
+    assert found is not None and found.changed == {"flow_x", "flow_y"}

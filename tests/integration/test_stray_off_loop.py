@@ -136,3 +136,28 @@ def test_a_kill_during_the_parse_merges_the_tool_file_once_at_start(
     assert d.stop() == 0
     assert len(evidence(data_dir, "stray")) == 1
     assert not [p for p in data_dir.iterdir() if p.name.startswith("tmp")]
+
+
+def test_a_stop_during_the_parse_stops_the_child_and_leaves_nothing_unmerged(
+        make_daemon, tmp_path: Path, gate: Path) -> None:
+    """SIGTERM while the child is held: the child is stopped with the daemon, which
+    writes nothing over the tool's file; the next start merges it, once."""
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir)
+    d.start()
+    with d.client(timeout=10) as c:
+        ids, t = tool_edit(c, data_dir)
+        fd = held_child(gate)
+        assert d.proc is not None
+        children = psutil.Process(d.proc.pid).children()
+    assert d.stop() == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    os.close(fd)
+    d.start()
+    with d.client(timeout=10) as c:
+        report = c.stats()["stray_merges"][-1]
+        assert (report["added"], report["updated"]) == (1, 1), report
+        assert names(c) == {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C", t: "T-tool"}
+    assert d.stop() == 0
+    assert len(evidence(data_dir, "stray")) == 1

@@ -2,17 +2,20 @@
 
 Once the child has written the tool's flows as lines, each loop turn takes one
 frame of them (about a MiB) and compares it with the store's lines as bytes
-(:func:`flowd.flow_lines.unheld_lines`); then, a slice at a time, it finds the
-store's flows changed since flowd's newest remembered file (the memory's record
-of the tool's file needs them). Requests are served between the steps, so the
+(:func:`flowd.flow_lines.unheld_lines`); then, a slice at a time, it finds what
+the merge and the memory's record of the tool's file would otherwise read off
+every flow in one go (the store's flows theirs lacks, the newest map's, own's
+digests that are pairs; the store's flows changed since flowd's newest file when
+the snapshotter does not know them). Requests are served between the steps, so the
 store changes meanwhile. It logs every change (``Store.changes``, kept for the
 snapshot's replica; no snapshot starts while a merge is pending), and
 :meth:`Intake.finish` compares again the flows changed since the intake began:
 what it hands the merge is exactly what one pass at the end would have found.
 If the log was reset (the store was loaded again), that one pass is made.
 
-At a million flows a turn's step holds the loop for a few milliseconds instead
-of the 21-27 s the whole merge used to.
+At a million flows a step holds the loop for 2-10 ms (70 ms when the dict of
+theirs resizes), the merge's own last step 0.2-0.3 s, where the whole merge
+used to hold it for 21-27 s.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ the live store. So a child (``python -m flowd.stray_parse <held file> <lifeline 
 the file with the daemon's own loader and writes each flow as the line flowd
 would store for it, without ``revision``, into an unnamed file in memory (memfd);
 the loop reads those lines back a frame at a time (:mod:`flowd.stray_intake`)
-and compares them with its own as bytes. Nothing the child does touches the data
-dir: the file it reads is the held one, and what it writes has no name.
+and compares them with its own as bytes. The child writes nothing in the data
+dir: it reads the held file, and what it writes has no name.
 
 The output is msgpack: a header map, then ``[ids, lines]`` frames of about
 :data:`FRAME_BYTES`. A header with ``corrupt`` says the file is unusable (the
@@ -22,7 +22,6 @@ child fail by writing ``fail``.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -33,8 +32,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgpack
-
-log = logging.getLogger("flowd.stray")
 
 FRAME_BYTES = 1 << 20
 #: the child met a flow it cannot write as a line (a value orjson cannot encode)
@@ -49,7 +46,6 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 class FrameError(ValueError):
     """The child's output is not what it writes: the caller parses in process."""
-
 
 
 class ToolFileParse:

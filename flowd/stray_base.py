@@ -22,7 +22,6 @@ class Picked:
     why: str = ""
 
 
-
 def number_of(doc: dict[str, Any]) -> int | None:
     value = (doc.get("meta") or {}).get("file_revision")
     return value if type(value) is int else None

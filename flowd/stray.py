@@ -213,12 +213,11 @@ class Strays:
         if intake.corrupt is not None:
             self._corrupt(fp, path, intake.corrupt)
             return
-        evidence = self._kept(fp, path) if fresh else path
-        assert intake.header is not None
+        assert not fresh and intake.header is not None  # kept in a step of its own
         taken = intake.finish()
         doc = {"flows": taken.theirs, "current_flow_id": intake.header["current_flow_id"],
                "meta": {"file_revision": intake.header["file_revision"]}}
-        self.merge(doc, evidence, fp, started, taken)
+        self.merge(doc, path, fp, started, taken)
 
     def merge(self, doc: dict[str, Any], evidence: Path, fp: Fingerprint | None,
               started: float | None = None, taken: Taken | None = None) -> None:

@@ -28,6 +28,13 @@ def _write(rt: InProcess, op: str, **args: Any) -> Any:
     return result
 
 
+def _opened(data_dir: Path) -> InProcess:
+    """flowd's Daemon on ``data_dir``, open, with no snapshot of its own in a test's time."""
+    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
+    rt.open()
+    return rt
+
+
 def _names(rt: InProcess) -> dict[str, str]:
     return {fid: f["name"] for fid, f in rt.store.flows.items()}
 
@@ -37,8 +44,7 @@ def test_hidden_tool_file_is_not_read_as_flowds(tmp_path: Path) -> None:
     loaded that and wrote N+1 before flowd looked. B's file claims flowd's N, but
     descends from N-1: flowd's changes in between must be neither deleted nor reverted."""
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     a = _write(rt, "add_flow", name="a")
     b = _write(rt, "add_flow", name="b")
     assert rt.snap.write_now(rt.store).installed is not None  # N-1
@@ -70,8 +76,7 @@ def test_hidden_tool_file_is_not_read_as_flowds(tmp_path: Path) -> None:
 def test_old_tool_saving_twice_without_reload(tmp_path: Path) -> None:
     """The seed's manager loads once and writes the same file_revision at every save."""
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     keep = _write(rt, "add_flow", name="keep")
     doomed = _write(rt, "add_flow", name="doomed")
     assert rt.snap.write_now(rt.store).installed is not None
@@ -92,8 +97,7 @@ def test_old_tool_saving_twice_without_reload(tmp_path: Path) -> None:
 
 def test_tool_timestamps_with_utc_offsets_merge(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     a = _write(rt, "add_flow", name="a")
     assert rt.snap.write_now(rt.store).installed is not None
     assert rt.snap.write_now(rt.store).installed is not None
@@ -113,8 +117,7 @@ def test_second_tool_that_loaded_the_first_tools_file(tmp_path: Path) -> None:
     """Tool B loaded tool A's file before flowd rewrote it: A's file is B's base, so B's
     delete of a flow A added applies, and flowd's own change in between stays."""
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     keep = _write(rt, "add_flow", name="keep")
     mine = _write(rt, "add_flow", name="mine")
     assert rt.snap.write_now(rt.store).installed is not None
@@ -140,8 +143,7 @@ def test_merge_gives_the_cyclic_gc_nothing_to_walk(tmp_path: Path) -> None:
     collector must not run while it is parsed and merged (each run walked all of them:
     0.25 s of a 100k-flow merge), and the file must be gone before it runs again."""
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     for i in range(300):
         _write(rt, "add_flow", name=f"f{i}", plans=[{"id": i, "t": [i, {"k": i}]}])
     assert rt.snap.write_now(rt.store).installed is not None
@@ -174,8 +176,7 @@ def test_an_intake_that_breaks_leaves_the_merge_to_the_daemon(
     short write): the daemon parses the held file itself, and nothing is left pending
     (no snapshot would be written while it is)."""
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     mine = _write(rt, "add_flow", name="mine")
     assert rt.snap.write_now(rt.store).installed is not None
     tool = SeedTool(data_dir)
@@ -203,8 +204,7 @@ def test_a_tool_file_is_remembered_with_flowds_changes_it_holds(tmp_path: Path) 
     one of flowd's file. Otherwise tool B, which loaded A's file and left the flow
     alone, looks as if it had changed it: a conflict nobody made."""
     data_dir = tmp_path / "data"
-    rt = InProcess(Config(data_dir=data_dir, snapshot_interval=3600))
-    rt.open()
+    rt = _opened(data_dir)
     x = _write(rt, "add_flow", name="x")
     assert rt.snap.write_now(rt.store).installed is not None
     tool_a = SeedTool(data_dir)

@@ -68,11 +68,27 @@ def tool_edit(c: FlowClient, data_dir: Path) -> tuple[dict[str, str], str]:
     return ids, t
 
 
-def test_requests_are_answered_while_the_tool_file_is_parsed(
-        make_daemon, tmp_path: Path, gate: Path) -> None:
+def started(make_daemon, tmp_path: Path) -> tuple[Daemon, Path]:
     data_dir = tmp_path / "data"
     d: Daemon = make_daemon(data_dir)
     d.start()
+    return d, data_dir
+
+
+def merged_once_at_start(d: Daemon, data_dir: Path, want: dict[str, str]) -> None:
+    """The next start merges the tool's file, once, with the names ``want``."""
+    d.start()
+    with d.client(timeout=10) as c:
+        report = c.stats()["stray_merges"][-1]
+        assert (report["added"], report["updated"]) == (1, 1), report
+        assert names(c) == want
+    assert d.stop() == 0
+    assert len(evidence(data_dir, "stray")) == 1
+
+
+def test_requests_are_answered_while_the_tool_file_is_parsed(
+        make_daemon, tmp_path: Path, gate: Path) -> None:
+    d, data_dir = started(make_daemon, tmp_path)
     with d.client(timeout=10) as c:
         ids, t = tool_edit(c, data_dir)
         fd = held_child(gate)
@@ -94,9 +110,7 @@ def test_requests_are_answered_while_the_tool_file_is_parsed(
 
 def test_a_child_that_fails_leaves_the_merge_to_the_daemon(
         make_daemon, tmp_path: Path, gate: Path) -> None:
-    data_dir = tmp_path / "data"
-    d: Daemon = make_daemon(data_dir)
-    d.start()
+    d, data_dir = started(make_daemon, tmp_path)
     with d.client(timeout=10) as c:
         ids, t = tool_edit(c, data_dir)
         release(held_child(gate), b"fail")
@@ -112,9 +126,7 @@ def test_a_child_that_fails_leaves_the_merge_to_the_daemon(
 
 def test_a_kill_during_the_parse_merges_the_tool_file_once_at_start(
         make_daemon, tmp_path: Path, gate: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data_dir = tmp_path / "data"
-    d: Daemon = make_daemon(data_dir)
-    d.start()
+    d, data_dir = started(make_daemon, tmp_path)
     with d.client(timeout=10) as c:
         ids, t = tool_edit(c, data_dir)
         fd = held_child(gate)
@@ -127,14 +139,8 @@ def test_a_kill_during_the_parse_merges_the_tool_file_once_at_start(
     assert not any(p.is_running() for p in children)
     os.close(fd)
     monkeypatch.delenv(GATE_ENV)
-    d.start()
-    with d.client(timeout=10) as c:
-        report = c.stats()["stray_merges"][-1]
-        assert (report["added"], report["updated"]) == (1, 1), report
-        assert names(c) == {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C", t: "T-tool",
-                            acked: "acked during the parse"}
-    assert d.stop() == 0
-    assert len(evidence(data_dir, "stray")) == 1
+    merged_once_at_start(d, data_dir, {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C",
+                                       t: "T-tool", acked: "acked during the parse"})
     assert not [p for p in data_dir.iterdir() if p.name.startswith("tmp")]
 
 
@@ -142,9 +148,7 @@ def test_a_stop_during_the_parse_stops_the_child_and_leaves_nothing_unmerged(
         make_daemon, tmp_path: Path, gate: Path) -> None:
     """SIGTERM while the child is held: the child is stopped with the daemon, which
     writes nothing over the tool's file; the next start merges it, once."""
-    data_dir = tmp_path / "data"
-    d: Daemon = make_daemon(data_dir)
-    d.start()
+    d, data_dir = started(make_daemon, tmp_path)
     with d.client(timeout=10) as c:
         ids, t = tool_edit(c, data_dir)
         fd = held_child(gate)
@@ -154,10 +158,5 @@ def test_a_stop_during_the_parse_stops_the_child_and_leaves_nothing_unmerged(
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
     os.close(fd)
-    d.start()
-    with d.client(timeout=10) as c:
-        report = c.stats()["stray_merges"][-1]
-        assert (report["added"], report["updated"]) == (1, 1), report
-        assert names(c) == {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C", t: "T-tool"}
-    assert d.stop() == 0
-    assert len(evidence(data_dir, "stray")) == 1
+    merged_once_at_start(d, data_dir, {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C",
+                                       t: "T-tool"})

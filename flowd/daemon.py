@@ -280,8 +280,10 @@ class Daemon:
 
     def next_deadline(self, now: float) -> float | None:
         """When the loop must tick for the daemon's own work: a stray merge's next step
-        at once, else the next snapshot."""
-        return now if self.strays.ready else self.snap.next_deadline(now)
+        or the names index's at once, else the next snapshot."""
+        if self.strays.ready or self.store.indexing:
+            return now
+        return self.snap.next_deadline(now)
 
     def sync_journal(self) -> None:
         try:

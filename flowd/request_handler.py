@@ -356,6 +356,7 @@ class RequestHandler:
     def collect_stats(self, args: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.store
         out = {"flows": len(s), "revision": s.revision, "current_flow_id": s.current_flow_id,
+               "names_unindexed": s.unindexed,
                "data_dir": self.info.get("data_dir"),
                "file_revision": self.snap.file_revision,
                "snapshot_revision": self.snap.installed_rev,

@@ -14,12 +14,11 @@ is deterministic: no ids or clocks are regenerated.
 
 from __future__ import annotations
 
-import itertools
-import operator
 import os
 import random
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import compress
 from typing import Any, cast
 
 from flowd_client.errors import InternalError
@@ -34,6 +33,8 @@ COMPACT_AFTER = 1024
 _ids = random.Random(os.urandom(16))
 #: what the names index is keyed by (a test makes every name collide)
 name_key = flow_lines.name_key
+#: loaded flows indexed by name per loop turn after a load (1-3 ms of the loop)
+INDEX_STEP = 4096
 
 
 def now_iso() -> str:
@@ -50,6 +51,14 @@ class Store:
         self.revision = 0
         #: hash of a name -> the id, or the ids in creation order, of the flows so named
         self.names: dict[int, str | dict[str, None]] = {}
+        #: a load's flows to index by name (from ``_at`` on; see _start_index): the
+        #: ``_loaded`` flows of the load (the loader's keys of them), then those named
+        #: since (``_last``: where each was named last; ``_touched``: loaded ones among them)
+        self._pending: list[str] | None = None
+        self._keys: list[int] | None = None
+        self._at = self._loaded = 0
+        self._touched: set[str] = set()
+        self._last: dict[str, int] = {}
         #: unknown top-level and meta keys of flows.json, written back unchanged
         self.extra: dict[str, Any] = {}
         self.meta_extra: dict[str, Any] = {}
@@ -79,30 +88,82 @@ class Store:
                       if k not in ("version", "meta", "current_flow_id", "flows")}
         cur = doc.get("current_flow_id")
         self.current_flow_id = cur if cur in self.flows else next(iter(self.flows), None)
-        self._index_all()
+        self._start_index()
 
-    def _index_all(self) -> None:
-        """The names index of a freshly loaded store: names unique (most are) go in at
-        C speed; only the flows of a shared name (or hash) take the per-flow path."""
-        table, lines = self.flows, self.flows.lines
-        keys = table.name_keys
-        if keys is None:
-            name_of = flow_lines.name_of
-            keys = [name_key(name_of(fid, line)) for fid, line in lines.items()]
-        table.name_keys = None
-        self.names = dict(zip(keys, lines, strict=True))
-        if len(self.names) == len(lines):
+    def _start_index(self) -> None:
+        """Index the loaded flows' names after the daemon is ready, :data:`INDEX_STEP`
+        at a time (:meth:`index_step`, a loop turn each): at once, at 1M flows, it held
+        the start for ~1 s. Until it is complete, :meth:`find_by_name` completes it
+        first; a flow written meanwhile is indexed behind the loaded ones, by the name
+        its line has then, so the index keeps the order in which flows got their names."""
+        table = self.flows
+        self._keys, table.name_keys = table.name_keys, None
+        self.names, self._touched, self._last, self._at = {}, set(), {}, 0
+        self._pending = list(table.lines) if table.lines else None
+        self._loaded = len(table.lines)
+
+    @property
+    def indexing(self) -> bool:
+        """Loaded flows are still to be indexed by name."""
+        return self._pending is not None
+
+    @property
+    def unindexed(self) -> int:
+        """How many flows the names index has still to take in (``stats``)."""
+        return 0 if self._pending is None else len(self._pending) - self._at
+
+    def index_step(self, count: int | None = None) -> None:
+        """Index the next ``count`` pending flows (all of them: None)."""
+        pending = self._pending
+        if pending is None:
             return
-        # the keys held by more than one flow: where the dict kept another flow's id (in C;
-        # a Counter of a million keys took 0.44 s, this 0.32)
-        names = self.names
-        shared = set(itertools.compress(keys, map(operator.is_not, map(names.__getitem__, keys),
-                                                  lines)))
-        for key in shared:
-            del names[key]
-        held = map(shared.__contains__, keys)
-        for key, fid in itertools.compress(zip(keys, lines, strict=True), held):
-            self._index_key(key, fid)
+        at, loaded = self._at, self._loaded
+        end = len(pending) if count is None else min(len(pending), at + count)
+        if at < loaded:  # the loaded flows (those written since wait behind them)
+            upto = min(end, loaded)
+            ids = pending[at:upto]
+            keys = None if self._keys is None else self._keys[at:upto]
+            touched = self._touched
+            if touched and not touched.isdisjoint(ids):
+                held = [fid not in touched for fid in ids]
+                ids = list(compress(ids, held))
+                keys = None if keys is None else list(compress(keys, held))
+            self._index_loaded(ids, keys)
+        lines, last = self.flows.lines, self._last
+        for pos in range(max(at, loaded), end):  # named since the load, where last named
+            fid = pending[pos]
+            line = lines.get(fid)
+            if line is not None and last[fid] == pos:
+                self._index_key(name_key(flow_lines.name_of(fid, line)), fid)
+        self._at = end
+        if end == len(pending):
+            self._pending = self._keys = None
+            self._touched, self._last = set(), {}
+
+    def _index_later(self, fid: str, present: bool) -> None:
+        """A flow that got a name (or lost it) while a load is being indexed: indexed behind
+        the flows pending, where it got the name, as the index would have it at once."""
+        pending = self._pending
+        assert pending is not None
+        self._touched.add(fid)  # not at its place among the loaded flows
+        if present:
+            self._last[fid] = len(pending)
+            pending.append(fid)
+
+    def _index_loaded(self, ids: list[str], keys: list[int] | None) -> None:
+        """Index loaded flows, by the keys the loader read (None: read from the lines):
+        a key nobody holds yet goes in at C speed, a shared one the long way."""
+        if keys is None:
+            lines, name_of = self.flows.lines, flow_lines.name_of
+            keys = [name_key(name_of(fid, lines[fid])) for fid in ids]
+        fresh = dict(zip(keys, ids, strict=True))
+        if len(fresh) < len(keys):  # a name (or a hash) twice among them
+            for key, fid in zip(keys, ids, strict=True):
+                self._index_key(key, fid)
+            return
+        for key in self.names.keys() & fresh.keys():
+            self._index_key(key, fresh.pop(key))
+        self.names.update(fresh)
 
     # The index is keyed by 30 bits of the name's hash, not the name: an int costs half
     # of a name string, and a million names are 50 MB. A key maps to one id (a str: most
@@ -143,6 +204,7 @@ class Store:
         return flow
 
     def find_by_name(self, name: str) -> list[Flow]:
+        self.index_step()
         have = self.names.get(name_key(name))
         if have is None:
             return []
@@ -174,14 +236,19 @@ class Store:
                 log.append((fid, line))
             old = lines.get(fid)
             old_name = None if old is None else flow_lines.name_of(fid, old)
-            if old_name is not None and (flow is None or old_name != flow["name"]):
+            renamed = flow is None or old_name != flow["name"]
+            if old_name is not None and renamed:
                 self._unindex(old_name, fid)
             if line is None:
                 if lines.pop(fid, None) is not None:
                     self._deleted += 1
             else:
                 lines[fid] = line
-                self._index(flow["name"], fid)
+            if self._pending is None:
+                if line is not None:
+                    self._index(flow["name"], fid)
+            elif renamed:
+                self._index_later(fid, line is not None)
         self.current_flow_id = record["current"]
         self.revision = rev
         if self._deleted > COMPACT_AFTER and self._deleted > len(lines):

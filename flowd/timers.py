@@ -1,6 +1,6 @@
 """The loop's timer policy in one place: which periodic jobs exist, how often each
 runs, and when the loop must wake next (the daemon's own work included: the next
-snapshot, a stray merge's next step).
+snapshot, a stray merge's next step, the names index of a load).
 
 The jobs are run by flowd.loop in the order of :data:`JOBS`; the snapshotter
 says when its next snapshot is due (its interval adapts to how long the last
@@ -15,6 +15,7 @@ from collections.abc import Callable
 JOBS: tuple[tuple[str, float], ...] = (
     ("stray", 1.0),  # flows.json rewritten behind flowd's back (inotify may miss it)
     ("stray-step", 0.0),  # a tool's file parsed off the loop: read in a frame a turn
+    ("names-index", 0.0),  # after a load: the names index built a step a turn
     ("own-files", 0.5),  # flowd.lock and the socket files still flowd's: within a second
     ("snapshot", 0.0),
     ("fsync", 1.0),  # --durability relaxed: changes reach the disk within a second

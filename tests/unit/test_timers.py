@@ -25,7 +25,7 @@ def test_jobs_not_wanted_are_absent() -> None:
 def test_a_job_is_due_again_after_its_interval() -> None:
     t = make()
     t.due(100.0)
-    assert t.due(100.1) == ["stray-step", "snapshot"]  # the every-turn jobs only
+    assert t.due(100.1) == ["stray-step", "names-index", "snapshot"]  # every-turn jobs only
     assert "refusals" in t.due(100.3) and "stray" not in t.due(100.3)
     assert "stray" in t.due(101.0)
     assert "snapshot-summary" in t.due(160.0)

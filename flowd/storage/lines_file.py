@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -128,14 +129,32 @@ def read_own(data: bytes, ids: Sequence[str] = ()) -> dict[str, Any] | None:
     meta = doc.get("meta")
     if type(meta) is not dict or type(meta.get(CHECK_KEY)) is not str:
         return None
+    # the check on the other core while this one splits: zlib lets go of the GIL
+    crc = _Crc(memoryview(data)[start:end])
     table = _split(data, start, end, ids)
     if table is None:  # another layout (a tool's dump of flowd's document): parse it
         return None
-    if meta[CHECK_KEY] != f"{zlib.crc32(memoryview(data)[start:end]):08x}":
+    if meta[CHECK_KEY] != f"{crc.result():08x}":
         raise CorruptFileError(f"the flows fail the file's check (meta.{CHECK_KEY}): "
                                "the file was changed or damaged after flowd wrote it")
     doc["flows"] = table
     return doc
+
+
+class _Crc(threading.Thread):
+    """The CRC-32 of a buffer, computed in a thread (0.2 s of a million flows' start)."""
+
+    def __init__(self, data: memoryview) -> None:
+        super().__init__(name="flowd-load-crc", daemon=True)
+        self.data, self.crc = data, 0
+        self.start()
+
+    def run(self) -> None:
+        self.crc = zlib.crc32(self.data)
+
+    def result(self) -> int:
+        self.join()
+        return self.crc
 
 
 def _split(data: bytes, start: int, end: int, ids: Sequence[str]) -> FlowTable | None:

@@ -38,7 +38,7 @@ from .storage.runtime_dir import claim_runtime_dir, socket_endpoint
 from .storage.snapshot import SNAPSHOT, WRITTEN, SnapshotFiles, View
 from .storage.stray_files import file_fingerprint
 from .storage.watch import DirWatch
-from .store import Store
+from .store import INDEX_STEP, Store
 from .stray import Strays
 
 log = logging.getLogger("flowd")
@@ -277,6 +277,14 @@ class Daemon:
                 return  # the tool's file is not merged yet: never write over it
             # paced unless someone waits for it, or the journal grows faster than that
             self.snap.start(self.store, paced=not waited_for and not self.snap.journal_full())
+
+    def index_names(self) -> None:
+        """The loop's turn for a load's names index: one step; once it is complete, what
+        its steps freed goes back to the system, as after the load (55 MiB at 1M flows)."""
+        if self.store.indexing:
+            self.store.index_step(INDEX_STEP)
+            if not self.store.indexing:
+                release_free_memory()
 
     def next_deadline(self, now: float) -> float | None:
         """When the loop must tick for the daemon's own work: a stray merge's next step

@@ -43,7 +43,6 @@ from .logsetup import RateLimitedLogger
 from .notify import Notifier, watchdog_interval
 from .pending import Out
 from .request_handler import refused_log
-from .store import INDEX_STEP
 from .timers import RETRY_SECONDS, Timers
 
 log = logging.getLogger("flowd.loop")
@@ -318,7 +317,7 @@ class Loop:
         return {
             "stray": lambda now: rt.check_stray(),
             "stray-step": lambda now: rt.strays.step(),
-            "names-index": lambda now: rt.store.index_step(INDEX_STEP),
+            "names-index": lambda now: rt.index_names(),
             "own-files": lambda now: self._check_own_files(),
             "snapshot": rt.maybe_snapshot,
             "fsync": lambda now: rt.sync_journal(),

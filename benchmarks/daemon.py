@@ -88,6 +88,14 @@ class Flowd:
         self.kill()
         raise DaemonFailed(f"flowd not ready within {timeout:.0f} s:\n{self.log_tail()}")
 
+    def wait_indexed(self, timeout: float = 60.0) -> None:
+        """Until the names index of the load is complete (flowd builds it after ready,
+        then hands what it freed back): the memory figures are those of the steady state."""
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while c.stats().get("names_unindexed", 0) and time.monotonic() < deadline:
+                time.sleep(POLL * 10)
+
     def client(self, **kw: Any) -> FlowClient:
         return FlowClient(self.data_dir, timeout=kw.pop("timeout", 60.0), **kw)
 

@@ -32,6 +32,7 @@ def cold_start(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         d = Flowd(data_dir, "strict")
         try:
             times.append(d.start())
+            d.wait_indexed()
             time.sleep(SETTLE)  # let start-up work (a first snapshot, if any) finish
             rss.append(d.rss())
             peaks.append(d.peak_rss())

@@ -50,6 +50,7 @@ def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         seed = run_job("load", data_dir / "flows.json")
         res.put("scale_seed_load", "seed", n, seed["seconds"])
         res.put("scale_start", "flowd", n, d.start())
+        d.wait_indexed()
         time.sleep(SETTLE)
         res.put("scale_rss", "flowd", n, d.rss())
         res.put("scale_file_bytes", "flowd", n, (data_dir / "flows.json").stat().st_size)

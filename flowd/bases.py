@@ -132,7 +132,8 @@ class FileMemory:
         self.overlays = redos[last_own + 1:]
 
     def adopt_loaded(self, number: int, revision: int, current: str | None,
-                     flows: Mapping[str, dict]) -> None:
+                     flows: Mapping[str, dict],
+                     digests: Mapping[str, Digest] | None = None) -> None:
         """The file flowd loaded at start must be remembered: the sidecar may be behind
         it (SIGKILL between installing flows.json and appending) or absent."""
         self.note_number(number)
@@ -140,7 +141,9 @@ class FileMemory:
         if newest is not None and (newest.number, newest.revision) == (number, revision):
             return
         log.info("remembering flows.json %d (revision %d) from its content", number, revision)
-        self._remember_own(number, revision, current, {f: digest(x) for f, x in flows.items()},
+        if digests is None:
+            digests = {f: digest(x) for f, x in flows.items()}
+        self._remember_own(number, revision, current, digests,
                            [fid for fid in self.own if fid not in flows], time.time())
 
     # ------------------------------------------------------------ remembering

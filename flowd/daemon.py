@@ -25,6 +25,7 @@ from .curve_keys import AllowList, Gate
 from .heap import release_free_memory
 from .history import build_event
 from .limits import Limits
+from .load_child import load_in_child
 from .logsetup import RateLimitedLogger
 from .pending import Out
 from .request_handler import RequestHandler
@@ -101,7 +102,8 @@ class Daemon:
             return self._open_etcd()
         # the memory of written files first: the store is keyed by its id strings
         self.memory.load()
-        rec = recover(self.data_dir, self.store, self.journal, self.memory.ids())
+        rec = recover(self.data_dir, self.store, self.journal, self.memory.ids(),
+                      lambda path: load_in_child(path, self.data_dir))
         # loaded with the GC paused, the whole store is still in the youngest generation:
         # the first collection would walk all of it (1.4 s at 1M flows) for nothing
         gc.freeze()
@@ -207,8 +209,8 @@ class Daemon:
         self.memory.note_number(rec.file_revision)
         if rec.source != "empty":
             self.memory.adopt_loaded(rec.file_revision, rec.base_revision, rec.base_current,
-                                     rec.base_flows)
-        rec.base_flows = {}
+                                     rec.base_flows, rec.base_digests)
+        rec.base_flows, rec.base_digests = {}, None
         self.memory.note_shared(self.store.flows.lines)
         self.strays.load_conflicts()
 

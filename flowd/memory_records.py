@@ -52,7 +52,7 @@ class Remembered:
 _STR, _PLAIN = frozenset((str,)), frozenset((int, type(None)))
 
 
-def _digest_value(raw: Any) -> Digest | None:
+def digest_value(raw: Any) -> Digest | None:
     if raw is None or type(raw) is int:
         return raw
     if type(raw) is list and len(raw) == 2 and all(type(x) is int for x in raw):
@@ -71,7 +71,7 @@ def parse_record(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
     if set(map(type, d)) <= _STR and set(map(type, d.values())) <= _PLAIN:
         redo.update(d)  # ids and plain digests (the common case): checked in C
     else:
-        redo.update({str(fid): _digest_value(v) for fid, v in d.items()})
+        redo.update({str(fid): digest_value(v) for fid, v in d.items()})
     return Remembered(n, r, c, o, float(t), {}), redo
 
 

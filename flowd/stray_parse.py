@@ -52,7 +52,8 @@ class ToolFileParse:
     """One child parsing one held file; ``on_exit`` is called (from a waiter thread)
     when it has exited, so the loop wakes for it instead of polling."""
 
-    def __init__(self, held: Path, scratch: Path, on_exit: Callable[[], None]) -> None:
+    def __init__(self, held: Path, scratch: Path, on_exit: Callable[[], None],
+                 module: str = "flowd.stray_parse") -> None:
         self.out, self.err = _unnamed(scratch, "lines"), _unnamed(scratch, "errors")
         env = {k: v for k, v in os.environ.items()  # systemd's are the daemon's alone
                if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")}
@@ -64,7 +65,7 @@ class ToolFileParse:
         try:
             lifeline, self._lifeline = os.pipe()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flowd.stray_parse", str(held), str(lifeline)],
+                [sys.executable, "-m", module, str(held), str(lifeline)],
                 stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=env,
                 pass_fds=(lifeline,))
         except BaseException:
@@ -164,7 +165,7 @@ def pairs_of(frame: Any) -> tuple[list[str], list[bytes]]:
 # ------------------------------------------------------------ the child
 
 
-def _watch_parent(fd: int) -> None:
+def watch_parent(fd: int) -> None:
     """Exit as soon as the daemon's end of the lifeline closes."""
     def watch() -> None:
         while os.read(fd, 1):
@@ -173,10 +174,11 @@ def _watch_parent(fd: int) -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
-def _gate() -> None:
-    gate = os.environ.get(GATE_ENV)
-    if gate:
-        with open(gate, "rb") as f:
+def gate(env: str) -> None:
+    """A test's hold on the child: the FIFO ``env`` names is read first ("fail": exit)."""
+    fifo = os.environ.get(env)
+    if fifo:
+        with open(fifo, "rb") as f:
             if f.read().strip() == b"fail":
                 raise SystemExit(EXIT_TEST_FAIL)
 
@@ -215,8 +217,8 @@ def main(argv: list[str]) -> int:
     from .storage.loader import load_file
     from .storage.migrate import CorruptFileError
 
-    _watch_parent(int(argv[2]))
-    _gate()
+    watch_parent(int(argv[2]))
+    gate(GATE_ENV)
     out = sys.stdout.buffer
     try:
         doc = load_file(argv[1]).doc

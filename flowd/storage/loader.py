@@ -76,6 +76,8 @@ class LoadResult:
     seconds: float = 0.0
     #: read back by its lines (flowd's own file), not parsed
     by_lines: bool = False
+    #: each flow's digest, when whoever parsed it took them (flowd.load_child)
+    digests: dict[str, Any] | None = None
 
 
 @contextmanager

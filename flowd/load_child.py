@@ -42,8 +42,7 @@ from .stray_parse import (
     FRAME_BYTES,
     FrameError,
     ToolFileParse,
-    gate,
-    watch_parent,
+    child_main,
 )
 
 log = logging.getLogger("flowd")
@@ -168,19 +167,7 @@ def write_loaded(out: IO[bytes], got: LoadResult) -> None:
 
 def main(argv: list[str]) -> int:
     """Load the file ``argv[1]`` names; the result goes to stdout (see the module)."""
-    from .storage.loader import load_file
-
-    watch_parent(int(argv[2]))
-    gate(GATE_ENV)
-    out = sys.stdout.buffer
-    try:
-        got = load_file(argv[1])
-    except CorruptFileError as exc:
-        out.write(msgpack.packb({"v": 1, "corrupt": str(exc)}))
-    else:
-        write_loaded(out, got)
-    out.flush()
-    return 0
+    return child_main(argv, GATE_ENV, write_loaded)
 
 
 if __name__ == "__main__":  # pragma: no cover - run as the child

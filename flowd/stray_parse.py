@@ -212,22 +212,29 @@ def write_lines(out: IO[bytes], doc: dict[str, Any]) -> None:
         out.write(packb([ids, lines]))
 
 
-def main(argv: list[str]) -> int:
-    """Parse the file ``argv[1]`` names; the lines go to stdout (see the module)."""
+def child_main(argv: list[str], gate_env: str, write: Callable[[IO[bytes], Any], None]) -> int:
+    """A parsing child: load the file ``argv[1]`` names with the daemon's loader and
+    ``write`` what it found to stdout (or a ``corrupt`` header); exit when the lifeline
+    ``argv[2]`` closes."""
     from .storage.loader import load_file
     from .storage.migrate import CorruptFileError
 
     watch_parent(int(argv[2]))
-    gate(GATE_ENV)
+    gate(gate_env)
     out = sys.stdout.buffer
     try:
-        doc = load_file(argv[1]).doc
+        got = load_file(argv[1])
     except CorruptFileError as exc:
         out.write(msgpack.packb({"v": 1, "corrupt": str(exc)}))
     else:
-        write_lines(out, doc)
+        write(out, got)
     out.flush()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Parse the file ``argv[1]`` names; the lines go to stdout (see the module)."""
+    return child_main(argv, GATE_ENV, lambda out, got: write_lines(out, got.doc))
 
 
 if __name__ == "__main__":  # pragma: no cover - run as the child

@@ -126,7 +126,7 @@ class Daemon:
         # and they are acyclic, the cyclic GC has nothing to find in them
         gc.freeze()
         if rec.foreign:
-            self.strays.absorb()
+            self.strays.absorb_waiting()
         if rec.needs_snapshot or not snapshot_exists(self.data_dir) or rec.foreign:
             self._snapshot_now()
         elif rec.replayed or rec.read != "lines":

@@ -11,6 +11,7 @@ fails nothing is merged, flowd says so once and retries.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -144,6 +145,21 @@ class Strays:
         self._parsing = (*got, started)
         self._turns = _Turns(started, started)
         self._turns.add()
+
+    def absorb_waiting(self) -> None:
+        """:meth:`begin`, and its steps at once, this thread waiting for the child: at
+        start, before the loop serves, the tool's file is parsed in a child all the same,
+        so that the daemon does not keep the parse's memory (the allocator holds it)."""
+        exited = threading.Event()
+        self.on_ready = exited.set
+        try:
+            self.begin()
+            if self.intake is not None:
+                exited.wait()
+            while self.intake is not None:  # each step takes a frame or slice, or ends it
+                self.step()
+        finally:
+            self.on_ready = None
 
     @property
     def busy(self) -> bool:

@@ -75,9 +75,12 @@ def started(make_daemon, tmp_path: Path) -> tuple[Daemon, Path]:
     return d, data_dir
 
 
-def merged_once_at_start(d: Daemon, data_dir: Path, want: dict[str, str]) -> None:
-    """The next start merges the tool's file, once, with the names ``want``."""
-    d.start()
+def merged_once_at_start(d: Daemon, data_dir: Path, want: dict[str, str], fifo: Path) -> None:
+    """The next start merges the tool's file, once, with the names ``want``: parsed by a
+    child too (it waits at the gate until let go), before the daemon serves."""
+    d.start(wait=False)
+    release(held_child(fifo))
+    d.wait_ready()
     with d.client(timeout=10) as c:
         report = c.stats()["stray_merges"][-1]
         assert (report["added"], report["updated"]) == (1, 1), report
@@ -125,7 +128,7 @@ def test_a_child_that_fails_leaves_the_merge_to_the_daemon(
 
 
 def test_a_kill_during_the_parse_merges_the_tool_file_once_at_start(
-        make_daemon, tmp_path: Path, gate: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_daemon, tmp_path: Path, gate: Path) -> None:
     d, data_dir = started(make_daemon, tmp_path)
     with d.client(timeout=10) as c:
         ids, t = tool_edit(c, data_dir)
@@ -138,9 +141,8 @@ def test_a_kill_during_the_parse_merges_the_tool_file_once_at_start(
     psutil.wait_procs(children, timeout=10)  # the lifeline closed: the child is gone too
     assert not any(p.is_running() for p in children)
     os.close(fd)
-    monkeypatch.delenv(GATE_ENV)
     merged_once_at_start(d, data_dir, {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C",
-                                       t: "T-tool", acked: "acked during the parse"})
+                                       t: "T-tool", acked: "acked during the parse"}, gate)
     assert not [p for p in data_dir.iterdir() if p.name.startswith("tmp")]
 
 
@@ -159,4 +161,4 @@ def test_a_stop_during_the_parse_stops_the_child_and_leaves_nothing_unmerged(
     assert not alive
     os.close(fd)
     merged_once_at_start(d, data_dir, {ids["A"]: "A-tool", ids["B"]: "B", ids["C"]: "C",
-                                       t: "T-tool"})
+                                       t: "T-tool"}, gate)

@@ -38,11 +38,11 @@ from .memory_records import digest_value
 from .storage.loader import LoadResult
 from .storage.migrate import CorruptFileError
 from .stray_parse import (
-    EXIT_UNENCODABLE,
-    FRAME_BYTES,
     FrameError,
     ToolFileParse,
     child_main,
+    line_of,
+    write_frames,
 )
 
 log = logging.getLogger("flowd")
@@ -135,34 +135,19 @@ def _triple(frame: Any) -> tuple[list[str], list[bytes], list[Any]]:
 
 def write_loaded(out: IO[bytes], got: LoadResult) -> None:
     """The header (the document without its flows, how it was loaded), then each flow's
-    line and digest, a frame of about :data:`FRAME_BYTES` at a time."""
-    from . import flow_lines
+    line and digest, in frames of about ``stray_parse.FRAME_BYTES`` of lines."""
     from .digests import digest
 
     flows = got.doc.pop("flows")
-    packb, encode = msgpack.packb, flow_lines.encode
-    out.write(packb({"v": 1, "count": len(flows), "doc": got.doc,
-                     "load": {"migrated": got.migrated, "source": got.source_version,
-                              "notes": got.notes, "size": got.size}}))
-    ids: list[str] = []
-    lines: list[bytes] = []
-    digs: list[Any] = []
-    size = 0
-    for fid, flow in flows.items():
-        try:
-            line = encode(fid, flow)
-        except TypeError:
-            raise SystemExit(EXIT_UNENCODABLE) from None
-        d = digest(flow)
-        ids.append(fid)
-        lines.append(line)
-        digs.append(list(d) if type(d) is tuple else d)
-        size += len(line)
-        if size >= FRAME_BYTES:
-            out.write(packb([ids, lines, digs]))
-            ids, lines, digs, size = [], [], [], 0
-    if ids:
-        out.write(packb([ids, lines, digs]))
+    out.write(msgpack.packb({"v": 1, "count": len(flows), "doc": got.doc,
+                             "load": {"migrated": got.migrated, "source": got.source_version,
+                                      "notes": got.notes, "size": got.size}}))
+    write_frames(out, ((fid, line_of(fid, flow), _plain(digest(flow)))
+                       for fid, flow in flows.items()), 3)
+
+
+def _plain(d: Any) -> Any:
+    return list(d) if type(d) is tuple else d
 
 
 def main(argv: list[str]) -> int:

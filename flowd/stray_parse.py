@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -183,33 +183,47 @@ def gate(env: str) -> None:
                 raise SystemExit(EXIT_TEST_FAIL)
 
 
+def line_of(fid: str, flow: dict[str, Any]) -> bytes:
+    """The flow's line as the daemon would store it; a value it cannot write as one ends
+    the child (the daemon then parses in process)."""
+    from . import flow_lines  # the child's own imports: none of them in the daemon's path
+
+    try:
+        return flow_lines.encode(fid, flow)
+    except TypeError:
+        raise SystemExit(EXIT_UNENCODABLE) from None
+
+
+def write_frames(out: IO[bytes], rows: Iterable[tuple[Any, ...]], width: int) -> None:
+    """Rows ``(id, line, ...)`` as frames of ``width`` columns, about :data:`FRAME_BYTES`
+    of lines each."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    size = 0
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+        size += len(row[1])
+        if size >= FRAME_BYTES:
+            out.write(msgpack.packb(columns))
+            columns, size = [[] for _ in range(width)], 0
+    if columns[0]:
+        out.write(msgpack.packb(columns))
+
+
 def write_lines(out: IO[bytes], doc: dict[str, Any]) -> None:
     """The header and the ``[ids, lines]`` frames of a loaded document (its flows lose
     ``revision``: the loader's default, the tool never wrote one)."""
-    from . import flow_lines  # the child's own imports: none of them in the daemon's path
-
     number, cur = (doc.get("meta") or {}).get("file_revision"), doc.get("current_flow_id")
-    packb, encode = msgpack.packb, flow_lines.encode
-    out.write(packb({"v": 1, "count": len(doc["flows"]),
-                     "current_flow_id": cur if type(cur) is str else None,
-                     "file_revision": number if type(number) is int else None}))
-    ids: list[str] = []
-    lines: list[bytes] = []
-    size = 0
-    for fid, flow in doc["flows"].items():
+    out.write(msgpack.packb({"v": 1, "count": len(doc["flows"]),
+                             "current_flow_id": cur if type(cur) is str else None,
+                             "file_revision": number if type(number) is int else None}))
+    write_frames(out, _without_revision(doc["flows"]), 2)
+
+
+def _without_revision(flows: dict[str, dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+    for fid, flow in flows.items():
         flow.pop("revision", None)
-        try:
-            line = encode(fid, flow)
-        except TypeError:
-            raise SystemExit(EXIT_UNENCODABLE) from None
-        ids.append(fid)
-        lines.append(line)
-        size += len(line)
-        if size >= FRAME_BYTES:
-            out.write(packb([ids, lines]))
-            ids, lines, size = [], [], 0
-    if ids:
-        out.write(packb([ids, lines]))
+        yield fid, line_of(fid, flow)
 
 
 def child_main(argv: list[str], gate_env: str, write: Callable[[IO[bytes], Any], None]) -> int:

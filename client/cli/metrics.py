@@ -36,6 +36,8 @@ GAUGES: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "How long the last snapshot took."),
     ("snapshot_last_paced_seconds", ("snapshot", "last_paced_seconds"),
      "Of that, how long --snapshot-rate held it back."),
+    ("snapshot_last_cpu_seconds", ("snapshot", "last_cpu_seconds"),
+     "CPU the last snapshot's thread used (the next waits at least 19 times that)."),
     ("snapshot_last_bytes", ("snapshot", "last_bytes"), "Size of the last flows.json written."),
     ("snapshot_last_time_seconds", ("snapshot", "last_at"),
      "When the last snapshot was installed (Unix time)."),

@@ -77,3 +77,15 @@ def test_a_journal_outgrowing_its_bound_hurries_a_paced_snapshot(make_daemon,
         wait_for(lambda: c.stats()["snapshot"]["count"] > before, timeout=30.0,
                  what="the paced snapshot, hurried, installed")
     assert d.stop() == 0
+
+
+def test_a_snapshot_reports_the_cpu_its_thread_used(make_daemon, tmp_path: Path) -> None:
+    """The CPU the next snapshot's wait is measured by: the snapshot thread's own, some
+    of it, never more than the snapshot's whole time (one thread)."""
+    d = make_daemon(tmp_path / "data").start()
+    with d.client(timeout=30.0) as c:
+        fill(c)
+        assert c.save(force=True) is True
+        snap = c.stats()["snapshot"]
+    assert 0 < snap["last_cpu_seconds"] <= snap["last_seconds"] + 0.001
+    assert d.stop() == 0

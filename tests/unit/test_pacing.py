@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from flowd.snapshotter import DUTY, Snapshotter
+from flowd.snapshotter import CPU_DUTY, DUTY, Snapshotter
 from flowd.storage import pacing
 from flowd.storage.pacing import Pacer
 
@@ -98,3 +98,18 @@ def test_a_snapshot_costs_its_time_less_its_pacing() -> None:
     snap.stats.observe(10.0, 1 << 20, slept=8.0)
     snap.note_change(0.0)
     assert snap.next_deadline(0.0) == pytest.approx(DUTY * 2.0)
+
+
+def test_a_snapshot_that_costs_more_cpu_than_disk_waits_for_its_cpu() -> None:
+    """The wait before the next snapshot is bounded by the CPU the last one's thread
+    used as well: 0.4 s of CPU in 0.5 s of unpaced time holds the next one back
+    CPU_DUTY x 0.4 s, more than DUTY x 0.5 s; a cheap one leaves the interval."""
+    snap = Snapshotter(files=None, journal=None, interval=1.0,  # type: ignore[arg-type]
+                       max_journal_bytes=1 << 30)
+    snap.stats.observe(2.0, 1 << 20, slept=1.5, cpu=0.4)
+    snap.note_change(0.0)
+    assert CPU_DUTY * 0.4 > DUTY * 0.5
+    assert snap.next_deadline(0.0) == pytest.approx(CPU_DUTY * 0.4)
+    assert snap.stats.as_dict()["last_cpu_seconds"] == pytest.approx(0.4)
+    snap.stats.observe(0.01, 1 << 10, cpu=0.001)
+    assert snap.next_deadline(0.0) == pytest.approx(1.0)

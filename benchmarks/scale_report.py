@@ -32,6 +32,7 @@ def _row(res: Results, n: int) -> list[str]:
             _ms(add.get("max_ms")),
             "-" if not add else f"{add['p99_ms'] / add['p50_ms']:.1f}x",
             "-" if cpu is None else f"{cpu * 100:.1f}",
+            "-" if "cpu_share" not in snap else f"{snap['cpu_share'] * 100:.1f}",
             f"{snap.get('count', 0)} × {f_s(snap.get('avg_s'))}",
             _ms(gil.get("gil_max_ms")), _ms(gil.get("max_ms")), _ms(gil.get("max_snapshot_ms")),
             ", ".join(f"{g} {v}" for g, v in sorted(gc_max.items())) or "-"]
@@ -48,7 +49,9 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            f"Paced add_flow (strict) at {st.scale_rate:.0f}/s for {st.scale_seconds:.0f} s "
            "with `--snapshot-interval 0.5`, so whole-store snapshots run meanwhile. CPU: "
            "the daemon's user+system time over the paced window, the probe thread's own "
-           "left out. GIL: the probe thread's longest wait for the GIL (its wake-up "
+           "left out; of it, the snapshot threads' (counted when each snapshot finishes, so "
+           "one still running at the end is not in it). GIL: the probe thread's longest "
+           "wait for the GIL (its wake-up "
            "lateness from a 1 ms sleep less the time it spent on a CPU or runnable with "
            "no CPU free), then the lateness itself (whole paced window / while "
            "a snapshot thread was alive); below flowd's 1 ms switch interval it is contention, "
@@ -57,7 +60,8 @@ def scale_section(res: Results, st: Settings) -> list[str]:
     if sizes:
         out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start", "RSS MiB",
                       "flows.json MiB", "RSS ÷ file", "paced", "p50 ms", "p99 ms", "max ms",
-                      "p99 ÷ p50", "CPU % of a core", "snapshots × s", "GIL wait max ms",
+                      "p99 ÷ p50", "CPU % of a core", "of it snapshots %", "snapshots × s",
+                      "GIL wait max ms",
                       "probe late max ms", "probe late max ms (snapshot)", "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
     procs = res.sizes("cpu_per_write_us")

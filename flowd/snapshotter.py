@@ -60,6 +60,8 @@ class SnapshotStats:
     #: the CPU seconds the last snapshot's thread used
     last_cpu: float = 0.0
     total_seconds: float = 0.0
+    #: the CPU seconds of every snapshot's thread so far: what snapshots cost the machine
+    total_cpu: float = 0.0
     last_bytes: int = 0
     last_at: float | None = None
     last_error: str | None = None
@@ -73,6 +75,7 @@ class SnapshotStats:
         self.last_seconds, self.last_bytes, self.last_at = seconds, size, time.time()
         self.last_slept, self.last_cpu = slept, cpu
         self.total_seconds += seconds
+        self.total_cpu += cpu
         self.last_error = None
         w = self.window
         w[0], w[1], w[2] = w[0] + 1, w[1] + seconds, max(w[2], seconds)
@@ -92,6 +95,7 @@ class SnapshotStats:
                 "last_seconds": round(self.last_seconds, 4), "avg_seconds": round(avg, 4),
                 "last_paced_seconds": round(self.last_slept, 4),
                 "last_cpu_seconds": round(self.last_cpu, 4),
+                "cpu_seconds": round(self.total_cpu, 4),
                 "last_bytes": self.last_bytes, "last_at": self.last_at,
                 "last_error": self.last_error}
 

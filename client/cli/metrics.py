@@ -55,6 +55,8 @@ COUNTERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("journal_failures", ("journal_failures",), "Journal appends that failed."),
     ("snapshots", ("snapshot", "count"), "Snapshots of flows.json written."),
     ("snapshot_failures", ("snapshot", "failures"), "Snapshots that failed."),
+    ("snapshot_cpu_seconds", ("snapshot", "cpu_seconds"),
+     "CPU the snapshot threads used, all snapshots since the start."),
 )
 
 

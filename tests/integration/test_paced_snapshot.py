@@ -88,4 +88,5 @@ def test_a_snapshot_reports_the_cpu_its_thread_used(make_daemon, tmp_path: Path)
         assert c.save(force=True) is True
         snap = c.stats()["snapshot"]
     assert 0 < snap["last_cpu_seconds"] <= snap["last_seconds"] + 0.001
+    assert snap["cpu_seconds"] >= snap["last_cpu_seconds"]
     assert d.stop() == 0

@@ -113,3 +113,4 @@ def test_a_snapshot_that_costs_more_cpu_than_disk_waits_for_its_cpu() -> None:
     assert snap.stats.as_dict()["last_cpu_seconds"] == pytest.approx(0.4)
     snap.stats.observe(0.01, 1 << 10, cpu=0.001)
     assert snap.next_deadline(0.0) == pytest.approx(1.0)
+    assert snap.stats.as_dict()["cpu_seconds"] == pytest.approx(0.401)

@@ -13,6 +13,7 @@ STATS = {"flows": 3, "revision": 17, "snapshot_revision": 15, "snapshot_lag_revi
          "errors": {"NOT_FOUND": 2, 'we"ird\\': 1},
          "snapshot": {"count": 2, "failures": 0, "last_seconds": 0.002, "last_bytes": 800,
                       "last_paced_seconds": 0.001, "last_cpu_seconds": 0.001,
+                      "cpu_seconds": 0.002,
                       "last_at": 1.7e9, "last_error": None},
          "process": {"rss_bytes": 10 << 20, "cpu_user_seconds": 1.5, "cpu_system_seconds": 0.5,
                      "threads": 4, "pid": 1}}

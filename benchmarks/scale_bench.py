@@ -81,7 +81,7 @@ def _paced(d: Flowd, st: Settings, res: Results, n: int, probe_out: Path) -> Non
     res.put("scale_snapshot", "flowd", n, {
         "count": snap["count"] - snap0["count"], "last_s": snap["last_seconds"],
         "avg_s": snap["avg_seconds"],
-        # the snapshot threads' CPU, counted as each snapshot finishes: of the daemon's
+        # the snapshot threads' share of a core, part of scale_cpu (counted at each finish)
         "cpu_share": (snap.get("cpu_seconds", 0.0) - snap0.get("cpu_seconds", 0.0)) / elapsed})
     lates = [(late, snap, late - awake) for t, late, snap, awake in probe.get("lates", [])
              if wall0 <= t <= wall1]

@@ -51,11 +51,10 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            "the daemon's user+system time over the paced window, the probe thread's own "
            "left out; of it, the snapshot threads' (counted when each snapshot finishes, so "
            "one still running at the end is not in it). GIL: the probe thread's longest "
-           "wait for the GIL (its wake-up "
-           "lateness from a 1 ms sleep less the time it spent on a CPU or runnable with "
-           "no CPU free), then the lateness itself (whole paced window / while "
-           "a snapshot thread was alive); below flowd's 1 ms switch interval it is contention, "
-           "not a hold. GC: the longest cyclic-GC pass per "
+           "wait for the GIL (its wake-up lateness from a 1 ms sleep less the time it "
+           "spent on a CPU or runnable with no CPU free), then the lateness itself (whole "
+           "paced window / while a snapshot thread was alive); below flowd's 1 ms switch "
+           "interval it is contention, not a hold. GC: the longest cyclic-GC pass per "
            "generation over 1 ms (gc.callbacks), both within the paced window.", ""]
     if sizes:
         out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start", "RSS MiB",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -158,7 +158,7 @@ class FlowTable(Mapping[str, Flow]):
         self.lines: dict[str, bytes] = {} if lines is None else lines
         #: the flows' name keys (:func:`name_key`) in order, when a loader read them with
         #: the lines (the store indexes them once and drops the list)
-        self.name_keys: list[int] | None = None
+        self.name_keys: Sequence[int] | None = None
 
     def __getitem__(self, fid: str) -> Flow:
         return decode(fid, self.lines[fid])

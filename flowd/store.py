@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import compress
-from typing import Any, cast
+from typing import Any
 
 from flowd_client.errors import InternalError
 
 from . import flow_lines
 from .flow_lines import Flow, FlowTable
+from .names_index import NamesIndex
 
 Record = dict[str, Any]
 COMPACT_AFTER = 1024
@@ -49,13 +50,13 @@ class Store:
         self.flows = FlowTable()
         self.current_flow_id: str | None = None
         self.revision = 0
-        #: hash of a name -> the id, or the ids in creation order, of the flows so named
-        self.names: dict[int, str | dict[str, None]] = {}
+        #: hash of a name -> the ids of the flows so named, in the order they got it
+        self.names = NamesIndex()
         #: a load's flows to index by name (from ``_at`` on; see _start_index): the
         #: ``_loaded`` flows of the load (the loader's keys of them), then those named
         #: since (``_last``: where each was named last; ``_touched``: loaded ones among them)
         self._pending: list[str] | None = None
-        self._keys: list[int] | None = None
+        self._keys: Sequence[int] | None = None
         self._at = self._loaded = 0
         self._touched: set[str] = set()
         self._last: dict[str, int] = {}
@@ -98,7 +99,8 @@ class Store:
         its line has then, so the index keeps the order in which flows got their names."""
         table = self.flows
         self._keys, table.name_keys = table.name_keys, None
-        self.names, self._touched, self._last, self._at = {}, set(), {}, 0
+        self._touched, self._last, self._at = set(), {}, 0
+        self.names = NamesIndex(len(table.lines))
         self._pending = list(table.lines) if table.lines else None
         self._loaded = len(table.lines)
 
@@ -134,7 +136,7 @@ class Store:
             fid = pending[pos]
             line = lines.get(fid)
             if line is not None and last[fid] == pos:
-                self._index_key(name_key(flow_lines.name_of(fid, line)), fid)
+                self._index(flow_lines.name_of(fid, line), fid)
         self._at = end
         if end == len(pending):
             self._pending = self._keys = None
@@ -150,52 +152,18 @@ class Store:
             self._last[fid] = len(pending)
             pending.append(fid)
 
-    def _index_loaded(self, ids: list[str], keys: list[int] | None) -> None:
-        """Index loaded flows, by the keys the loader read (None: read from the lines):
-        a key nobody holds yet goes in at C speed, a shared one the long way."""
+    def _index_loaded(self, ids: list[str], keys: Sequence[int] | None) -> None:
+        """Index loaded flows, by the keys the loader read (None: read from the lines)."""
         if keys is None:
             lines, name_of = self.flows.lines, flow_lines.name_of
             keys = [name_key(name_of(fid, lines[fid])) for fid in ids]
-        fresh = dict(zip(keys, ids, strict=True))
-        if len(fresh) < len(keys):  # a name (or a hash) twice among them
-            for key, fid in zip(keys, ids, strict=True):
-                self._index_key(key, fid)
-            return
-        for key in self.names.keys() & fresh.keys():
-            self._index_key(key, fresh.pop(key))
-        self.names.update(fresh)
-
-    # The index is keyed by 30 bits of the name's hash, not the name: an int costs half
-    # of a name string, and a million names are 50 MB. A key maps to one id (a str: most
-    # are unique, and a dict per name would cost ~200 bytes per flow) or, when
-    # shared (the same name, or a hash collision), to an ordered dict of ids;
-    # find_by_name keeps the flows whose name is the one asked for.
+        self.names.fill(keys, ids)
 
     def _index(self, name: str, fid: str) -> None:
-        self._index_key(name_key(name), fid)
-
-    def _index_key(self, key: int, fid: str) -> None:
-        names = self.names
-        have = names.get(key)
-        if have is None:
-            names[key] = fid
-        elif type(have) is str:
-            if have != fid:
-                names[key] = {have: None, fid: None}
-        else:
-            cast("dict[str, None]", have)[fid] = None
+        self.names.add(name_key(name), fid)
 
     def _unindex(self, name: str, fid: str) -> None:
-        names, key = self.names, name_key(name)
-        have = names.get(key)
-        if type(have) is str:
-            if have == fid:
-                del names[key]
-        elif have is not None:
-            have = cast("dict[str, None]", have)
-            have.pop(fid, None)
-            if len(have) == 1:
-                names[key] = next(iter(have))
+        self.names.remove(name_key(name), fid)
 
     # ------------------------------------------------------------ reads
 
@@ -205,10 +173,7 @@ class Store:
 
     def find_by_name(self, name: str) -> list[Flow]:
         self.index_step()
-        have = self.names.get(name_key(name))
-        if have is None:
-            return []
-        ids = (have,) if type(have) is str else have
+        ids = self.names.ids(name_key(name))
         lines, name_of = self.flows.lines, flow_lines.name_of
         return [self.flows[fid] for fid in ids if name_of(fid, lines[fid]) == name]
 
@@ -244,10 +209,12 @@ class Store:
                     self._deleted += 1
             else:
                 lines[fid] = line
+            if not renamed:
+                continue
             if self._pending is None:
                 if line is not None:
                     self._index(flow["name"], fid)
-            elif renamed:
+            else:
                 self._index_later(fid, line is not None)
         self.current_flow_id = record["current"]
         self.revision = rev

@@ -118,7 +118,7 @@ def test_regions_of_any_size_read_the_same_lines(monkeypatch, region: int) -> No
     doc = lines_file.read_own(data)
     assert doc is not None and list(doc["flows"]) == list(flows)
     assert dict(doc["flows"].items()) == flows
-    assert doc["flows"].name_keys == [name_key(f["name"]) for f in flows.values()]
+    assert list(doc["flows"].name_keys) == [name_key(f["name"]) for f in flows.values()]
 
 
 def rechecked(data: bytes) -> bytes:

@@ -1,16 +1,19 @@
 """The names index of a load, built a step at a time after it (flowd.store): whatever is
-written between the steps, once complete it is the index built at once at the load."""
+written between the steps, once complete it is the index built at once at the load. And
+the table it is kept in (flowd.names_index), against a model of it."""
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowd import flow_lines, store
+from flowd import flow_lines, names_index, store
 from flowd.flow_lines import FlowTable
+from flowd.names_index import NamesIndex
 from flowd.store import Store
 
 NAMES = ("a", "b", "c", "이름")
@@ -52,7 +55,7 @@ def _apply(s: Store, op: tuple[Any, ...]) -> None:
 
 def _index(s: Store) -> dict[int, list[str]]:
     s.index_step()
-    return {k: [v] if isinstance(v, str) else list(v) for k, v in s.names.items()}
+    return dict(s.names.items())
 
 
 _ops = st.lists(st.one_of(
@@ -88,10 +91,70 @@ def test_built_in_steps_equals_built_at_once(names: list[str], ops: list[tuple[A
 
 def test_find_by_name_completes_the_index_first() -> None:
     s = _loaded(["a", "b"] * 3000, keyed=True)
-    assert s.indexing and s.names == {}
+    assert s.indexing and not dict(s.names.items())
     assert len(s.find_by_name("b")) == 3000
     assert not s.indexing
 
 
 def test_an_empty_load_has_nothing_to_index() -> None:
     assert not _loaded([], keyed=True).indexing
+
+
+# ------------------------------------------------------------ the table itself
+
+def _model_ids(model: tuple[dict[int, list[str]], dict[int, list[str]]], key: int) -> list[str]:
+    first, later = model
+    return first.get(key, []) + later.get(key, [])
+
+
+_table_ops = st.lists(st.tuples(st.sampled_from(["fill", "add", "remove"]), st.integers(0, 2),
+                                st.integers(0, 3), st.integers(0, 4)), max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(loaded=st.integers(0, 9), ops=_table_ops)
+def test_the_table_keeps_each_keys_ids_in_order(loaded: int,
+                                                ops: list[tuple[str, int, int, int]]) -> None:
+    """Keys that share home slots (0, 1 and the last, which wraps to 0) probe past
+    each other, around the end, and past the slots of keys whose ids have all gone."""
+    table = NamesIndex(loaded)
+    size = int(loaded * names_index.SLOTS_PER_FLOW) + 1
+    tiers: tuple[dict[int, list[str]], dict[int, list[str]]] = ({}, {})
+    first, later = tiers
+    filled, made = 0, []
+    for kind, home, lap, n in ops:
+        key, fid = (0, 1, size - 1)[home] + lap * size, f"flow_{n}"
+        if kind == "remove":  # mostly one indexed (a miss is rarely the case that matters)
+            key, fid = made[(home + n) % len(made)] if made and n else (key, fid)
+            table.remove(key, fid)
+            tier = later if fid in later.get(key, []) else first
+            if fid in tier.get(key, []):
+                tier[key].remove(fid)
+        elif kind == "add" or filled < loaded:
+            filled += kind == "fill"
+            table.fill([key], [fid]) if kind == "fill" else table.add(key, fid)
+            made.append((key, fid))
+            ids = (first if kind == "fill" else later).setdefault(key, [])
+            ids += [] if fid in ids else [fid]
+        keys = {k for k, _ in made} | {0, 1, size, size - 1}
+        assert {k: table.ids(k) for k in keys} == {k: _model_ids(tiers, k) for k in keys}
+    assert dict(table.items()) == {k: v for k, _ in made if (v := _model_ids(tiers, k))}
+
+
+def test_the_table_holds_no_object_per_flow() -> None:
+    """A dict of int keys held ~70 bytes a flow (the dict, an int each); the table
+    holds 3/5-full slots of 4 + 8 bytes, ~20 a flow, whatever ids it points to."""
+    n = 100_000
+    ids = [f"flow_{i:08x}" for i in range(n)]
+    keys = [store.name_key(f"name {i}") for i in range(n)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        table = NamesIndex(n)
+        for at in range(0, n, 4096):
+            table.fill(keys[at:at + 4096], ids[at:at + 4096])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 24 * n
+    assert table.ids(keys[12345]) == [ids[12345]]

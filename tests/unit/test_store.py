@@ -49,8 +49,7 @@ class Group:
 def names(store: Store) -> dict[str, list[str]]:
     """The name index as find_by_name sees it (and no id left in it without a flow)."""
     store.index_step()  # what find_by_name does first: the index of a load, complete
-    indexed = [fid for have in store.names.values()
-               for fid in ((have,) if isinstance(have, str) else have)]
+    indexed = [fid for _, ids in store.names.items() for fid in ids]
     assert sorted(indexed) == sorted(store.flows)
     return {n: [f["id"] for f in store.find_by_name(n)]
             for n in dict.fromkeys(f["name"] for f in store.flows.values())}

@@ -158,3 +158,12 @@ def test_the_table_holds_no_object_per_flow() -> None:
         tracemalloc.stop()
     assert held < 24 * n
     assert table.ids(keys[12345]) == [ids[12345]]
+
+
+def test_the_table_refuses_more_names_than_it_was_built_for() -> None:
+    """A full table would make every probe for a missing key loop for ever."""
+    table = NamesIndex(2)
+    table.fill([1, 1, 2], ["a", "b", "c"])  # a shared key takes no slot of its own
+    with pytest.raises(ValueError, match="more names"):
+        table.fill([3], ["d"])
+    assert table.ids(3) == [] and table.ids(1) == ["a", "b"]

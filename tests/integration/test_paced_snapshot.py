@@ -7,6 +7,7 @@ the first flushed piece) and must still get the file within their timeouts."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -81,12 +82,16 @@ def test_a_journal_outgrowing_its_bound_hurries_a_paced_snapshot(make_daemon,
 
 def test_a_snapshot_reports_the_cpu_its_thread_used(make_daemon, tmp_path: Path) -> None:
     """The CPU the next snapshot's wait is measured by: the snapshot thread's own, some
-    of it, never more than the snapshot's whole time (one thread)."""
+    of it, never more than the time it can have run (one thread). Not bounded by
+    ``last_seconds``: that is the write alone, and the CPU also counts the catch-up and
+    the memory of the file (more than the write in a store this small)."""
     d = make_daemon(tmp_path / "data").start()
     with d.client(timeout=30.0) as c:
+        t0 = time.monotonic()
         fill(c)
         assert c.save(force=True) is True
         snap = c.stats()["snapshot"]
-    assert 0 < snap["last_cpu_seconds"] <= snap["last_seconds"] + 0.001
+        span = time.monotonic() - t0
+    assert 0 < snap["last_cpu_seconds"] <= span
     assert snap["cpu_seconds"] >= snap["last_cpu_seconds"]
     assert d.stop() == 0

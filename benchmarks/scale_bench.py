@@ -53,6 +53,7 @@ def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         d.wait_indexed()
         time.sleep(SETTLE)
         res.put("scale_rss", "flowd", n, d.rss())
+        res.put("scale_rss_peak", "flowd", n, d.peak_rss())  # the restart's, before writes
         res.put("scale_file_bytes", "flowd", n, (data_dir / "flows.json").stat().st_size)
         _paced(d, st, res, n, probe_out)
     finally:

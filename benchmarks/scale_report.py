@@ -24,10 +24,12 @@ def _row(res: Results, n: int) -> list[str]:
     cpu = res.get("scale_cpu", "flowd", n)
     gc_max = gil.get("gc_max_ms") or {}
     first = res.get("scale_first_start", "flowd", n)
+    peak = res.get("scale_rss_peak", "flowd", n)
     return [size_label(n), f_s(first), f_s(start), f_s(seed), f"{ratio(seed, start) or 0:.1f}x",
             "-" if rss is None else f"{rss / MiB:,.0f}",
             "-" if size is None else f"{size / MiB:,.0f}",
             "-" if not (rss and size) else f"{rss / size:.2f}x",
+            "-" if peak is None else f"{peak / MiB:,.0f}",
             f"{add.get('rate', 0):.0f}/s", _ms(add.get("p50_ms")), _ms(add.get("p99_ms")),
             _ms(add.get("max_ms")),
             "-" if not add else f"{add['p99_ms'] / add['p50_ms']:.1f}x",
@@ -55,13 +57,14 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            "spent on a CPU or runnable with no CPU free), then the lateness itself (whole "
            "paced window / while a snapshot thread was alive); below flowd's 1 ms switch "
            "interval it is contention, not a hold. GC: the longest cyclic-GC pass per "
-           "generation over 1 ms (gc.callbacks), both within the paced window.", ""]
+           "generation over 1 ms (gc.callbacks), both within the paced window. The start's "
+           "peak RSS: the daemon's high-water mark (VmHWM) once the restart is indexed.", ""]
     if sizes:
         out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start", "RSS MiB",
-                      "flows.json MiB", "RSS ÷ file", "paced", "p50 ms", "p99 ms", "max ms",
-                      "p99 ÷ p50", "CPU % of a core", "of it snapshots %", "snapshots × s",
-                      "GIL wait max ms",
-                      "probe late max ms", "probe late max ms (snapshot)", "longest GC pass ms"],
+                      "flows.json MiB", "RSS ÷ file", "start's peak RSS MiB", "paced", "p50 ms",
+                      "p99 ms", "max ms", "p99 ÷ p50", "CPU % of a core", "of it snapshots %",
+                      "snapshots × s", "GIL wait max ms", "probe late max ms",
+                      "probe late max ms (snapshot)", "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
     procs = res.sizes("cpu_per_write_us")
     if procs:

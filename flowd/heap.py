@@ -9,8 +9,10 @@ Loading a big store frees large temporaries (the file's bytes, each region's
 lists of matches, the sidecar's records) while long-lived objects are being
 allocated after them: glibc's ``free`` only returns memory at the top of its
 heap, so those holes stay resident (about 30 MiB at a million flows) until
-something reuses them. ``malloc_trim`` gives their pages back (madvise) once,
-when the store is loaded; the objects do not move.
+something reuses them. ``malloc_trim`` gives their pages back (madvise) when the
+store is loaded, and every few pieces while flowd's own file is split (its pieces
+go as its lines come: the start's peak at 1M flows went from 1,119 to 762 MiB); the
+objects do not move.
 """
 
 from __future__ import annotations

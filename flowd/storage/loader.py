@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,7 +36,7 @@ from ijson.common import ObjectBuilder
 
 from ..flow_lines import FlowTable
 from ..heap import gc_paused
-from .lines_file import read_own
+from .lines_file import REGION, read_own
 from .migrate import (
     VERSION,
     CorruptFileError,
@@ -145,16 +146,24 @@ _Loaded = tuple[dict[str, Any], list[str], str | None, int]
 def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
                 own: bool = False, ids: Sequence[str] = ()) -> _Loaded:
     """The whole file in memory: split by its lines if it is flowd's own, else orjson
-    then normalize (GC paused by the caller)."""
+    then normalize (GC paused by the caller). flowd's own is read in pieces, all of them
+    first (the file is read as quickly as in one), which go as they are split."""
     f.seek(0)
+    if own and not skip:
+        pieces = list(iter(partial(f.read, REGION), b""))
+        size = sum(map(len, pieces))
+        if progress is not None and size:
+            progress(size)
+        if size and (doc := read_own(pieces, ids)) is not None:
+            return doc, [], VERSION, size
+        del pieces
+        f.seek(0)  # not flowd's layout after all; what was split is gone: read it again
     data = f.read()
     size = len(data)
     if size == skip:
         raise CorruptFileError("empty file")
     if progress is not None:
         progress(size)
-    if own and not skip and (doc := read_own(data, ids)) is not None:
-        return doc, [], VERSION, size
     with _parse_errors_as_corrupt():
         raw = orjson.loads(memoryview(data)[skip:] if skip else data)
     del data  # the bytes are not needed any more: free them before normalizing

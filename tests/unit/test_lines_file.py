@@ -14,6 +14,8 @@ import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowd import flow_lines
 from flowd.flow_lines import FlowTable, name_key
@@ -184,3 +186,68 @@ def test_ids_given_key_the_table_only_where_they_match(monkeypatch, hint: str) -
         assert shared == list(flows)
     elif hint in ("other", "reordered", "none"):
         assert next(iter(table)) is not mine[0]  # the first region does not match
+
+
+def _outcome(data: bytes | list[bytes], ids: list[str]) -> Any:
+    """What read_own makes of a file: refused (its error), not its layout (None), or the
+    document with the flows' lines and name keys laid out."""
+    try:
+        doc = lines_file.read_own(data, ids)
+    except CorruptFileError as exc:
+        return ("refused", str(exc))
+    if doc is None:
+        return None
+    table = doc.pop("flows")
+    return doc, list(table.lines.items()), list(table.name_keys or [])
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    at = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *at], [*at, len(data)], strict=True)]
+
+
+_FILES = {
+    "plain": written({f"flow_{i:02}": flow(f"flow_{i:02}", f"n{i}") for i in range(40)}),
+    "odd names and extras": written(
+        {f"f{i}": flow(f"f{i}", NAMES[i % len(NAMES)]) for i in range(20)},
+        extra={"tail": [1], "settings": {"theme": {"dark": True}}}, meta_extra={"tool": "x"}),
+    "empty": written({}),
+    "one long line": written({"flow_big": flow("flow_big", "big", pad="p" * 3000)}),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(_FILES)), cuts=st.lists(st.integers(0, 10**6), max_size=30),
+       damage=st.one_of(st.none(), st.tuples(st.integers(0, 10**6), st.integers(0, 255))),
+       region=st.sampled_from([64, 300, 4 << 20]), hinted=st.booleans())
+def test_a_file_read_in_pieces_reads_as_the_whole(name: str, cuts: list[int],
+                                                  damage: tuple[int, int] | None,
+                                                  region: int, hinted: bool) -> None:
+    """The loader hands flowd's own file over in pieces, dropped as they are split: cut
+    anywhere (inside a line, a separator, the head, the last bytes), damaged anywhere,
+    it reads exactly as the same bytes in one piece: the same lines, refused alike, or
+    left to the full parser alike."""
+    data = bytearray(_FILES[name])
+    if damage is not None:
+        data[damage[0] % len(data)] = damage[1]
+    whole = bytes(data)
+    ids = [fid for fid, _ in (_outcome(_FILES[name], []) or (None, []))[1]] if hinted else []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lines_file, "REGION", region)
+        pieces = _pieces(whole, cuts)
+        got = _outcome(pieces, ids)
+        assert got == _outcome(whole, ids)
+        if got is not None and got[0] != "refused":
+            assert pieces == []  # a file split: every piece dropped as it went
+
+
+@pytest.mark.parametrize("name", sorted(_FILES))
+def test_a_file_cut_in_two_anywhere_reads_as_the_whole(monkeypatch, name: str) -> None:
+    """Every place a piece can end, tried: in the head, just before or after the first
+    flow, in a separator, in the last bytes."""
+    monkeypatch.setattr(lines_file, "REGION", 64)
+    data = _FILES[name]
+    want = _outcome(data, [])
+    assert want is not None and want[0] != "refused"
+    for cut in range(len(data) + 1):
+        assert _outcome([data[:cut], data[cut:]], []) == want, cut

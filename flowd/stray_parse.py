@@ -33,6 +33,8 @@ from typing import IO, Any
 
 import msgpack
 
+from . import flow_lines
+
 FRAME_BYTES = 1 << 20
 #: the child met a flow it cannot write as a line (a value orjson cannot encode)
 EXIT_UNENCODABLE = 4
@@ -186,8 +188,6 @@ def gate(env: str) -> None:
 def line_of(fid: str, flow: dict[str, Any]) -> bytes:
     """The flow's line as the daemon would store it; a value it cannot write as one ends
     the child (the daemon then parses in process)."""
-    from . import flow_lines  # the child's own imports: none of them in the daemon's path
-
     try:
         return flow_lines.encode(fid, flow)
     except TypeError:

@@ -204,10 +204,11 @@ Region = tuple[bytes, int, int, bool]
 
 def _regions(pieces: list[bytes], start: int, end: int) -> Iterator[Region]:
     """The body, bytes ``start`` to ``end`` of the pieces joined, as regions (buffer, from,
-    to, last) of about :data:`REGION` bytes that each begin at a line's "\n" and end
-    after its comma (the last: at the body's end). One piece (the whole file): its own
-    regions, no copy. More: each region is copied out of them, each piece dropped as it
-    is reached (so a piece is held no longer than the region it ends in)."""
+    to, last) that each begin at a line's "\n" and end after its comma (the last: at the
+    body's end). One piece (the whole file): regions of about :data:`REGION` bytes of it.
+    More: each piece's whole lines are a region of that piece, in place; only the lines
+    across a seam are copied out, into a region of their own. Each piece is dropped as it
+    is reached (held no longer than its own region is split)."""
     if len(pieces) == 1:
         data = pieces.pop()
         while start < end:
@@ -216,7 +217,7 @@ def _regions(pieces: list[bytes], start: int, end: int) -> Iterator[Region]:
             yield data, start, cut, cut == end
             start = cut
         return
-    carry: list[bytes] = []  # the region begun in the pieces before
+    carry: list[bytes] = []  # the line begun in the pieces before
     base = 0
     for n in itertools.count(1):
         if not pieces:
@@ -232,10 +233,15 @@ def _regions(pieces: list[bytes], start: int, end: int) -> Iterator[Region]:
         if cut < 0:  # a line longer than a piece
             carry.append(piece[lo:hi])
             continue
-        region = b"".join([*carry, piece[lo:cut + 1]])
+        if carry:  # the line across the seam, alone
+            first = piece.find(b",\n", lo, hi)
+            seam = b"".join([*carry, piece[lo:first + 1]])
+            yield seam, 0, len(seam), False
+            lo = first + 1
+        if lo < cut + 1:
+            yield piece, lo, cut + 1, False
         carry = [piece[cut + 1:hi]]
         del piece
-        yield region, 0, len(region), False
     if carry:
         region = b"".join(carry)
         yield region, 0, len(region), True

@@ -55,6 +55,8 @@ def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         res.put("scale_rss", "flowd", n, d.rss())
         res.put("scale_rss_peak", "flowd", n, d.peak_rss())  # the restart's, before writes
         res.put("scale_file_bytes", "flowd", n, (data_dir / "flows.json").stat().st_size)
+        # the file as generated (the old tools' layout): the baseline issue 12 measured against
+        res.put("scale_source_bytes", "flowd", n, ds.path.stat().st_size)
         _paced(d, st, res, n, probe_out)
     finally:
         d.stop()

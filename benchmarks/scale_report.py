@@ -18,6 +18,7 @@ def _ms(x: float | None) -> str:
 def _row(res: Results, n: int) -> list[str]:
     start, seed = res.get("scale_start", "flowd", n), res.get("scale_seed_load", "seed", n)
     rss, size = res.get("scale_rss", "flowd", n), res.get("scale_file_bytes", "flowd", n)
+    source = res.get("scale_source_bytes", "flowd", n)
     add: dict[str, Any] = res.get("scale_add", "flowd", n) or {}
     snap: dict[str, Any] = res.get("scale_snapshot", "flowd", n) or {}
     gil: dict[str, Any] = res.get("scale_gil", "flowd", n) or {}
@@ -29,6 +30,7 @@ def _row(res: Results, n: int) -> list[str]:
             "-" if rss is None else f"{rss / MiB:,.0f}",
             "-" if size is None else f"{size / MiB:,.0f}",
             "-" if not (rss and size) else f"{rss / size:.2f}x",
+            "-" if not (rss and source) else f"{rss / source:.2f}x",
             "-" if peak is None else f"{peak / MiB:,.0f}",
             f"{add.get('rate', 0):.0f}/s", _ms(add.get("p50_ms")), _ms(add.get("p99_ms")),
             _ms(add.get("max_ms")),
@@ -58,13 +60,17 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            "paced window / while a snapshot thread was alive); below flowd's 1 ms switch "
            "interval it is contention, not a hold. GC: the longest cyclic-GC pass per "
            "generation over 1 ms (gc.callbacks), both within the paced window. The start's "
-           "peak RSS: the daemon's high-water mark (VmHWM) once the restart is indexed.", ""]
+           "peak RSS: the daemon's high-water mark (VmHWM) once the restart is indexed. "
+           "RSS ÷ file: against flowd's own flows.json (one flow per line); ÷ generated "
+           "file: against the file as generated, in the old tools' `json.dump(indent=2)` "
+           "layout, the file issue 12 measured its ratios against.", ""]
     if sizes:
-        out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start", "RSS MiB",
-                      "flows.json MiB", "RSS ÷ file", "start's peak RSS MiB", "paced", "p50 ms",
-                      "p99 ms", "max ms", "p99 ÷ p50", "CPU % of a core", "of it snapshots %",
-                      "snapshots × s", "GIL wait max ms", "probe late max ms",
-                      "probe late max ms (snapshot)", "longest GC pass ms"],
+        out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start",
+                      "RSS MiB", "flows.json MiB", "RSS ÷ file", "RSS ÷ generated file",
+                      "start's peak RSS MiB", "paced", "p50 ms", "p99 ms", "max ms",
+                      "p99 ÷ p50", "CPU % of a core", "of it snapshots %", "snapshots × s",
+                      "GIL wait max ms", "probe late max ms", "probe late max ms (snapshot)",
+                      "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
     procs = res.sizes("cpu_per_write_us")
     if procs:

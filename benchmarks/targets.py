@@ -153,10 +153,14 @@ def scale_targets(res: Results, st: Settings) -> list[Target]:
                               seed / start >= 10, f"{start:.2f} vs {seed:.2f} s "
                               f"({seed / start:.1f}x)"))
         rss, size = res.get("scale_rss", "flowd", n), res.get("scale_file_bytes", "flowd", n)
+        source = res.get("scale_source_bytes", "flowd", n)
         if rss and size:
+            # judged against flowd's own file, the smaller; the generated one is said beside
+            beside = f"; {rss / source:.2f}x the {source / 2**20:.0f} MiB file as generated" \
+                if source else ""
             out.append(_judge(f"{at} RSS <= 1.5x flows.json", rss / size <= 1.5,
                               f"{rss / 2**20:.0f} vs {size / 2**20:.0f} MiB "
-                              f"({rss / size:.2f}x)"))
+                              f"({rss / size:.2f}x{beside})"))
         add = res.get("scale_add", "flowd", n)
         if add:
             out.append(_judge(f"{at} paced add_flow p99 <= 5x p50, max <= 50 ms",

@@ -101,7 +101,8 @@ def render_scale(res: Results, path: Path) -> None:
           "seed load": pick("scale_seed_load", "seed")}),
         ("memory vs flows.json", "MiB",
          {"flowd RSS": pick("scale_rss", "flowd", None, 1 / 2**20),
-          "flows.json": pick("scale_file_bytes", "flowd", None, 1 / 2**20)}),
+          "flows.json (flowd's)": pick("scale_file_bytes", "flowd", None, 1 / 2**20),
+          "flows.json as generated": pick("scale_source_bytes", "flowd", None, 1 / 2**20)}),
         ("paced add_flow while snapshots run", "ms",
          {k: pick("scale_add", "flowd", k) for k in ("p50_ms", "p99_ms", "max_ms")}
          | {"GIL wait max (probe)": pick("scale_gil", "flowd", "gil_max_ms")}),

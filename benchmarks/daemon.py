@@ -89,11 +89,16 @@ class Flowd:
         raise DaemonFailed(f"flowd not ready within {timeout:.0f} s:\n{self.log_tail()}")
 
     def wait_indexed(self, timeout: float = 60.0) -> None:
-        """Until the names index of the load is complete (flowd builds it after ready,
-        then hands what it freed back): the memory figures are those of the steady state."""
+        """Until the names index of the load and the memory of written files' newest map
+        are complete (flowd builds both after ready, then hands what the index freed
+        back): the memory figures are those of the steady state."""
         deadline = time.monotonic() + timeout
         with self.client() as c:
-            while c.stats().get("names_unindexed", 0) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                stats = c.stats()
+                if not (stats.get("names_unindexed", 0)
+                        or stats.get("file_memory", {}).get("settling")):
+                    return
                 time.sleep(POLL * 10)
 
     def client(self, **kw: Any) -> FlowClient:

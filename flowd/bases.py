@@ -29,9 +29,10 @@ from itertools import compress, filterfalse, islice, repeat
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from . import flow_lines
+from . import flow_lines, memory_load
 from .digests import Digest, digest
-from .memory_records import Delta, Remembered, apply_delta, in_order, parse_record, record_of
+from .memory_load import OwnMap
+from .memory_records import Delta, Remembered, apply_delta, in_order, record_of
 from .storage import memory_file
 
 log = logging.getLogger("flowd.memory")
@@ -60,14 +61,14 @@ class Found(NamedTuple):
     extras: Iterable[str] | None = None
 
 
-class FileMemory:
+class FileMemory(OwnMap):
     """The remembered files, oldest first, and the maps needed to rebuild any of them."""
 
     def __init__(self, directory: Path) -> None:
+        super().__init__()
         self.dir = directory
         self.entries: list[Remembered] = []
-        #: digests of the newest file flowd wrote, and its store revision
-        self.own: dict[str, Digest] = {}
+        #: the store revision of the newest file flowd wrote (``own``: its digests)
         self.own_rev = -1
         #: the differences of the tool files absorbed after it, in order
         self.overlays: list[Delta] = []
@@ -97,39 +98,21 @@ class FileMemory:
     # ------------------------------------------------------------ start
 
     def load(self) -> None:
-        """Rebuild from the sidecar (a damaged tail is kept aside by the reader)."""
+        """Rebuild from the sidecar (a damaged tail is kept aside by the reader). The
+        oldest file's whole map, when packed, stays so until :meth:`settle_step` builds
+        it: a million entries were 0.3-0.4 s of a restart."""
         got = memory_file.read(self.dir)
         self.synced, self.disk_bytes = not got.rewrite, got.bytes
-        m: dict[str, Digest] = {}
-        redos: list[Delta] = []
-        for frame in got.frames:
-            try:
-                entry, redo = parse_record(frame)
-            except (ValueError, TypeError) as exc:
-                log.warning("%s: unreadable record (%s): keeping the %d files before it",
-                            memory_file.NAME, exc, len(self.entries))
-                self.synced = False
-                break
-            if not self.entries and None not in redo.values():
-                # the oldest file's whole map: taken, not copied (it is never an overlay)
-                m = cast("dict[str, Digest]", redo)
-            else:
-                entry.undo = {fid: m.get(fid) for fid in redo} if self.entries else {}
-                apply_delta(m, redo)
+        records, bad = memory_load.records_of(got.frames)
+        if bad is not None:
+            log.warning("%s: unreadable record (%s): keeping the %d files before it",
+                        memory_file.NAME, bad, len(records))
+            self.synced = False
+        rebuilt = memory_load.rebuild(records)
+        for entry in rebuilt.entries:
             self._append(entry)
-            redos.append(redo)
-        self._settle_own(m, redos)
-
-    def _settle_own(self, m: dict[str, Digest], redos: list[Delta]) -> None:
-        """``own`` is the map of the newest file flowd wrote; later tool files overlay it."""
-        last_own = max((i for i, e in enumerate(self.entries) if e.own), default=None)
-        if last_own is None:
-            self.own, self.own_rev, self.overlays = m, -1, []
-            return
-        for e in reversed(self.entries[last_own + 1:]):
-            apply_delta(m, e.undo)
-        self.own, self.own_rev = m, self.entries[last_own].revision
-        self.overlays = redos[last_own + 1:]
+        self.own_rev, self.overlays = rebuilt.own_rev, rebuilt.overlays
+        self.take(rebuilt.own)
 
     def adopt_loaded(self, number: int, revision: int, current: str | None,
                      flows: Mapping[str, dict],
@@ -174,12 +157,14 @@ class FileMemory:
     def ids(self) -> list[str]:
         """The ids of the newest file flowd wrote, in order: the loader keys the store by
         these very strings where the file it reads holds them (see :meth:`note_shared`)."""
-        return list(self.own)
+        deferred = self._deferred
+        return list(self.own) if deferred is None else deferred.order()
 
     def note_shared(self, lines: Lines) -> None:
         """The newest map is keyed by the store's own id strings if the loader took them
         from :meth:`ids` (one C pass of identity checks): nothing left to share."""
-        own = self.own
+        deferred = self._deferred
+        own = self.own if deferred is None else deferred.order()  # the keys it will have
         if len(own) <= len(lines) and all(map(operator.is_, own, lines)):
             self._ids_shared = True
 
@@ -389,4 +374,6 @@ class FileMemory:
                 "sidecar_bytes": self.disk_bytes,
                 "oldest_file": entries[0].number if entries else None,
                 "newest_file": entries[-1].number if entries else None,
-                "last_error": self.last_error}
+                "last_error": self.last_error,
+                # a restart's packed newest map is still being built (after ready)
+                "settling": self.settling}

@@ -281,20 +281,25 @@ class Daemon:
             self.snap.start(self.store, paced=not waited_for and not self.snap.journal_full())
 
     def index_names(self) -> None:
-        """The loop's turn for a load's names index: one step. Once it is complete, it is
-        frozen out of the cyclic GC's reach like the store (the first snapshot's collection
-        walked it: a 28 ms gen2 pass at 1M flows), and what its steps freed goes back to
-        the system, as after the load (55 MiB at 1M flows)."""
+        """The loop's turn for a load's names index: one step (and one of the memory of
+        written files' newest map, when the restart left it packed). Once the index is
+        complete, it is frozen out of the cyclic GC's reach like the store (the first
+        snapshot's collection walked it: a 28 ms gen2 pass at 1M flows), and what its
+        steps freed goes back to the system, as after the load (55 MiB at 1M flows)."""
         if self.store.indexing:
             self.store.index_step(INDEX_STEP)
             if not self.store.indexing:
                 gc.freeze()
                 release_free_memory()
+        elif self.memory.settling:
+            self.memory.settle_step()
+            if not self.memory.settling:  # its build's freed pages back too
+                release_free_memory()
 
     def next_deadline(self, now: float) -> float | None:
-        """When the loop must tick for the daemon's own work: a stray merge's next step
-        or the names index's at once, else the next snapshot."""
-        if self.strays.ready or self.store.indexing:
+        """When the loop must tick for the daemon's own work: a stray merge's next step,
+        the names index's or the memory's newest map's at once, else the next snapshot."""
+        if self.strays.ready or self.store.indexing or self.memory.settling:
             return now
         return self.snap.next_deadline(now)
 

@@ -12,7 +12,7 @@ import array
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from .digests import Digest
 
@@ -60,43 +60,66 @@ def digest_value(raw: Any) -> Digest | None:
     raise ValueError(f"bad digest {raw!r}")
 
 
+Packed = tuple[list[str], "array.array[int]"]
+
+
 def parse_record(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
     """One sidecar record, checked (the file is input like any other)."""
+    entry, redo, packed = parse_record_apart(frame)
+    return entry, redo if packed is None else merged(packed, redo)
+
+
+def merged(packed: Packed, redo: Delta) -> Delta:
+    """A record's delta whole: its packed digests first, as it was written."""
+    out: Delta = dict(zip(*packed, strict=True))
+    out.update(redo)
+    return out
+
+
+def parse_record_apart(frame: dict[str, Any]) -> tuple[Remembered, Delta, Packed | None]:
+    """:func:`parse_record` with a big record's packed digests left packed: its ids and
+    their digests, in order (:class:`flowd.deferred_map.DeferredMap` reads them so)."""
     fields: list[Any] = [frame.get(k) for k in ("n", "r", "c", "o", "t", "d")]
     n, r, c, o, t, d = fields
     if (type(n) is not int or type(r) is not int or not (c is None or type(c) is str)
             or type(o) is not bool or type(t) not in (int, float) or type(d) is not dict):
         raise ValueError("bad record")
-    redo = _packed(frame.get("k"), frame.get("v"))
+    packed = _packed(frame.get("k"), frame.get("v"))
+    redo: Delta = {}
     if set(map(type, d)) <= _STR and set(map(type, d.values())) <= _PLAIN:
         redo.update(d)  # ids and plain digests (the common case): checked in C
     else:
         redo.update({str(fid): digest_value(v) for fid, v in d.items()})
-    return Remembered(n, r, c, o, float(t), {}), redo
+    return Remembered(n, r, c, o, float(t), {}), redo, packed
 
 
-def _packed(ids: Any, values: Any) -> Delta:
+def _packed(ids: Any, values: Any) -> Packed | None:
     """A big record's plain digests: its ids, and their digests as 8 bytes each."""
     if ids is None and values is None:
-        return {}
+        return None
     if (type(ids) is not list or type(values) is not bytes
             or len(values) != 8 * len(ids) or not set(map(type, ids)) <= _STR):
         raise ValueError("bad packed digests")
     digests = array.array("Q", values)
     if sys.byteorder != "little":
         digests.byteswap()
-    return dict(zip(ids, digests, strict=True))
+    return ids, digests
 
 
 def record_of(e: Remembered, redo: Delta) -> dict[str, Any]:
     """The record of one file; a whole map's plain digests are packed (a million of
-    them decode in a fraction of the time a map of them takes)."""
+    them decode in a fraction of the time a map of them takes). Every id is in the
+    packed list, in the map's order, the others (pairs, deletions) with a placeholder
+    that ``d`` overrides: read back, the map has its order (a list of the plain ids
+    only put the others last, and the loader's ids hint out of step from the first
+    flow with extra keys on)."""
     out: dict[str, Any] = {"n": e.number, "r": e.revision, "c": e.current, "o": e.own,
                            "t": e.seen}
     rest = redo
     if len(redo) >= PACK_FROM:
-        ids = [fid for fid, v in redo.items() if type(v) is int and 0 <= v < _U64]
-        digests = array.array("Q", [cast(int, redo[fid]) for fid in ids])
+        ids = list(redo)
+        digests = array.array("Q", [v if type(v) is int and 0 <= v < _U64 else 0
+                                    for v in redo.values()])
         if sys.byteorder != "little":
             digests.byteswap()
         out["k"], out["v"] = ids, digests.tobytes()

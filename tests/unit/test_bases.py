@@ -11,10 +11,21 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from flowd import bases, flow_lines
+import pytest
+
+from flowd import bases, flow_lines, memory_records
 from flowd.bases import FileMemory
 from flowd.digests import digest
 from flowd.storage import memory_file
+
+
+@pytest.fixture(autouse=True, params=["as written", "packed from 2"])
+def _packing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: as the sidecar packs (only maps of 1024 digests and more), and
+    with even these small maps packed, so that a reload leaves the newest map packed
+    (flowd.deferred_map) and every read of it goes through the build."""
+    if request.param != "as written":
+        monkeypatch.setattr(memory_records, "PACK_FROM", 2)
 
 
 def _flow(fid: str, name: str, rev: int, **extra: object) -> dict:

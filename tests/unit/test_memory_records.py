@@ -50,3 +50,15 @@ def test_new_ids_come_in_the_stores_order() -> None:
     assert in_order(lines, ["f99", "f97", "f98"]) == ["f97", "f98", "f99"]
     assert in_order(lines, ["f3", "f50", "f1"]) == ["f1", "f3", "f50"]
     assert in_order(MappingProxyType(lines), ["f2", "f1"]) == ["f2", "f1"]
+
+
+def test_a_pack_of_the_plain_ids_only_still_reads() -> None:
+    """Sidecars written before every id went into the pack list only the plain ones
+    there, the others in ``d``: the same map comes back (those others last)."""
+    import array
+
+    ids = [f"f{i}" for i in range(PACK_FROM)]
+    frame = {"n": 1, "r": 1, "c": None, "o": True, "t": 0.0, "d": {"pair": [1, 2]},
+             "k": ids, "v": array.array("Q", range(PACK_FROM)).tobytes()}
+    _, back = parse_record(frame)
+    assert list(back.items()) == [*zip(ids, range(PACK_FROM), strict=True), ("pair", (1, 2))]

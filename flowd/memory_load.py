@@ -130,10 +130,16 @@ class OwnMap:
         return self._deferred is not None
 
     def settle_step(self, slice_size: int = SETTLE_SLICE) -> None:
-        with self._settling:
+        """One slice; none if another thread is building it all (the loop must not
+        wait for that)."""
+        if not self._settling.acquire(blocking=False):
+            return
+        try:
             deferred = self._deferred
             if deferred is not None and deferred.step(slice_size):
                 self._settled(deferred)
+        finally:
+            self._settling.release()
 
     def settle(self) -> None:
         """All of it, now (a slice at a time: other threads get the GIL in between)."""

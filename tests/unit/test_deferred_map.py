@@ -155,3 +155,19 @@ def test_a_packed_record_keeps_the_maps_order() -> None:
     assert rest == {"pair": (1, 2), "gone": None} and entry.number == 1
     back = merged(packed, rest)
     assert back == redo and list(back) == list(redo)
+
+
+def test_the_loops_step_never_waits_for_another_threads_build(tmp_path: Any) -> None:
+    """While another thread builds the whole map (it holds the lock), the loop's step
+    goes by at once: it must not stall requests for the rest of that build."""
+    _sidecar(tmp_path, PACK_FROM + 5)
+    mem = FileMemory(tmp_path)
+    mem.load()
+    with mem._settling:  # as the snapshot thread does while it builds
+        done = threading.Event()
+        stepper = threading.Thread(target=lambda: (mem.settle_step(), done.set()))
+        stepper.start()
+        assert done.wait(10) and mem.settling
+    stepper.join(10)
+    mem.settle_step(10 * PACK_FROM)
+    assert not mem.settling

@@ -132,23 +132,25 @@ class OwnMap:
     def settle_step(self, slice_size: int = SETTLE_SLICE) -> None:
         """One slice; none if another thread is building it all (the loop must not
         wait for that)."""
-        if not self._settling.acquire(blocking=False):
-            return
-        try:
-            deferred = self._deferred
-            if deferred is not None and deferred.step(slice_size):
-                self._settled(deferred)
-        finally:
-            self._settling.release()
+        if self._settling.acquire(blocking=False):
+            try:
+                self._build(slice_size, whole=False)
+            finally:
+                self._settling.release()
 
     def settle(self) -> None:
         """All of it, now (a slice at a time: other threads get the GIL in between)."""
         with self._settling:
-            deferred = self._deferred
-            if deferred is not None:
-                while not deferred.step(SETTLE_SLICE):
-                    pass
+            self._build(SETTLE_SLICE, whole=True)
+
+    def _build(self, slice_size: int, whole: bool) -> None:
+        deferred = self._deferred
+        while deferred is not None:
+            if deferred.step(slice_size):
                 self._settled(deferred)
+                return
+            if not whole:
+                return
 
     def _settled(self, deferred: DeferredMap) -> None:
         self._own, self._deferred = deferred.built(), None

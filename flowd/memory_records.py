@@ -63,12 +63,6 @@ def digest_value(raw: Any) -> Digest | None:
 Packed = tuple[list[str], "array.array[int]"]
 
 
-def parse_record(frame: dict[str, Any]) -> tuple[Remembered, Delta]:
-    """One sidecar record, checked (the file is input like any other)."""
-    entry, redo, packed = parse_record_apart(frame)
-    return entry, redo if packed is None else merged(packed, redo)
-
-
 def merged(packed: Packed, redo: Delta) -> Delta:
     """A record's delta whole: its packed digests first, as it was written."""
     out: Delta = dict(zip(*packed, strict=True))
@@ -77,8 +71,9 @@ def merged(packed: Packed, redo: Delta) -> Delta:
 
 
 def parse_record_apart(frame: dict[str, Any]) -> tuple[Remembered, Delta, Packed | None]:
-    """:func:`parse_record` with a big record's packed digests left packed: its ids and
-    their digests, in order (:class:`flowd.deferred_map.DeferredMap` reads them so)."""
+    """One sidecar record, checked (the file is input like any other), with a big
+    record's digests left packed: its ids and their digests, in order (:func:`merged`
+    makes the whole delta; :class:`flowd.deferred_map.DeferredMap` reads them so)."""
     fields: list[Any] = [frame.get(k) for k in ("n", "r", "c", "o", "t", "d")]
     n, r, c, o, t, d = fields
     if (type(n) is not int or type(r) is not int or not (c is None or type(c) is str)

@@ -58,7 +58,11 @@ class AsyncFlowClient(FlowAPI):
         try:
             call = next(steps)
             while True:
-                result = await self._request(call.op, call.args, call.write)
+                try:
+                    result = await self._request(call.op, call.args, call.write)
+                except FlowdError as exc:  # the steps may answer a refusal
+                    call = steps.throw(exc)
+                    continue
                 call = steps.send(result)
         except StopIteration as done:
             return done.value

@@ -9,12 +9,15 @@ and result conversion live here and nowhere else.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, cast
 
+import orjson
+
+from .errors import InvalidArgumentError, ProtocolError
 from .feed import Sequencer
 from .model import Change, Flow, changes_of, flow_or_none
-from .protocol import PROTOCOL_VERSION
+from .protocol import PAGE_JSON, PROTOCOL_VERSION
 from .request_core import Call, Steps
 
 
@@ -28,15 +31,36 @@ class StoreRead(NamedTuple):
 
 def store_steps() -> Steps:
     """Every flow, in creation order, with the current id and the revision: the daemon
-    pages from one revision, so the pages agree with each other and with both."""
-    page = yield Call("get_all_flows", {})
+    pages from one revision, so the pages agree with each other and with both. Pages
+    come as JSON text (the daemon's lines, decoded here), or decoded by a daemon from
+    before that form, which refuses the argument."""
+    form: dict[str, Any] = {"json": True}
+    try:
+        page = yield Call("get_all_flows", form)
+    except InvalidArgumentError:  # an older daemon: "unknown argument(s) ['json']"
+        form = {}
+        page = yield Call("get_all_flows", form)
     flows: dict[str, Flow] = {}
     while True:
-        for d in page["flows"]:
+        for d in page_flows(page):
             flows[d["id"]] = Flow.from_wire(d)
         if page["next"] is None:
             return StoreRead(flows, page["current_flow_id"], page["revision"])
-        page = yield Call("get_all_flows", {"cursor": page["next"]})
+        page = yield Call("get_all_flows", {**form, "cursor": page["next"]})
+
+
+def page_flows(page: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The flows of one page of get_all_flows, as wire dicts, in order."""
+    raw = page.get(PAGE_JSON)
+    if raw is None:
+        return cast("list[dict[str, Any]]", page["flows"])
+    try:
+        flows = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise ProtocolError(f"a page of flows is not JSON: {exc}") from None
+    if type(flows) is not dict:
+        raise ProtocolError("a page of flows is not a JSON object")
+    return cast("dict[str, dict[str, Any]]", flows).values()
 
 
 def catch_up_steps(seq: Sequencer) -> Steps:

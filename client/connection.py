@@ -18,6 +18,7 @@ import zmq
 
 from . import curve
 from .endpoints import Endpoints
+from .errors import FlowdError
 from .request_core import Request, RequestCore, Steps
 from .sockets import open_dealer
 
@@ -29,7 +30,11 @@ def drive(conn: Connection, steps: Steps,
     try:
         call = next(steps)
         while True:
-            result, rev = conn.request(call.op, call.args, call.write)
+            try:
+                result, rev = conn.request(call.op, call.args, call.write)
+            except FlowdError as exc:  # the steps may answer a refusal (an older daemon's)
+                call = steps.throw(exc)
+                continue
             if on_write is not None and call.write and rev is not None:
                 on_write(rev)
             call = steps.send(result)

@@ -47,6 +47,10 @@ MIN_REQUEST_LIMIT = 1024
 MAX_REPLY_BYTES = 512 * 1024 * 1024
 MAX_BATCH_OPS = 1000
 DEFAULT_PAGE = 5000
+#: A page of get_all_flows asked for with ``json`` carries its flows under this key as
+#: one binary value: a JSON object of id to flow, in order (the lines of flows.json
+#: as the daemon holds them, joined: it decodes none of them; the client does, in C).
+PAGE_JSON = "flows_json"
 
 
 # --------------------------------------------------------------- the op table
@@ -118,7 +122,8 @@ OPS: dict[str, Op] = {
     "ping": _read("handler.ping", {}),
     "get_flow": _read("ops.get_flow", {"flow_id": (_ID, True)}),
     "get_all_flows": _read("handler.page", {"limit": (v.limit, False),
-                                            "cursor": (_OPT_ID, False)}),
+                                            "cursor": (_OPT_ID, False),
+                                            "json": (v.of_type(bool), False)}),
     "get_current": _read("ops.get_current", {}),
     "find_by_name": _read("ops.find_by_name", {"name": (v.flow_name, True)}),
     "stats": _read("handler.collect_stats", {}),
@@ -185,14 +190,16 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} is not allowed")
 
 
-def unpack(frame: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Any:
-    """Decode one msgpack message with hard limits; raises ProtocolError/TooLargeError."""
+def unpack(frame: bytes, max_bytes: int = MAX_REQUEST_BYTES, max_bin: int = 1024) -> Any:
+    """Decode one msgpack message with hard limits; raises ProtocolError/TooLargeError.
+    ``max_bin``: the longest binary value (a request has small ones only; a reply may
+    carry a page of flows as JSON text, :data:`PAGE_JSON`)."""
     if len(frame) > max_bytes:
         raise TooLargeError(f"message of {len(frame)} bytes exceeds {max_bytes}")
     try:
         return msgpack.unpackb(
             frame, raw=False, strict_map_key=False, use_list=True, ext_hook=_refuse_ext,
-            max_bin_len=1024, max_str_len=max_bytes, max_array_len=max_bytes,
+            max_bin_len=max_bin, max_str_len=max_bytes, max_array_len=max_bytes,
             max_map_len=max_bytes, max_ext_len=0,
         )
     except FlowdError:

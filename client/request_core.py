@@ -131,7 +131,7 @@ class RequestCore:
 
     @staticmethod
     def decode(frame: bytes) -> dict[str, Any]:
-        msg = protocol.unpack(frame, protocol.MAX_REPLY_BYTES)
+        msg = protocol.unpack(frame, protocol.MAX_REPLY_BYTES, protocol.MAX_REPLY_BYTES)
         if not isinstance(msg, dict):
             raise ProtocolError("reply is not a map")
         return msg

@@ -260,3 +260,51 @@ def test_get_all_flows_larger_than_one_page(daemon, client: FlowClient) -> None:
     with daemon.client(cache=True) as cached:  # the mirror's load pages too
         assert list(cached.get_all_flows()) == ids
         assert cached.current_flow_id == ids[-1]
+
+
+def _pages(conn, **args) -> list[dict]:
+    """Every page of one listing, following its cursor."""
+    page, _ = conn.request("get_all_flows", args, False)
+    pages = [page]
+    for _ in range(10_000):
+        if page["next"] is None:
+            return pages
+        page, _ = conn.request("get_all_flows", {**args, "cursor": page["next"]}, False)
+        pages.append(page)
+    raise AssertionError("the listing never ended")
+
+
+def test_json_pages_hold_the_decoded_pages_flows_at_one_revision(client: FlowClient) -> None:
+    """A JSON page is the daemon's lines joined: what it lists is what the decoded
+    pages list (values and order), and from the first page's revision on."""
+    with client.batch() as b:
+        for i in range(35):
+            b.add_flow(f"p{i}", [{"n": i, "x": 1.5, "t": "한글 \u2028"}], extra={"k": [i]})
+    conn = client._connection
+    decoded = [f for p in _pages(conn, limit=10) for f in p["flows"]]
+    first, _ = conn.request("get_all_flows", {"json": True, "limit": 10}, False)
+    client.add_flow("added between pages")
+    client.delete_flow(decoded[20]["id"])
+    rest = _pages(conn, json=True, limit=10, cursor=first["next"])
+    pages = [first, *rest]
+    assert all("flows" not in p and p["revision"] == first["revision"] for p in pages)
+    listed = [f for p in pages for f in json.loads(p["flows_json"]).values()]
+    # the flow deleted between pages is still listed, the one added is not
+    assert listed == decoded and len(pages) == 4
+    now = client.read_store().flows  # a fresh listing (JSON pages) sees both writes
+    assert decoded[20]["id"] not in now and list(now.values())[-1].name == "added between pages"
+
+
+def test_json_pages_are_bounded_in_bytes(make_daemon) -> None:
+    d = make_daemon(None, "--reply-page-bytes", "4K")
+    d.start()
+    with d.client() as c:
+        with c.batch() as b:
+            for i in range(60):
+                b.add_flow(f"f{i}", [{"pad": "x" * 300}])
+        c.add_flow("big", [{"pad": "y" * 9000}])  # alone over the bound: a page of its own
+        pages = _pages(c._connection, json=True)
+        sizes = [(len(p["flows_json"]), len(json.loads(p["flows_json"]))) for p in pages]
+        assert all(size <= 4096 + 2 or n == 1 for size, n in sizes), sizes
+        assert sum(n for _, n in sizes) == 61 and (max(s for s, _ in sizes) > 9000)
+        assert len(c.get_all_flows()) == 61

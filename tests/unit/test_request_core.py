@@ -7,6 +7,7 @@ import time
 
 import pytest
 from flowd_client import ConflictError, TooLargeError
+from flowd_client.errors import ProtocolError
 from flowd_client.protocol import MIN_REQUEST_LIMIT, pack, unpack
 from flowd_client.request_core import RequestCore
 
@@ -57,3 +58,12 @@ def test_error_replies_become_their_exceptions() -> None:
     with pytest.raises(ConflictError):
         RequestCore.outcome(msg)
     assert RequestCore.outcome({"id": 1, "result": "r", "rev": 3}) == ("r", 3)
+
+
+def test_a_reply_may_carry_a_page_of_json_but_a_request_no_big_binary() -> None:
+    """A JSON page is one binary value of about a megabyte: replies take it, requests
+    keep their small limit on binaries (nothing a request carries is binary)."""
+    page = pack({"id": 1, "result": {"flows_json": b"{" + b" " * 100_000 + b"}"}})
+    assert len(RequestCore.decode(page)["result"]["flows_json"]) == 100_002
+    with pytest.raises(ProtocolError):
+        unpack(page)

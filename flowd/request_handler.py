@@ -133,8 +133,11 @@ class RequestHandler:
     def page(self, args: dict[str, Any]) -> Any:
         return self.pager.page(self.store, args)
 
-    def history_since(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"changes": self.history.since(args["since"]), "revision": self.store.revision}
+    def history_since(self, args: dict[str, Any]) -> protocol.Packed:
+        """The kept events as they are (the same bytes as packing them decoded)."""
+        return protocol.packed_map({
+            "changes": protocol.packed_array(self.history.since_packed(args["since"])),
+            "revision": protocol.pack(self.store.revision)})
 
     def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "revision": self.store.revision}

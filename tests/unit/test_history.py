@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from flowd_client.errors import CompactedError
-from flowd_client.protocol import pack
+from flowd_client.protocol import pack, packed_array, packed_map
 
 from flowd import ops
 from flowd.history import EVENT_OVERHEAD, History, build_event
@@ -29,6 +29,20 @@ def test_history_replays_after_a_revision_and_compacts() -> None:
     with pytest.raises(CompactedError) as err:
         h.since(11)
     assert err.value.data["compacted_revision"] == 12
+
+
+def test_a_history_page_goes_out_as_kept_the_bytes_of_packing_it_decoded() -> None:
+    """The daemon answers ``history`` with its kept events as they are: to a client
+    that is the very reply packing the decoded events made, floats and big ints too."""
+    h = History(100, start_revision=0)
+    for rev in range(1, 40):
+        h.add({**event(rev), "changes": [{"op": "add_flow", "flow_id": f"f{rev}", "flow": {
+            "id": f"f{rev}", "name": "한글" * rev, "plans": [{"x": rev / 3, "big": 2**63}]}}]})
+    for since in (0, 17, 38):
+        page = packed_map({"changes": packed_array(h.since_packed(since)),
+                           "revision": pack(39)})
+        assert bytes(page) == pack({"changes": h.since(since), "revision": 39})
+        assert len(h.since_packed(since)) == 39 - since
 
 
 def test_retry_keys_keep_the_first_reply_whole() -> None:

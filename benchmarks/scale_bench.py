@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import listing_bench
 from .daemon import Flowd
 from .datagen import Dataset, sample_flow
 from .peers import redis_peer, zmq_echo
@@ -58,6 +59,7 @@ def scale(ds: Dataset, st: Settings, work: Path, res: Results) -> None:
         # the file as generated (the old tools' layout): the baseline issue 12 measured against
         res.put("scale_source_bytes", "flowd", n, ds.path.stat().st_size)
         _paced(d, st, res, n, probe_out)
+        listing_bench.listing(d, res, n)
     finally:
         d.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import listing_bench
 from .report import f_s, ratio, size_label, table
 from .results import Results
 from .settings import Settings
@@ -72,6 +73,17 @@ def scale_section(res: Results, st: Settings) -> list[str]:
                       "GIL wait max ms", "probe late max ms", "probe late max ms (snapshot)",
                       "longest GC pass ms"],
                       [_row(res, n) for n in sizes])
+    listed = res.sizes("listing")
+    if listed:
+        out += ["While one client lists every flow (`get_all_flows`, paged, on the same "
+                "daemon right after the paced writes), another process pings it every 5 ms: "
+                "the pings' latency is what every other tool waits while one reads the whole "
+                "store. Pages as JSON text (the daemon joins its lines; this client's form) "
+                "against the decoded pages older clients ask for (the daemon decodes and "
+                "packs each flow), in the same run.", ""]
+        out += table(["flows", "pages as", "listing s", "pings", "ping p50 ms", "p99 ms",
+                      "max ms"],
+                     [_listing_row(res, n, form) for n in listed for form in ("json", "decoded")])
     procs = res.sizes("cpu_per_write_us")
     if procs:
         out += ["Request path: daemon CPU per durable write (strict, 1000-flow store), "
@@ -99,3 +111,10 @@ def _cpu_row(res: Results, procs: int) -> list[str]:
     return [str(procs), f"{rate:,.0f}", f"{us:,.1f}", f"{redis:,.0f}" if redis else "n/a",
             x(rate, redis), f"{floor:,.0f}" if floor else "n/a",
             f"{floor_us:,.1f}" if floor_us else "n/a", x(rate, floor), x(floor, redis)]
+
+
+def _listing_row(res: Results, n: int, form: str) -> list[str]:
+    r = listing_bench.row(res, n, form)
+    return [size_label(n), "JSON text" if form == "json" else "decoded (older clients)",
+            f_s(r.get("seconds")), str(r.get("pings", "-")), _ms(r.get("p50_ms")),
+            _ms(r.get("p99_ms")), _ms(r.get("max_ms"))]

@@ -54,6 +54,8 @@ class _Cursor:
     revision: int
     current: str | None
     expires: float
+    #: the store's load the lines are of (a revision counts from its load)
+    generation: int
 
 
 class Pager:
@@ -68,10 +70,8 @@ class Pager:
         for t in [t for t, c in self.cursors.items() if c.expires < now]:
             del self.cursors[t]
         if token is None:
-            cur = _Cursor(list(store.flows.lines.values()), 0, store.revision,
-                          store.current_flow_id, 0.0)
-            if len(cur.lines) >= FREEZE_FROM:
-                gc.freeze()  # acyclic, lines only: no collection should walk it
+            cur = _Cursor(self._capture(store), 0, store.revision, store.current_flow_id,
+                          0.0, store.generation)
         else:
             found = self.cursors.pop(token, None)
             if found is None:
@@ -94,6 +94,17 @@ class Pager:
             self.cursors[nxt] = cur
         return packed_map({flows[0]: flows[1], "next": pack(nxt),
                            "revision": pack(cur.revision), "current_flow_id": pack(cur.current)})
+
+    def _capture(self, store: Store) -> list[bytes]:
+        """The store's lines now: those of a listing begun at this very state if one is
+        still paging (many tools starting at once copy them once), else a fresh copy."""
+        for other in self.cursors.values():
+            if (other.revision, other.generation) == (store.revision, store.generation):
+                return other.lines
+        lines = list(store.flows.lines.values())
+        if len(lines) >= FREEZE_FROM:
+            gc.freeze()  # acyclic, lines only: no collection should walk it
+        return lines
 
     def _json_end(self, cur: _Cursor, start: int, limit: int) -> int:
         """Where a JSON page from ``start`` ends: ``limit`` lines or about ``page_bytes``

@@ -6,10 +6,12 @@ table's own check)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
+from flowd_client.aio import AsyncFlowClient
 from flowd_client.api import StoreRead, store_steps
 from flowd_client.connection import drive
 from flowd_client.errors import FlowdError, InvalidArgumentError, ProtocolError
@@ -80,3 +82,17 @@ def test_a_page_that_is_no_json_object_is_a_protocol_error(raw: Any) -> None:
 
     with pytest.raises(ProtocolError, match="page of flows"):
         drive(Garbled(False), store_steps())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_the_async_client_drives_the_same_steps(old: bool) -> None:
+    conn = FakeConnection(old)
+
+    class Fake:
+        async def _request(self, op: str, args: dict[str, Any], write: bool) -> Any:
+            return conn.request(op, args, write)[0]
+
+    got = asyncio.run(AsyncFlowClient._drive(Fake(), store_steps()))  # type: ignore[arg-type]
+    assert [f.to_dict() for f in got.flows.values()] == FLOWS
+    assert conn.calls[:2] == ([{"json": True}, {}] if old else
+                              [{"json": True}, {"json": True, "cursor": "2"}])

@@ -16,6 +16,7 @@ import orjson
 
 from .errors import InvalidArgumentError, ProtocolError
 from .feed import Sequencer
+from .gc_pause import gc_paused
 from .model import Change, Flow, changes_of, flow_or_none
 from .protocol import PAGE_JSON, PROTOCOL_VERSION
 from .request_core import Call, Steps
@@ -42,8 +43,9 @@ def store_steps() -> Steps:
         page = yield Call("get_all_flows", form)
     flows: dict[str, Flow] = {}
     while True:
-        for d in page_flows(page):
-            flows[d["id"]] = Flow.from_wire(d)
+        with gc_paused():
+            for d in page_flows(page):
+                flows[d["id"]] = Flow.from_wire(d)
         if page["next"] is None:
             return StoreRead(flows, page["current_flow_id"], page["revision"])
         page = yield Call("get_all_flows", {**form, "cursor": page["next"]})

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from flowd_client.gc_pause import gc_paused
 
 from . import flow_lines
 from .bases import FileMemory, Found
-from .heap import gc_paused
 from .merge import Base, MergeResult, suspects_of, three_way_merge
 from .request_handler import RequestHandler
 from .snapshotter import Snapshotter

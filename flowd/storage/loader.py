@@ -32,10 +32,10 @@ from typing import Any, BinaryIO
 
 import ijson
 import orjson
+from flowd_client.gc_pause import gc_paused
 from ijson.common import ObjectBuilder
 
 from ..flow_lines import FlowTable
-from ..heap import gc_paused
 from .lines_file import REGION, read_own
 from .migrate import (
     VERSION,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..heap import gc_paused
+from flowd_client.gc_pause import gc_paused
+
 from ..store import Store
 from .evidence import keep_aside
 from .journal import Journal, ScanResult

@@ -7,6 +7,7 @@ table's own check)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from flowd_client.aio import AsyncFlowClient
 from flowd_client.api import StoreRead, store_steps
 from flowd_client.connection import drive
 from flowd_client.errors import FlowdError, InvalidArgumentError, ProtocolError
+from flowd_client.model import Flow
 from flowd_client.protocol import PAGE_JSON, check_args
 
 FLOWS = [{"id": f"flow_{i:08x}", "name": f"n{i}", "plans": [{"i": i}], "created": "c",
@@ -96,3 +98,24 @@ def test_the_async_client_drives_the_same_steps(old: bool) -> None:
     assert [f.to_dict() for f in got.flows.values()] == FLOWS
     assert conn.calls[:2] == ([{"json": True}, {}] if old else
                               [{"json": True}, {"json": True, "cursor": "2"}])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_pages_decode_with_the_gc_paused_and_leave_it_as_found(
+        enabled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = Flow.from_wire
+
+    def from_wire(d: dict[str, Any]) -> Flow:
+        seen.append(gc.isenabled())
+        return real(d)
+
+    monkeypatch.setattr(Flow, "from_wire", staticmethod(from_wire))
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        drive(FakeConnection(False), store_steps())  # type: ignore[arg-type]
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False] * len(FLOWS)

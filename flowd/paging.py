@@ -102,9 +102,13 @@ class Pager:
         for other in self.cursors.values():
             if (other.revision, other.generation) == (store.revision, store.generation):
                 return other.lines
+        if len(store.flows.lines) < FREEZE_FROM:
+            return list(store.flows.lines.values())
+        # as the snapshotter's view does: what is younger than the last freeze is
+        # collected first (a freeze would keep any cyclic garbage in it for good)
+        gc.collect()
         lines = list(store.flows.lines.values())
-        if len(lines) >= FREEZE_FROM:
-            gc.freeze()  # acyclic, lines only: no collection should walk it
+        gc.freeze()  # acyclic, lines only: no collection should walk it
         return lines
 
     def _json_end(self, cur: _Cursor, start: int, limit: int) -> int:

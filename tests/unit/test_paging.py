@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flowd_client.protocol import PAGE_JSON, unpack
+from flowd_client.protocol import PAGE_JSON, pack, unpack
 
 from flowd import ops
-from flowd.paging import Pager
+from flowd.paging import DECODED_SHARE, Pager
 from flowd.store import Store
 
 
@@ -73,3 +73,14 @@ def test_listings_begun_at_one_state_share_its_copy_and_no_later_one() -> None:
     assert c.lines is not a.lines and len(c.lines) == 31 and len(a.lines) == 30
     store.load({"flows": {}, "meta": {"revision": store.revision}})  # same revision, reloaded
     assert pager._capture(store) == []
+
+
+def test_decoded_pages_end_at_a_share_of_the_page_bytes() -> None:
+    """A decoded page costs the loop a decode and a pack per flow: it ends sooner."""
+    store, cap = filled(300), 64 << 10
+    pager = Pager(cap)
+    page = unpack_reply(pager.page(store, {}))
+    size = len(pack(page["flows"]))
+    assert cap // DECODED_SHARE - 300 < size <= cap // DECODED_SHARE + 300
+    json_page = unpack_reply(Pager(cap).page(store, {"json": True}))
+    assert len(json_page[PAGE_JSON]) > cap // 2  # the whole page_bytes

@@ -13,6 +13,7 @@ decodes and packs each flow), which is the baseline.
 from __future__ import annotations
 
 import json
+import selectors
 import subprocess
 import sys
 import time
@@ -79,7 +80,6 @@ def _decoded_listing(c: FlowClient) -> dict[str, Flow]:
 def ping(data_dir: str, seconds: float) -> None:
     """Ping every 5 ms until told to stop on stdin (or ``seconds`` pass); then print
     the latencies of the pings since "pinging" as JSON."""
-    import selectors
     lat: list[float] = []
     sel = selectors.DefaultSelector()
     sel.register(sys.stdin, selectors.EVENT_READ)

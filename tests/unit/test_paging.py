@@ -6,23 +6,14 @@ from typing import Any
 
 import orjson
 from flowd_client.protocol import PAGE_JSON, pack, unpack
+from test_store import write
 
-from flowd import ops
 from flowd.paging import DECODED_SHARE, Pager
 from flowd.store import Store
 
 
 def unpack_reply(reply: bytes) -> Any:
     return unpack(reply, 1 << 30, 1 << 30)
-
-
-def write(store: Store, op: str, **args: Any) -> Any:
-    txn = store.begin()
-    result = ops.WRITES[op](txn, args)
-    record = txn.record()
-    if record is not None:
-        store.apply_record(record)
-    return result
 
 
 def listing(pager: Pager, store: Store, **args: Any) -> tuple[list[dict[str, Any]], int]:

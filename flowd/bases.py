@@ -157,14 +157,12 @@ class FileMemory(OwnMap):
     def ids(self) -> list[str]:
         """The ids of the newest file flowd wrote, in order: the loader keys the store by
         these very strings where the file it reads holds them (see :meth:`note_shared`)."""
-        deferred = self._deferred
-        return list(self.own) if deferred is None else deferred.order()
+        return list(self.keys_in_order())
 
     def note_shared(self, lines: Lines) -> None:
         """The newest map is keyed by the store's own id strings if the loader took them
         from :meth:`ids` (one C pass of identity checks): nothing left to share."""
-        deferred = self._deferred
-        own = self.own if deferred is None else deferred.order()  # the keys it will have
+        own = self.keys_in_order()  # the keys it has, or will have once built
         if len(own) <= len(lines) and all(map(operator.is_, own, lines)):
             self._ids_shared = True
 

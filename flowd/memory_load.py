@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -123,6 +124,11 @@ class OwnMap:
             self._own, self._deferred = {}, m
         else:
             self.own = m
+
+    def keys_in_order(self) -> Collection[str]:
+        """The newest map's keys, in order, as the same objects, without building it."""
+        deferred = self._deferred
+        return self._own if deferred is None else deferred.order()
 
     @property
     def settling(self) -> bool:

@@ -7,6 +7,17 @@ index them. The loader reads the file in pieces, each dropped once split, so
 the start holds the file's bytes and the store's lines at once only piece by
 piece. The file stays schema 3.0, valid JSON the old tools load and write.
 
+Checking the lines (a regex over every byte, the names hashed) and splitting
+them (a bytes object each, the table built) take about the same time and both
+hold the GIL: for a big file a forked child checks while the daemon splits
+(:mod:`.forked_records`), and nothing split is kept unless the child found
+every region in flowd's layout. The check proves that every byte of the body
+is in one line that opens with its id and closes with a brace; whether a line
+holds one JSON member, not two, only the CRC below can tell (no check short
+of parsing tells a member's end from a nested object's), so the CRC is what
+guards against damage, and it is no guard against someone who can write the
+data dir and recompute it.
+
 ``meta.lines_crc32`` is the CRC-32 of the bytes between ``"flows": {`` and
 its closing brace, so a file read back by its lines is checked without being
 parsed: a flipped byte inside a flow is refused like a truncated file (the
@@ -19,24 +30,29 @@ layout (an older flowd's, a tool's) is parsed fully by :mod:`.loader`.
 from __future__ import annotations
 
 import itertools
+import logging
 import operator
 import queue
 import re
 import threading
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..flow_lines import CHECK_KEY, FlowTable, name_key, raw_name_keys
 from ..heap import release_free_memory
+from .forked_records import ForkedRecords, Record
 from .migrate import VERSION, CorruptFileError
 
 if TYPE_CHECKING:
     from .snapshot import View
+
+log = logging.getLogger("flowd")
 
 #: lines joined at a time: ~4 MB of a typical store, a few ms of memcpy holding the GIL
 CHUNK = 8192
@@ -45,11 +61,12 @@ _FLOWS = b',\n  "flows": {'
 _END = b"\n  }"
 _CHECK = b'"meta": {\n    "%s": "' % CHECK_KEY.encode()
 _PLACEHOLDER = b"00000000"
-#: a line flowd writes, whole (without its comma), its id (unescaped) and its name
-#: (maybe escaped): one regex pass finds and copies them all
-_LINE = re.compile(rb'\n(    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
-                   rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*\})')
-_whole, _id, _name = (operator.itemgetter(i) for i in range(3))
+#: a line flowd writes (after its "\n"): its id (unescaped), its name (maybe escaped),
+#: and the rest to the closing brace just before the separator or the region's end.
+#: Nothing is captured but the two: the check copies no line (the split does)
+_LINE = re.compile(rb'\n    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
+                   rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*\}(?=,\n|\Z)')
+_id, _name = operator.itemgetter(0), operator.itemgetter(1)
 #: bytes of the file split at a time: a region's matches (a tuple and three bytes per
 #: line) are freed in pools of their own between the lines kept, and pymalloc keeps
 #: those pools; small regions reuse the same few (32 MiB regions left 18 MiB unused)
@@ -58,6 +75,13 @@ REGION = 4 << 20
 #: of those freed (the lines kept are not allocated from them), so the start's peak
 #: would still be the store's plus the file's
 TRIM_EVERY = 16
+#: bodies this big or bigger are checked by a forked child (:func:`_split_beside`);
+#: below, a fork (a few ms) is more than it saves
+FORK_FROM = 16 << 20
+#: a child's verdicts on a region: not flowd's layout; other ids than those expected
+_NOT_OURS, _OTHER_IDS = -1, -2
+#: the child could not say (it died, or other ids): split it all in this process
+_AGAIN = object()
 
 
 class Encoded:
@@ -123,7 +147,8 @@ def _body(data: bytes, size: int, last: bytes) -> tuple[int, int, int] | None:
     return start, end, end + len(_END)
 
 
-def read_own(data: bytes | list[bytes], ids: Sequence[str] = ()) -> dict[str, Any] | None:
+def read_own(data: bytes | list[bytes], ids: Sequence[str] = (),
+             reread: Callable[[], list[bytes]] | None = None) -> dict[str, Any] | None:
     """The document (flows as a FlowTable of lines) of a file in flowd's layout; None
     if it is not one (the caller parses it fully); CorruptFileError if it fails its
     check. ``data``: the file, or its pieces in order, which are dropped from the list
@@ -131,7 +156,10 @@ def read_own(data: bytes | list[bytes], ids: Sequence[str] = ()) -> dict[str, An
     the store's, not the store's plus the file's). ``ids``: the ids this file is
     expected to hold, in order (the memory of written files has them): where they
     match, the table is keyed by those very strings, so that a million ids are held
-    once, not twice."""
+    once, not twice. ``reread``: the pieces again; given with ``ids`` for a body of
+    :data:`FORK_FROM` bytes or more, a forked child checks the lines while this process
+    splits them (two cores: the check and the split each take half the start), and
+    should the child not finish, or find other ids, all is done again here."""
     pieces = data if isinstance(data, list) else [data]
     while len(pieces) > 1:  # the first piece must hold the head and the body's first byte
         at = pieces[0].find(_FLOWS)
@@ -153,13 +181,22 @@ def read_own(data: bytes | list[bytes], ids: Sequence[str] = ()) -> dict[str, An
     meta = doc.get("meta")
     if type(meta) is not dict or type(meta.get(CHECK_KEY)) is not str:
         return None
-    crc = _Crc()  # the check on the other core while this one splits
+    regions = _regions(pieces, start, end)
+    beside = None
+    if reread is not None and ids and end - start >= FORK_FROM:
+        beside = ForkedRecords(partial(_verdicts, regions, ids))  # the check, in a child
+    crc = _Crc()  # the CRC on a thread while this one splits
     try:
-        table = _split(_regions(pieces, start, end), ids, crc)
+        table = _split(regions, ids, crc) if beside is None else _split_beside(
+            regions, ids, crc, beside)
     finally:
         check = crc.result()
-    if table is None:  # another layout (a tool's dump of flowd's document): parse it
-        return None
+        if beside is not None:
+            beside.close()
+    if table is _AGAIN and reread is not None:  # the child could not say: all here
+        return read_own(reread(), ids)
+    if not isinstance(table, FlowTable):  # another layout (a tool's dump of flowd's
+        return None  # document): parse it
     if meta[CHECK_KEY] != f"{check:08x}":
         raise CorruptFileError(f"the flows fail the file's check (meta.{CHECK_KEY}): "
                                "the file was changed or damaged after flowd wrote it")
@@ -247,36 +284,104 @@ def _regions(pieces: list[bytes], start: int, end: int) -> Iterator[Region]:
         yield region, 0, len(region), True
 
 
+def _check(data: bytes, start: int, stop: int, ids: Sequence[str],
+           count: int) -> tuple[int, list[str] | None, list[int]] | None:
+    """A region's lines checked, in C (one regex pass; a Python loop over a million
+    lines costs seconds): how many, their ids (None: ``ids[count:]`` holds them, in
+    order) and their names' keys; None if a line is not in flowd's layout or not text
+    an encoder writes (the full parser decides). The region, bytes ``start`` to
+    ``stop``, is lines each after a "\n" and all but the last before a comma. Every
+    match begins at a "\n" and holds no other, and ends at a brace just before the
+    next ",\n" or the end: as many matches as "\n" means every byte is in a line."""
+    found = _LINE.findall(data, start, stop)
+    if not data.startswith(b"\n", start) or len(found) != data.count(b"\n", start, stop):
+        return None  # an escaped id, a key order flowd never writes: parse it
+    try:
+        fids = list(map(bytes.decode, map(_id, found)))
+        keys = _name_keys(list(map(_name, found)))
+    except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
+        return None
+    return len(found), None if ids[count:count + len(fids)] == fids else fids, keys
+
+
 def _split(regions: Iterable[Region], ids: Sequence[str],
            crc: _Crc) -> FlowTable | None:
-    """The lines, their ids and names, found in C (one regex pass over each region):
-    a Python loop over a million lines costs seconds, this a fraction of that, and
-    regions bound the temporaries (RSS stays what is kept). Each region goes to the
-    check as it is split."""
+    """The lines, their ids and names: each region checked, then split (regions bound
+    the temporaries: RSS stays what is kept). Each region goes to the CRC as it is
+    split."""
     lines: dict[str, bytes] = {}
     keys = array("I")  # 4 bytes a flow (a list: 8, and an int object of 32)
     count = 0
     for data, start, cut, last in regions:
         crc.buffers.put(memoryview(data)[start:cut])
-        found = _LINE.findall(data, start, cut)
-        whole = list(map(_whole, found))
-        # each line found is "\n" + line + "," (the last: no comma): every byte of the
-        # region is in one only if none was skipped (a line in another layout)
-        if sum(map(len, whole)) + 2 * len(whole) - last != cut - start:
-            return None  # an escaped id, a key order flowd never writes: parse it
-        try:
-            fids = list(map(bytes.decode, map(_id, found)))
-            known = ids[count:count + len(fids)]
-            lines.update(zip(known if known == fids else fids, whole, strict=True))
-            keys.extend(_name_keys(list(map(_name, found))))
-        except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
+        stop = cut - (not last)  # the last line's comma: the next region's separator
+        checked = _check(data, start, stop, ids, count)
+        if checked is None:
             return None
-        count += len(whole)
+        n, fids, names = checked
+        known = ids[count:count + n] if fids is None else fids
+        lines.update(zip(known, data[start + 1:stop].split(b",\n"), strict=True))
+        keys.extend(names)
+        count += n
+    return _table(lines, count, keys)
+
+
+def _table(lines: dict[str, bytes], count: int, keys: array[int]) -> FlowTable | None:
     if len(lines) != count:
         return None  # a repeated id: the full parser says what happens to it
     table = FlowTable(lines)
     table.name_keys = keys
     return table
+
+
+def _verdicts(regions: Iterable[Region], ids: Sequence[str]) -> Iterator[Record]:
+    """The child's share of :func:`_split_beside`: each region's check, as a record
+    (its count and its names' keys; or why the parent must not keep its split)."""
+    count = 0
+    for data, start, cut, last in regions:
+        checked = _check(data, start, cut - (not last), ids, count)
+        if checked is None:
+            yield _NOT_OURS, b""
+            return
+        n, fids, names = checked
+        yield (n if fids is None else _OTHER_IDS), array("I", names).tobytes()
+        count += n
+
+
+def _split_beside(regions: Iterable[Region], ids: Sequence[str], crc: _Crc,
+                  beside: ForkedRecords) -> FlowTable | None | object:
+    """:func:`_split` with the check done by a child (:func:`_verdicts`) while this
+    process splits, each region's lines keyed by the ids expected. Kept only if the
+    child finds each region in flowd's layout with those very ids and as many lines as
+    split here; :data:`_AGAIN` if it could not tell (the caller splits all itself)."""
+    lines: dict[str, bytes] = {}
+    counts: list[int] = []
+    count = 0
+    for data, start, cut, last in regions:
+        crc.buffers.put(memoryview(data)[start:cut])
+        got = data[start + 1:cut - (not last)].split(b",\n")
+        # fewer ids than lines: the child finds other ids than those expected
+        lines.update(zip(ids[count:count + len(got)], got, strict=False))
+        count += len(got)
+        counts.append(len(got))
+        if any(status < 0 for status, _ in beside.drain()):
+            break  # what this process split is not kept: stop early
+    records = beside.finish()
+    if records is None:
+        log.warning("the child checking flows.json's lines did not finish: checking "
+                    "them in the daemon")
+        return _AGAIN
+    statuses = [status for status, _ in records]
+    if _NOT_OURS in statuses:
+        return None
+    if statuses != counts:
+        log.info("flows.json holds other ids than the memory of written files has for "
+                 "it: its lines are split again, keyed by their own")
+        return _AGAIN
+    keys = array("I")
+    for _, payload in records:
+        keys.frombytes(payload)
+    return _table(lines, count, keys)
 
 
 def _name_keys(raws: list[bytes]) -> list[int]:

@@ -143,6 +143,11 @@ def load_file(path: str | os.PathLike[str], *,
 _Loaded = tuple[dict[str, Any], list[str], str | None, int]
 
 
+def _pieces(f: BinaryIO) -> list[bytes]:
+    f.seek(0)
+    return list(iter(partial(f.read, REGION), b""))
+
+
 def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
                 own: bool = False, ids: Sequence[str] = ()) -> _Loaded:
     """The whole file in memory: split by its lines if it is flowd's own, else orjson
@@ -150,11 +155,11 @@ def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
     first (the file is read as quickly as in one), which go as they are split."""
     f.seek(0)
     if own and not skip:
-        pieces = list(iter(partial(f.read, REGION), b""))
+        pieces = _pieces(f)
         size = sum(map(len, pieces))
         if progress is not None and size:
             progress(size)
-        if size and (doc := read_own(pieces, ids)) is not None:
+        if size and (doc := read_own(pieces, ids, partial(_pieces, f))) is not None:
             return doc, [], VERSION, size
         del pieces
         f.seek(0)  # not flowd's layout after all; what was split is gone: read it again

@@ -320,10 +320,26 @@ def _split(regions: Iterable[Region], ids: Sequence[str],
             return None
         n, fids, names = checked
         known = ids[count:count + n] if fids is None else fids
-        lines.update(zip(known, data[start + 1:stop].split(b",\n"), strict=True))
+        lines.update(zip(known, _lines(data, start, stop), strict=True))
         keys.extend(names)
         count += n
     return _table(lines, count, keys)
+
+
+def _lines(data: bytes, start: int, stop: int) -> list[bytes]:
+    """The lines of a region: bytes ``start`` + 1 to ``stop`` split at ",\n". A region
+    that is all of its piece's lines (the loader's pieces: each but the first and last)
+    is split in place, the piece's first and last parts (halves of the lines across
+    its seams) dropped: copying each region out first cost 0.14 s of a million flows'
+    start (fresh pages for every copy)."""
+    # the separators before and after, and no other outside: the piece's parts between
+    # those two are exactly the region's lines
+    if (start >= 1 and data.startswith(b",\n", start - 1) and data.startswith(b",\n", stop)
+            and data.rfind(b",\n", 0, start - 1) < 0 and data.find(b",\n", stop + 2) < 0):
+        parts = data.split(b",\n")
+        del parts[0], parts[-1]
+        return parts
+    return data[start + 1:stop].split(b",\n")
 
 
 def _table(lines: dict[str, bytes], count: int, keys: array[int]) -> FlowTable | None:
@@ -359,7 +375,7 @@ def _split_beside(regions: Iterable[Region], ids: Sequence[str], crc: _Crc,
     count = 0
     for data, start, cut, last in regions:
         crc.buffers.put(memoryview(data)[start:cut])
-        got = data[start + 1:cut - (not last)].split(b",\n")
+        got = _lines(data, start, cut - (not last))
         # fewer ids than lines: the child finds other ids than those expected
         lines.update(zip(ids[count:count + len(got)], got, strict=False))
         count += len(got)

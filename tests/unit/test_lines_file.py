@@ -251,3 +251,35 @@ def test_a_file_cut_in_two_anywhere_reads_as_the_whole(monkeypatch, name: str) -
     assert want is not None and want[0] != "refused"
     for cut in range(len(data) + 1):
         assert _outcome([data[:cut], data[cut:]], []) == want, cut
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.lists(st.sampled_from([b"a", b",", b"\n", b",\n", b"}", b"\n  }"]),
+                     max_size=30).map(b"".join),
+       start=st.integers(0, 40), stop=st.integers(0, 40))
+def test_a_region_split_in_place_is_the_region_split(data: bytes, start: int,
+                                                     stop: int) -> None:
+    """A piece's lines are split without copying them out when nothing but its seams
+    lies outside them: always the very lines of the region copied out and split."""
+    start, stop = min(start, len(data)), min(stop, len(data))
+    if start < stop and data.startswith(b"\n", start):
+        assert lines_file._lines(data, start, stop) == data[start + 1:stop].split(b",\n")
+
+
+def test_a_piece_of_whole_lines_is_split_in_place(monkeypatch) -> None:
+    """The loader's middle pieces take the in-place split (the copy it saves is what
+    this is for), and read as the whole."""
+    calls = []
+    split = bytes.split
+
+    class Spy(bytes):
+        def split(self, *a: Any) -> Any:  # type: ignore[override]
+            calls.append(len(self))
+            return split(self, *a)
+
+    data = _FILES["plain"]
+    at = [data.index(b'\n    "flow_10"') - 1, data.index(b'\n    "flow_20"') + 30]
+    pieces = [Spy(p) for p in _pieces(data, at)]
+    got = _outcome(list(pieces), [])
+    assert got == _outcome(data, [])
+    assert len(pieces[1]) in calls  # the middle piece split whole, not a copy of it

@@ -296,12 +296,24 @@ def _check(data: bytes, start: int, stop: int, ids: Sequence[str],
     found = _LINE.findall(data, start, stop)
     if not data.startswith(b"\n", start) or len(found) != data.count(b"\n", start, stop):
         return None  # an escaped id, a key order flowd never writes: parse it
+    raw = list(map(_id, found))
     try:
-        fids = list(map(bytes.decode, map(_id, found)))
+        fids = None if _expected(raw, ids[count:count + len(raw)]) else list(
+            map(bytes.decode, raw))
         keys = _name_keys(list(map(_name, found)))
     except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
         return None
-    return len(found), None if ids[count:count + len(fids)] == fids else fids, keys
+    return len(found), fids, keys
+
+
+def _expected(raw: list[bytes], known: Sequence[str]) -> bool:
+    """The ids found are those known, in order: compared joined, in C (decoding each
+    first was 0.17 s of a million flows' check, this 0.06). No id found holds a "\n",
+    so joined they are equal only id by id; a known id that is no text never is."""
+    try:
+        return len(raw) == len(known) and b"\n".join(raw) == "\n".join(known).encode()
+    except UnicodeEncodeError:
+        return False
 
 
 def _split(regions: Iterable[Region], ids: Sequence[str],

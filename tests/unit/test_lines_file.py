@@ -166,7 +166,8 @@ def test_a_store_read_by_its_lines_finds_every_name() -> None:
     assert store.find_by_name("absent") == []
 
 
-@pytest.mark.parametrize("hint", ["same", "shorter", "longer", "other", "reordered", "none"])
+@pytest.mark.parametrize("hint", ["same", "shorter", "longer", "other", "reordered", "none",
+                                  "joined"])
 def test_ids_given_key_the_table_only_where_they_match(monkeypatch, hint: str) -> None:
     """The memory of written files hands the loader the ids it expects: the table is
     keyed by those strings where a region's ids match them in order, and whatever the
@@ -176,7 +177,9 @@ def test_ids_given_key_the_table_only_where_they_match(monkeypatch, hint: str) -
     data = written(flows)
     mine = [bytes(fid, "ascii").decode() for fid in flows]  # equal, not the same objects
     ids = {"same": mine, "shorter": mine[:7], "longer": [*mine, "flow_x"],
-           "other": ["flow_zz", *mine[1:]], "reordered": mine[::-1], "none": []}[hint]
+           "other": ["flow_zz", *mine[1:]], "reordered": mine[::-1], "none": [],
+           # the last two ids as one: joined by newlines, the same bytes as the two
+           "joined": [*mine[:-2], "\n".join(mine[-2:])]}[hint]
     doc = lines_file.read_own(data, ids)
     assert doc is not None
     table = doc["flows"]

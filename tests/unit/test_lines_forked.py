@@ -151,7 +151,7 @@ def test_a_line_out_of_layout_is_never_kept_checked_here_or_beside(monkeypatch) 
     assert wrong == []
 
 
-@pytest.mark.parametrize("hint", ["shorter", "longer", "other", "reordered"])
+@pytest.mark.parametrize("hint", ["shorter", "longer", "other", "reordered", "joined"])
 def test_ids_other_than_expected_are_split_again_by_their_own(monkeypatch, caplog,
                                                                hint: str) -> None:
     """The memory of written files is wrong about the ids: the parent keyed its split by
@@ -160,7 +160,8 @@ def test_ids_other_than_expected_are_split_again_by_their_own(monkeypatch, caplo
     data = _FILES["plain"]
     mine = file_ids(data)
     ids = {"shorter": mine[:7], "longer": [*mine, "flow_x"],
-           "other": ["flow_zz", *mine[1:]], "reordered": mine[::-1]}[hint]
+           "other": ["flow_zz", *mine[1:]], "reordered": mine[::-1],
+           "joined": [*mine[:-2], "\n".join(mine[-2:])]}[hint]
     with caplog.at_level(logging.INFO, logger="flowd"):
         got, rereads = forked_outcome(data, ids, [100, 1000])
     assert got == _outcome(data, ids) and got is not None

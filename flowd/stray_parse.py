@@ -34,11 +34,11 @@ from typing import IO, Any
 import msgpack
 
 from . import flow_lines
+from .child_gate import gate
 
 FRAME_BYTES = 1 << 20
 #: the child met a flow it cannot write as a line (a value orjson cannot encode)
 EXIT_UNENCODABLE = 4
-EXIT_TEST_FAIL = 70
 #: the daemon went away (or dropped the parse) before the child was done
 EXIT_ORPHANED = 71
 GATE_ENV = "FLOWD_TEST_STRAY_PARSE_GATE"
@@ -174,15 +174,6 @@ def watch_parent(fd: int) -> None:
             pass
         os._exit(EXIT_ORPHANED)
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
-
-
-def gate(env: str) -> None:
-    """A test's hold on the child: the FIFO ``env`` names is read first ("fail": exit)."""
-    fifo = os.environ.get(env)
-    if fifo:
-        with open(fifo, "rb") as f:
-            if f.read().strip() == b"fail":
-                raise SystemExit(EXIT_TEST_FAIL)
 
 
 def line_of(fid: str, flow: dict[str, Any]) -> bytes:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..child_gate import gate
 from ..flow_lines import CHECK_KEY, FlowTable, name_key, raw_name_keys
 from ..heap import release_free_memory
 from .forked_records import ForkedRecords, Record
@@ -78,6 +79,8 @@ TRIM_EVERY = 16
 #: bodies this big or bigger are checked by a forked child (:func:`_split_beside`);
 #: below, a fork (a few ms) is more than it saves
 FORK_FROM = 16 << 20
+#: (tests only) names a FIFO the checking child reads first ("fail": it exits)
+CHECK_GATE_ENV = "FLOWD_TEST_CHECK_CHILD_GATE"
 #: a child's verdicts on a region: not flowd's layout; other ids than those expected
 _NOT_OURS, _OTHER_IDS = -1, -2
 #: the child could not say (it died, or other ids): split it all in this process
@@ -365,6 +368,7 @@ def _table(lines: dict[str, bytes], count: int, keys: array[int]) -> FlowTable |
 def _verdicts(regions: Iterable[Region], ids: Sequence[str]) -> Iterator[Record]:
     """The child's share of :func:`_split_beside`: each region's check, as a record
     (its count and its names' keys; or why the parent must not keep its split)."""
+    gate(CHECK_GATE_ENV)
     count = 0
     for data, start, cut, last in regions:
         checked = _check(data, start, cut - (not last), ids, count)

@@ -33,7 +33,8 @@ Record = tuple[int, bytes]
 
 
 class ForkedRecords:
-    """``produce()`` run in a forked child; its records, in order, read in the parent."""
+    """``produce()`` run in a forked child; its records, in order, read in the parent.
+    OSError if there is no pipe or process to be had (nothing is left open)."""
 
     def __init__(self, produce: Callable[[], Iterable[Record]]) -> None:
         #: what the child sent so far, in order (never its last record, _DONE)
@@ -41,7 +42,12 @@ class ForkedRecords:
         self._done = False
         self._buf = bytearray()
         read, write = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            raise
         if self.pid == 0:
             os.close(read)
             _child(write, produce)  # never returns

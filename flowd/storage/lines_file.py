@@ -187,7 +187,11 @@ def read_own(data: bytes | list[bytes], ids: Sequence[str] = (),
     regions = _regions(pieces, start, end)
     beside = None
     if reread is not None and ids and end - start >= FORK_FROM:
-        beside = ForkedRecords(partial(_verdicts, regions, ids))  # the check, in a child
+        try:
+            beside = ForkedRecords(partial(_verdicts, regions, ids))  # the check, in a child
+        except OSError as exc:  # no process or descriptor to spare: all of it here
+            log.warning("could not fork a child to check flows.json's lines (%s): "
+                        "checking them in the daemon", exc)
     crc = _Crc()  # the CRC on a thread while this one splits
     try:
         table = _split(regions, ids, crc) if beside is None else _split_beside(

@@ -211,3 +211,22 @@ def test_a_repeated_id_goes_to_the_full_parser() -> None:
                                            b'    "flow_a": {"id":"flow_b"'))
     got, rereads = forked_outcome(dup, ["flow_a", "flow_a"])
     assert got is None and rereads == 0
+
+
+@pytest.mark.parametrize("short", ["fork", "pipe"])
+def test_no_process_or_descriptor_to_spare_leaves_the_check_here(monkeypatch, caplog,
+                                                                  short: str) -> None:
+    """fork() or pipe() failing (EAGAIN under a task limit, EMFILE) must not fail the
+    start: the daemon checks the lines itself, and nothing is left open."""
+    def refuse(*_: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    before = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, short, refuse)
+    data = _FILES["odd names and extras"]
+    ids = file_ids(data)
+    with caplog.at_level(logging.WARNING, logger="flowd"):
+        got, rereads = forked_outcome(data, ids, [700])
+    assert got == _outcome(data, ids) and got is not None and rereads == 0
+    assert "could not fork" in caplog.text
+    assert set(os.listdir("/proc/self/fd")) == before

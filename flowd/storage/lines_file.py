@@ -68,7 +68,7 @@ _PLACEHOLDER = b"00000000"
 _LINE = re.compile(rb'\n    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
                    rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*\}(?=,\n|\Z)')
 _id, _name = operator.itemgetter(0), operator.itemgetter(1)
-#: bytes of the file split at a time: a region's matches (a tuple and three bytes per
+#: bytes of the file split at a time: a region's matches (a tuple and two bytes per
 #: line) are freed in pools of their own between the lines kept, and pymalloc keeps
 #: those pools; small regions reuse the same few (32 MiB regions left 18 MiB unused)
 REGION = 4 << 20
@@ -338,8 +338,10 @@ def _split(regions: Iterable[Region], ids: Sequence[str],
         if checked is None:
             return None
         n, fids, names = checked
-        known = ids[count:count + n] if fids is None else fids
-        lines.update(zip(known, _lines(data, start, stop), strict=True))
+        got = _lines(data, start, stop)
+        if len(got) != n:  # never (the check counts every line): the parser decides
+            return None
+        lines.update(zip(ids[count:count + n] if fids is None else fids, got, strict=True))
         keys.extend(names)
         count += n
     return _table(lines, count, keys)
@@ -402,17 +404,23 @@ def _split_beside(regions: Iterable[Region], ids: Sequence[str], crc: _Crc,
         counts.append(len(got))
         if any(status < 0 for status, _ in beside.drain()):
             break  # what this process split is not kept: stop early
-    records = beside.finish()
+    seen = [status for status, _ in beside.records]
+    # other ids: all of it is done again here, whatever the rest of the child's verdicts
+    records = None if _OTHER_IDS in seen else beside.finish()
+    statuses = seen if records is None else [status for status, _ in records]
+    if records is not None and _NOT_OURS in statuses:
+        return None
+    if _OTHER_IDS in statuses:
+        log.info("flows.json holds other ids than the memory of written files has for "
+                 "it: its lines are split again, keyed by their own")
+        return _AGAIN
     if records is None:
         log.warning("the child checking flows.json's lines did not finish: checking "
                     "them in the daemon")
         return _AGAIN
-    statuses = [status for status, _ in records]
-    if _NOT_OURS in statuses:
-        return None
-    if statuses != counts:
-        log.info("flows.json holds other ids than the memory of written files has for "
-                 "it: its lines are split again, keyed by their own")
+    if statuses != counts:  # never (the check counts every line): all of it here
+        log.warning("the child counted other lines in flows.json than the daemon "
+                    "split: checking them in the daemon")
         return _AGAIN
     keys = array("I")
     for _, payload in records:

@@ -36,7 +36,8 @@ from flowd_client.gc_pause import gc_paused
 from ijson.common import ObjectBuilder
 
 from ..flow_lines import FlowTable
-from .lines_file import REGION, read_own
+from .lines_file import read_own
+from .lines_split import REGION
 from .migrate import (
     VERSION,
     CorruptFileError,

@@ -1,5 +1,5 @@
 """A restart on flowd's own big file checks its lines in a forked child while the
-daemon splits them (flowd.storage.lines_file, FORK_FROM): real daemons on a file
+daemon splits them (flowd.storage.lines_split, FORK_FROM): real daemons on a file
 past the threshold. The store is the one written, names found by the keys the
 child hashed; a daemon SIGKILLed while its child checks leaves nothing behind
 that keeps the next one from starting; a child that fails leaves the check to
@@ -17,7 +17,7 @@ import pytest
 from test_first_start_child import _tool_file
 from test_stray_off_loop import held_child, release
 
-from flowd.storage.lines_file import CHECK_GATE_ENV, FORK_FROM
+from flowd.storage.lines_split import CHECK_GATE_ENV, FORK_FROM
 
 QUIET = ("--snapshot-interval", "3600")
 ODD = ["한글 이름", 'with "quotes"', "back\\slash", "same", "same"]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from flowd import flow_lines
 from flowd.flow_lines import FlowTable, name_key
-from flowd.storage import lines_file
+from flowd.storage import lines_file, lines_split
 from flowd.storage.migrate import CorruptFileError
 from flowd.storage.snapshot import View, encode
 
@@ -116,7 +116,7 @@ def test_regions_of_any_size_read_the_same_lines(monkeypatch, region: int) -> No
     """The body is split in regions at line ends: every line read once, in order."""
     flows = {f"flow_{i}": flow(f"flow_{i}", NAMES[i % len(NAMES)]) for i in range(40)}
     data = written(flows)
-    monkeypatch.setattr(lines_file, "REGION", region)
+    monkeypatch.setattr(lines_split, "REGION", region)
     doc = lines_file.read_own(data)
     assert doc is not None and list(doc["flows"]) == list(flows)
     assert dict(doc["flows"].items()) == flows
@@ -172,7 +172,7 @@ def test_ids_given_key_the_table_only_where_they_match(monkeypatch, hint: str) -
     """The memory of written files hands the loader the ids it expects: the table is
     keyed by those strings where a region's ids match them in order, and whatever the
     hint, the table holds exactly the file's lines, in the file's order."""
-    monkeypatch.setattr(lines_file, "REGION", 300)  # several regions
+    monkeypatch.setattr(lines_split, "REGION", 300)  # several regions
     flows = {f"flow_{i:02}": flow(f"flow_{i:02}", f"n{i}") for i in range(30)}
     data = written(flows)
     mine = [bytes(fid, "ascii").decode() for fid in flows]  # equal, not the same objects
@@ -236,7 +236,7 @@ def test_a_file_read_in_pieces_reads_as_the_whole(name: str, cuts: list[int],
     whole = bytes(data)
     ids = [fid for fid, _ in (_outcome(_FILES[name], []) or (None, []))[1]] if hinted else []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lines_file, "REGION", region)
+        patch.setattr(lines_split, "REGION", region)
         pieces = _pieces(whole, cuts)
         got = _outcome(pieces, ids)
         assert got == _outcome(whole, ids)
@@ -248,7 +248,7 @@ def test_a_file_read_in_pieces_reads_as_the_whole(name: str, cuts: list[int],
 def test_a_file_cut_in_two_anywhere_reads_as_the_whole(monkeypatch, name: str) -> None:
     """Every place a piece can end, tried: in the head, just before or after the first
     flow, in a separator, in the last bytes."""
-    monkeypatch.setattr(lines_file, "REGION", 64)
+    monkeypatch.setattr(lines_split, "REGION", 64)
     data = _FILES[name]
     want = _outcome(data, [])
     assert want is not None and want[0] != "refused"
@@ -266,7 +266,7 @@ def test_a_region_split_in_place_is_the_region_split(data: bytes, start: int,
     lies outside them: always the very lines of the region copied out and split."""
     start, stop = min(start, len(data)), min(stop, len(data))
     if start < stop and data.startswith(b"\n", start):
-        assert lines_file._lines(data, start, stop) == data[start + 1:stop].split(b",\n")
+        assert lines_split._lines(data, start, stop) == data[start + 1:stop].split(b",\n")
 
 
 def test_a_piece_of_whole_lines_is_split_in_place(monkeypatch) -> None:

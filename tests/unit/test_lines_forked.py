@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lines_file import _FILES, NAMES, _outcome, _pieces, flow, rechecked, written
 
-from flowd.storage import lines_file
+from flowd.storage import lines_file, lines_split
 from flowd.storage.migrate import CorruptFileError
 
 
@@ -62,7 +62,7 @@ def file_ids(data: bytes) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def fork_always(monkeypatch) -> None:
-    monkeypatch.setattr(lines_file, "FORK_FROM", 0)
+    monkeypatch.setattr(lines_split, "FORK_FROM", 0)
 
 
 @settings(max_examples=150, deadline=None)
@@ -81,7 +81,7 @@ def test_a_file_checked_beside_reads_as_checked_in_process(
     whole = recomputed(bytes(data)) if recheck else bytes(data)
     ids = file_ids(_FILES[name])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lines_file, "REGION", region)
+        patch.setattr(lines_split, "REGION", region)
         want = _outcome(whole, ids)
         got, rereads = forked_outcome(whole, ids, cuts)
     assert got == want
@@ -121,7 +121,7 @@ def test_a_table_read_by_its_lines_is_the_body_line_by_line(at: int, byte: int,
     cut = body + at % (base.rindex(b"\n  }") - body + 1)  # in the body or its edges
     data = recomputed(base[:cut] + bytes([byte]) + base[cut + (not insert):])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lines_file, "REGION", 300)
+        patch.setattr(lines_split, "REGION", 300)
         here = _outcome(data, file_ids(base))
         beside, _ = forked_outcome(data, file_ids(base))
     assert beside == here
@@ -133,7 +133,7 @@ def test_a_line_out_of_layout_is_never_kept_checked_here_or_beside(monkeypatch) 
     (or a byte put before it) to each byte that shapes the layout, with the check
     recomputed: the child and this process decide alike, and a table kept is exactly
     the body's bytes, line by line: no byte skipped, none added."""
-    monkeypatch.setattr(lines_file, "REGION", 300)
+    monkeypatch.setattr(lines_split, "REGION", 300)
     base = _FILES["plain"]
     ids = file_ids(base)
     line = base.index(b'\n    "flow_05"')
@@ -156,7 +156,7 @@ def test_ids_other_than_expected_are_split_again_by_their_own(monkeypatch, caplo
                                                                hint: str) -> None:
     """The memory of written files is wrong about the ids: the parent keyed its split by
     them, so it is thrown away and the file split again in process, keyed by its own."""
-    monkeypatch.setattr(lines_file, "REGION", 300)
+    monkeypatch.setattr(lines_split, "REGION", 300)
     data = _FILES["plain"]
     mine = file_ids(data)
     ids = {"shorter": mine[:7], "longer": [*mine, "flow_x"],
@@ -184,7 +184,7 @@ def test_a_child_that_does_not_finish_leaves_the_check_to_this_process(
             raise MemoryError
         os.kill(os.getpid(), 9)
 
-    monkeypatch.setattr(lines_file, "_verdicts", broken)
+    monkeypatch.setattr(lines_split, "_verdicts", broken)
     data = _FILES["odd names and extras"]
     ids = file_ids(data)
     with caplog.at_level(logging.WARNING, logger="flowd"):
@@ -199,7 +199,7 @@ def test_without_ids_or_reread_nothing_is_forked(monkeypatch) -> None:
     def no_fork(*_: Any) -> Any:
         raise AssertionError("forked")
 
-    monkeypatch.setattr(lines_file, "ForkedRecords", no_fork)
+    monkeypatch.setattr(lines_split, "ForkedRecords", no_fork)
     data = _FILES["plain"]
     assert lines_file.read_own(data, [], Reread(data)) is not None
     assert lines_file.read_own(data, file_ids(data)) is not None

@@ -8,14 +8,13 @@ the daemon.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from test_first_start_child import _tool_file
-from test_stray_off_loop import held_child, release
+from test_stray_off_loop import fifo_gate, held_child, release
 
 from flowd.storage.lines_split import CHECK_GATE_ENV, FORK_FROM
 
@@ -40,14 +39,7 @@ def own_file(make_daemon, tmp_path: Path) -> tuple[Path, dict[str, dict], dict[s
 
 @pytest.fixture
 def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    fifo = tmp_path / "check-gate"
-    os.mkfifo(fifo)
-    monkeypatch.setenv(CHECK_GATE_ENV, str(fifo))
-    yield fifo
-    try:  # a child still waiting (a failed test) is let go
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
+    yield from fifo_gate(tmp_path / "check-gate", CHECK_GATE_ENV, monkeypatch)
 
 
 def _served(c, flows: dict[str, dict], odd: dict[str, str]) -> None:

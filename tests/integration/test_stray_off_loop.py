@@ -28,11 +28,16 @@ from flowd.stray_parse import GATE_ENV
 
 @pytest.fixture
 def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    fifo = tmp_path / "gate"
+    yield from fifo_gate(tmp_path / "gate", GATE_ENV, monkeypatch)
+
+
+def fifo_gate(fifo: Path, env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A child's gate (flowd.child_gate) at ``fifo``, named by ``env`` for the daemons
+    the test starts; a child still waiting at the end (a failed test) is let go."""
     os.mkfifo(fifo)
-    monkeypatch.setenv(GATE_ENV, str(fifo))
+    monkeypatch.setenv(env, str(fifo))
     yield fifo
-    opened = _writer(fifo)  # a child still waiting (a failed test) is let go
+    opened = _writer(fifo)
     if opened is not None:
         os.close(opened)
 

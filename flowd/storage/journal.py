@@ -24,7 +24,6 @@ import os
 import re
 import struct
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import msgpack
 
 from ..logsetup import RateLimitedLogger
+from .checksum import crc32
 from .evidence import keep_aside
 from .fsio import IO, fsync_dir, write_all
 from .ownfiles import create_new, read_own
@@ -93,7 +93,7 @@ def rename_old_segments(directory: Path) -> list[str]:
 
 def frame(obj: Any) -> bytes:
     payload = msgpack.packb(obj, use_bin_type=True)
-    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    return HEADER.pack(len(payload), crc32(payload)) + payload
 
 
 def _frame_at(data: bytes, pos: int) -> tuple[Any, int] | None:
@@ -105,7 +105,7 @@ def _frame_at(data: bytes, pos: int) -> tuple[Any, int] | None:
     if length == 0 or length > MAX_FRAME or end > len(data):
         return None
     payload = data[pos + HEADER.size:end]
-    if zlib.crc32(payload) != crc:
+    if crc32(payload) != crc:
         return None
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False), end

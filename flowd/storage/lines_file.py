@@ -22,7 +22,6 @@ layout (an older flowd's, a tool's) is parsed fully by :mod:`.loader`.
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..flow_lines import CHECK_KEY, FlowTable
+from .checksum import crc32
 from .lines_split import AGAIN, split_body
 from .migrate import VERSION, CorruptFileError
 
@@ -72,7 +72,7 @@ class Encoded:
         sep, crc = b"\n", 0
         while chunk := list(itertools.islice(lines, CHUNK)):
             body = sep + b",\n".join(chunk)
-            crc = zlib.crc32(body, crc)  # releases the GIL over a big buffer
+            crc = crc32(body, crc)  # releases the GIL over a big buffer
             yield body
             sep = b",\n"
         self.crc = crc

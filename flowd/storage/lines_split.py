@@ -21,7 +21,6 @@ import operator
 import queue
 import re
 import threading
-import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -31,6 +30,7 @@ import orjson
 from ..child_gate import gate
 from ..flow_lines import FlowTable, name_key, raw_name_keys
 from ..heap import release_free_memory
+from .checksum import crc32
 from .forked_records import ForkedRecords, Record
 
 log = logging.getLogger("flowd")
@@ -99,7 +99,7 @@ class _Crc(threading.Thread):
     def run(self) -> None:
         crc, buffers = 0, self.buffers
         while (data := buffers.get()) is not None:
-            crc = zlib.crc32(data, crc)
+            crc = crc32(data, crc)
         self.crc = crc
 
     def result(self) -> int:

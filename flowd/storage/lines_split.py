@@ -87,8 +87,8 @@ def split_body(pieces: list[bytes], start: int, end: int, ids: Sequence[str],
 
 
 class _Crc(threading.Thread):
-    """The CRC-32 of the buffers put in it, in order, computed in a thread (0.2 s of a
-    million flows' start)."""
+    """The CRC-32 of the buffers put in it, in order, computed in a thread (0.05 s of
+    a million flows' start; 0.2 s with zlib's CRC)."""
 
     def __init__(self) -> None:
         super().__init__(name="flowd-load-crc", daemon=True)

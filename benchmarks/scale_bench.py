@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import listing_bench
+from . import listing_bench, steady_cpu
 from .daemon import Flowd
 from .datagen import Dataset, sample_flow
 from .peers import redis_peer, zmq_echo
@@ -70,12 +70,22 @@ def _paced(d: Flowd, st: Settings, res: Results, n: int, probe_out: Path) -> Non
     with d.client() as c:
         snap0 = c.stats()["snapshot"]
         probe0 = _probe(probe_out)
-        cpu0 = d.cpu_seconds() - d.thread_cpu_seconds(probe0.get("tid", 0))
+
+        def daemon_cpu() -> float:
+            return d.cpu_seconds() - d.thread_cpu_seconds(probe0.get("tid", 0))
+        installs = steady_cpu.Installs(d.data_dir / "flows.json", daemon_cpu)
+        installs.start()
+        cpu0 = daemon_cpu()
         wall0 = time.time()
         lat, elapsed = _pace(c, st.scale_rate, st.scale_seconds)
         wall1 = time.time()
-        cpu = d.cpu_seconds() - d.thread_cpu_seconds(probe0.get("tid", 0)) - cpu0
+        cpu = daemon_cpu() - cpu0
         snap = c.stats()["snapshot"]
+        # the same writes go on until whole snapshot cycles are seen (not timed, not judged)
+        _pace(c, st.scale_rate, steady_cpu.MAX_SECONDS, first=len(lat),
+              done=lambda: installs.count() > steady_cpu.CYCLES)
+        installs.stop()
+    res.put("scale_cpu_steady", "flowd", n, steady_cpu.share(installs.marks))
     time.sleep(0.6)  # the probe writes its figures every half second
     probe = _probe(probe_out)
     lat.sort()
@@ -108,18 +118,22 @@ def _gc_max(probe: dict[str, Any], wall0: float, wall1: float) -> dict[str, floa
     return out
 
 
-def _pace(c: Any, rate: float, seconds: float) -> tuple[list[float], float]:
-    """One add_flow every 1/rate s on a fixed schedule (a late one does not shift the rest)."""
+def _pace(c: Any, rate: float, seconds: float, first: int = 0,
+          done: Callable[[], bool] | None = None) -> tuple[list[float], float]:
+    """One add_flow every 1/rate s on a fixed schedule (a late one does not shift the
+    rest), for ``seconds`` or until ``done()``; the flows are sample_flow(first...)."""
     now = time.perf_counter
     lat: list[float] = []
     t0 = now()
     total = int(rate * seconds)
     for i in range(total):
+        if done is not None and done():
+            break
         wait = t0 + i / rate - now()
         if wait > 0:
             time.sleep(wait)
         t = now()
-        c.add_flow(*sample_flow(i))
+        c.add_flow(*sample_flow(first + i))
         lat.append(now() - t)
     return lat, now() - t0
 

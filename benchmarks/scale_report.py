@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import listing_bench
+from . import listing_bench, steady_cpu
 from .report import f_s, ratio, size_label, table
 from .results import Results
 from .settings import Settings
@@ -24,6 +24,7 @@ def _row(res: Results, n: int) -> list[str]:
     snap: dict[str, Any] = res.get("scale_snapshot", "flowd", n) or {}
     gil: dict[str, Any] = res.get("scale_gil", "flowd", n) or {}
     cpu = res.get("scale_cpu", "flowd", n)
+    steady: dict[str, Any] = res.get("scale_cpu_steady", "flowd", n) or {}
     gc_max = gil.get("gc_max_ms") or {}
     first = res.get("scale_first_start", "flowd", n)
     peak = res.get("scale_rss_peak", "flowd", n)
@@ -37,6 +38,8 @@ def _row(res: Results, n: int) -> list[str]:
             _ms(add.get("max_ms")),
             "-" if not add else f"{add['p99_ms'] / add['p50_ms']:.1f}x",
             "-" if cpu is None else f"{cpu * 100:.1f}",
+            "-" if not steady else f"{steady['cpu'] * 100:.1f} ({steady['cycles']} × "
+                                   f"{steady['seconds'] / steady['cycles']:.1f} s)",
             "-" if "cpu_share" not in snap else f"{snap['cpu_share'] * 100:.1f}",
             f"{snap.get('count', 0)} × {f_s(snap.get('avg_s'))}",
             _ms(gil.get("gil_max_ms")), _ms(gil.get("max_ms")), _ms(gil.get("max_snapshot_ms")),
@@ -55,7 +58,13 @@ def scale_section(res: Results, st: Settings) -> list[str]:
            "with `--snapshot-interval 0.5`, so whole-store snapshots run meanwhile. CPU: "
            "the daemon's user+system time over the paced window, the probe thread's own "
            "left out; of it, the snapshot threads' (counted when each snapshot finishes, so "
-           "one still running at the end is not in it). GIL: the probe thread's longest "
+           "one still running at the end is not in it). CPU over whole snapshot cycles: "
+           "the same writes go on past the window until flows.json has been replaced "
+           f"{steady_cpu.CYCLES + 1} times since the window began (at most "
+           f"{steady_cpu.MAX_SECONDS:.0f} s); the daemon's CPU from the first replace to the last, "
+           "over the time between: its steady share, where the window (shorter than a "
+           "cycle at 1M, and always holding the restart's first snapshot) cuts the "
+           "cycle anywhere. GIL: the probe thread's longest "
            "wait for the GIL (its wake-up lateness from a 1 ms sleep less the time it "
            "spent on a CPU or runnable with no CPU free), then the lateness itself (whole "
            "paced window / while a snapshot thread was alive); below flowd's 1 ms switch "
@@ -69,7 +78,8 @@ def scale_section(res: Results, st: Settings) -> list[str]:
         out += table(["flows", "first start s", "start s", "seed load s", "seed ÷ start",
                       "RSS MiB", "flows.json MiB", "RSS ÷ file", "RSS ÷ generated file",
                       "start's peak RSS MiB", "paced", "p50 ms", "p99 ms", "max ms",
-                      "p99 ÷ p50", "CPU % of a core", "of it snapshots %", "snapshots × s",
+                      "p99 ÷ p50", "CPU % of a core", "CPU % over whole snapshot cycles",
+                      "of it snapshots %", "snapshots × s",
                       "GIL wait max ms", "probe late max ms", "probe late max ms (snapshot)",
                       "longest GC pass ms"],
                       [_row(res, n) for n in sizes])

@@ -169,8 +169,12 @@ def scale_targets(res: Results, st: Settings) -> list[Target]:
                               f"{add['max_ms']:.1f} ms at {add['rate']:.0f}/s"))
         cpu = res.get("scale_cpu", "flowd", n)
         if cpu is not None:
+            steady = res.get("scale_cpu_steady", "flowd", n)
+            beside = "" if not steady else (
+                f" in the paced window; {steady['cpu'] * 100:.1f} % over "
+                f"{steady['cycles']} whole snapshot cycles ({steady['seconds']:.0f} s)")
             out.append(_judge(f"{at} daemon CPU <= 15 % of a core under paced writes",
-                              cpu <= 0.15, f"{cpu * 100:.1f} %"))
+                              cpu <= 0.15, f"{cpu * 100:.1f} %{beside}"))
         gil = res.get("scale_gil", "flowd", n)
         if gil:
             held = gil.get("gil_max_ms", gil["max_ms"])

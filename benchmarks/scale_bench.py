@@ -98,15 +98,21 @@ def _paced(d: Flowd, st: Settings, res: Results, n: int, probe_out: Path) -> Non
         "avg_s": snap["avg_seconds"],
         # the snapshot threads' share of a core, part of scale_cpu (counted at each finish)
         "cpu_share": (snap.get("cpu_seconds", 0.0) - snap0.get("cpu_seconds", 0.0)) / elapsed})
+    res.put("scale_gil", "flowd", n, _gil(probe, wall0, wall1))
+
+
+def _gil(probe: dict[str, Any], wall0: float, wall1: float) -> dict[str, Any]:
+    """The probe's late wake-ups within the window: the longest, while a snapshot ran,
+    the longest wait for the GIL, how many over 10 ms, and the longest GC passes."""
     lates = [(late, snap, late - awake) for t, late, snap, awake in probe.get("lates", [])
              if wall0 <= t <= wall1]
-    res.put("scale_gil", "flowd", n, {
+    return {
         "max_ms": max((late for late, _, _ in lates), default=0.0) * 1e3,
         "max_snapshot_ms": max((late for late, s, _ in lates if s), default=0.0) * 1e3,
         # the lateness spent asleep (not on a CPU, not waiting for one): waiting for the GIL
         "gil_max_ms": max((gil for _, _, gil in lates), default=0.0) * 1e3,
         "over_10ms": sum(late > 0.010 for late, _, _ in lates),
-        "gc_max_ms": _gc_max(probe, wall0, wall1)})
+        "gc_max_ms": _gc_max(probe, wall0, wall1)}
 
 
 def _gc_max(probe: dict[str, Any], wall0: float, wall1: float) -> dict[str, float]:

@@ -22,6 +22,7 @@ from .doctor_safety import check_dir, check_disk, check_files, check_sockets
 from .offline_load import OfflineError, load_flows
 from .storage import journal as journal_mod
 from .storage.evidence import list_evidence
+from .storage.frames import parse_segment
 from .storage.lock import describe_holder
 from .storage.ownfiles import read_own
 from .storage.snapshot import SNAPSHOT, WRITTEN
@@ -90,7 +91,7 @@ def scan_segment(path: Path) -> tuple[int, int, int, str | None]:
     never moves anything. The bytes are the daemon's count too (``stats`` journal
     bytes): the zeroed space a segment reserves ahead of its writes is not in them."""
     data = read_own(path, owner=path.parent.stat().st_uid)  # a FIFO must not hang doctor
-    got = journal_mod.parse_segment(data)
+    got = parse_segment(data)
     if got.tail == "corrupt":
         where = "unreadable header" if got.head is None else (
             f"bad record at byte {got.end} of {len(data)}")

@@ -213,7 +213,8 @@ class Snapshotter:
             except OSError as exc:  # disk full: the next append opens the segment
                 log.error("journal: could not open a new segment for the snapshot: %s", exc)
         self.dirty_since = None
-        self._pacer = Pacer(self.rate) if paced and self.rate > 0 else None
+        self._pacer = (Pacer(self.rate, self.journal.flushes)
+                       if paced and self.rate > 0 else None)
         self._thread = threading.Thread(target=self._run, args=(view, self._pacer),
                                         name="snapshot",
                                         daemon=True)

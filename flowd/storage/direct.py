@@ -47,6 +47,11 @@ class StagedFile:
             if _set_direct(fd, True):
                 self.buf = buf
 
+    @property
+    def direct(self) -> bool:
+        """What is written goes to the device, not to dirty pages (until :meth:`finish`)."""
+        return self.buf is not None
+
     def write(self, data: memoryview) -> None:
         buf = self.buf
         if buf is None:

@@ -13,8 +13,9 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .direct import StagedFile
+from .direct import BLOCK, StagedFile
 from .ownfiles import create_new, fresh_name
+from .pacing import DeviceFlushes
 
 
 class _Syscalls:
@@ -56,7 +57,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
               flush_every: int = 0,
               patch: Callable[[], tuple[int, bytes]] | None = None,
-              flushed: Callable[[int], None] | None = None) -> os.stat_result:
+              flushed: Callable[[int], None] | None = None,
+              flushes: DeviceFlushes | None = None) -> os.stat_result:
     """Create ``path`` (it must not exist: O_EXCL, so nothing planted is written
     through), write ``chunks`` and fsync; not atomic. Returns the new file's stat.
     ``patch()``, called once the chunks are written: bytes to write over the file at
@@ -65,13 +67,18 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
     ``flush_every`` bytes, the data written so far is flushed as well: a big file's
     dirty pages otherwise pile up, and every other fsync on the disk (the journal's,
     on the request path) waits behind their writeback (173 ms at 1M flows). After each
-    such flush, ``flushed(bytes written so far)`` (a pacer may sleep there)."""
+    such flush, ``flushed(bytes written so far)`` (a pacer may sleep there). With
+    ``flushes`` (the journal's, :mod:`.pacing`) a piece written around the page cache
+    is left to them: it is fdatasynced here only when the next piece is due and no
+    journal flush has covered it, so that one piece at most is ever unflushed."""
     fd = create_new(path, mode)
     out: StagedFile | None = None
     try:
-        # a file written in flushed pieces is a big one: around the page cache (.direct)
-        out = StagedFile(fd, flush_every, write_all)
+        # a file written in flushed pieces is a big one: around the page cache (.direct),
+        # each piece written at its flush (the staging holds it and a block left over)
+        out = StagedFile(fd, flush_every + BLOCK if flush_every else 0, write_all)
         unflushed = written = 0
+        pieces = _Flushing(fd, out, flushes)
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
@@ -80,8 +87,7 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
                 view = view[len(piece):]
                 unflushed += len(piece)
                 if flush_every and unflushed >= flush_every:
-                    out.drain()
-                    IO.fdatasync(fd)
+                    pieces.flush()
                     written, unflushed = written + unflushed, 0
                     if flushed is not None:
                         flushed(written)
@@ -96,6 +102,29 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int = 0o600,
         if out is not None:
             out.close()
         os.close(fd)
+
+
+class _Flushing:
+    """How the pieces of :func:`write_new` reach the disk: each fdatasynced once written;
+    or, beside the journal (``flushes``) and around the page cache, by the journal's
+    next flush, else here just before the next piece is written."""
+
+    def __init__(self, fd: int, out: StagedFile, flushes: DeviceFlushes | None) -> None:
+        self.fd, self.out, self.flushes = fd, out, flushes
+        #: the last piece's mark, while no flush of this file's own covers it
+        self.mark: int | None = None
+
+    def flush(self) -> None:
+        """Write the staged piece, and see to its flush."""
+        flushes, out = self.flushes, self.out
+        if self.mark is not None and not (flushes and flushes.covered(self.mark)):
+            IO.fdatasync(self.fd)
+        out.drain()
+        self.mark = None
+        if flushes is None or not out.direct:  # dirty pages: only this file's flush writes them
+            IO.fdatasync(self.fd)
+        else:
+            self.mark = flushes.mark()
 
 
 def atomic_write(path: Path, chunks: Iterable[bytes], mode: int = 0o600,

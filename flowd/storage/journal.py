@@ -3,8 +3,8 @@
 Segments are files ``journal-<seq>.jnl`` (not ``.log``: a logrotate glob for
 ``flowd.log`` must never catch them; segments of older versions, ``.log``, are
 renamed on start); each starts with a header frame
-naming the revision its first record will carry (``base``). A frame is
-``<u32 length><u32 crc32><msgpack payload>``. A new segment is opened at every
+naming the revision its first record will carry (``base``); frames as
+:mod:`.frames` has them. A new segment is opened at every
 snapshot start and after a failed append, so a snapshot at revision S makes
 every older segment obsolete once the snapshot generation before it is gone.
 
@@ -22,28 +22,23 @@ import errno
 import logging
 import os
 import re
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from ..logsetup import RateLimitedLogger
-from .checksum import crc32
 from .evidence import keep_aside
+from .frames import frame, parse_segment
 from .fsio import IO, fsync_dir, write_all
 from .ownfiles import create_new, read_own
+from .pacing import DeviceFlushes
 
 log = logging.getLogger("flowd.journal")
 #: a full disk fails every append: one line a second, with how many were swallowed
 failing_log = RateLimitedLogger(log, interval=1.0, burst=1)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
-HEADER = struct.Struct("<II")
-MAX_FRAME = 1 << 30
-TORN_SCAN_LIMIT = 4 << 20
 #: zeroed space reserved ahead of the writes, per step
 PREALLOC = 1 << 20
 #: a segment a snapshot made obsolete stays this long after it stopped taking records:
@@ -91,40 +86,6 @@ def rename_old_segments(directory: Path) -> list[str]:
     return renamed
 
 
-def frame(obj: Any) -> bytes:
-    payload = msgpack.packb(obj, use_bin_type=True)
-    return HEADER.pack(len(payload), crc32(payload)) + payload
-
-
-def _frame_at(data: bytes, pos: int) -> tuple[Any, int] | None:
-    """Decode the frame at ``pos``; None if it is not a whole, valid frame."""
-    if pos + HEADER.size > len(data):
-        return None
-    length, crc = HEADER.unpack_from(data, pos)
-    end = pos + HEADER.size + length
-    if length == 0 or length > MAX_FRAME or end > len(data):
-        return None
-    payload = data[pos + HEADER.size:end]
-    if crc32(payload) != crc:
-        return None
-    try:
-        return msgpack.unpackb(payload, raw=False, strict_map_key=False), end
-    except Exception:
-        return None
-
-
-def _is_torn(data: bytes, pos: int) -> bool:
-    """A bad frame is a torn tail unless a valid frame follows it."""
-    rest = data[pos:]
-    if not rest.strip(b"\0"):
-        return True
-    limit = min(len(data), pos + TORN_SCAN_LIMIT)
-    for p in range(pos + 1, limit):
-        if _frame_at(data, p) is not None:
-            return False
-    return len(data) - pos <= TORN_SCAN_LIMIT
-
-
 @dataclass
 class Segment:
     path: Path
@@ -143,40 +104,6 @@ class ScanResult:
     torn_bytes: int = 0
     corrupt: list[str] = field(default_factory=list)
     kept_aside: list[Path] = field(default_factory=list)
-
-
-@dataclass
-class Parsed:
-    """One segment's bytes, read: the header, the whole records, where they end, and
-    how the rest looks: "clean" (nothing, or preallocated zeros), "torn" (a
-    record cut short: never acknowledged) or "corrupt" (a bad record with valid
-    ones after it, or an unreadable header)."""
-
-    head: dict[str, Any] | None
-    records: list[dict[str, Any]]
-    end: int
-    tail: str
-
-
-def parse_segment(data: bytes) -> Parsed:
-    """Read a segment without touching any file (start-up replay and doctor share it)."""
-    got = _frame_at(data, 0)
-    if got is None or not isinstance(got[0], dict) or "base" not in got[0]:
-        if not data.strip(b"\0"):
-            return Parsed(None, [], 0, "clean")
-        torn = len(data) < HEADER.size or _is_torn(data, 0)
-        return Parsed(None, [], 0, "torn" if torn else "corrupt")
-    records: list[dict[str, Any]] = []
-    pos = got[1]
-    while pos < len(data):
-        nxt = _frame_at(data, pos)
-        if nxt is None:
-            if not data[pos:].strip(b"\0"):
-                return Parsed(got[0], records, pos, "clean")  # preallocated space
-            return Parsed(got[0], records, pos, "torn" if _is_torn(data, pos) else "corrupt")
-        records.append(nxt[0])
-        pos = nxt[1]
-    return Parsed(got[0], records, pos, "clean")
 
 
 def _read_segment(path: Path, seq: int, out: ScanResult) -> tuple[Segment | None, list, bool]:
@@ -209,6 +136,8 @@ class Journal:
         self.unsynced = False
         self.prealloc = True
         self.allocated = 0
+        #: counted for a snapshot written beside, which leaves its flushes to them
+        self.flushes = DeviceFlushes()
 
     # ------------------------------------------------------------ start-up
 
@@ -289,7 +218,7 @@ class Journal:
                                                    max(PREALLOC, end), end - self.allocated)
             write_all(self.fd, data)
             if sync if sync is not None else self.durability == "strict":
-                IO.fdatasync(self.fd)
+                self._fdatasync()
             else:
                 self.unsynced = True
         except OSError:
@@ -346,8 +275,14 @@ class Journal:
 
     def sync(self) -> None:
         if self.fd is not None and self.unsynced:
-            IO.fdatasync(self.fd)
+            self._fdatasync()
             self.unsynced = False
+
+    def _fdatasync(self) -> None:
+        assert self.fd is not None
+        self.flushes.begin()
+        IO.fdatasync(self.fd)
+        self.flushes.end()
 
     def close(self) -> None:
         if self.fd is not None:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .evidence import keep_aside
+from .frames import frame, frame_at
 from .fsio import IO, fsync_dir, write_all
-from .journal import _frame_at, frame
 
 log = logging.getLogger("flowd.memory")
 
@@ -78,7 +78,7 @@ def read(directory: Path) -> ReadResult:
     out.bytes = len(data)
     pos = 0
     while pos < len(data):
-        got = _frame_at(data, pos)
+        got = frame_at(data, pos)
         if got is None or not isinstance(got[0], dict):
             break
         out.frames.append(got[0])

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import Daemon
 
-from flowd.storage.journal import HEADER, frame
+from flowd.storage.frames import HEADER, frame
 
 QUIET = ("--snapshot-interval", "3600")  # no background snapshots: the journal keeps it all
 

@@ -18,10 +18,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from flowd.storage import journal as jmod
 from flowd.storage.evidence import list_evidence
+from flowd.storage.frames import HEADER, MAX_FRAME, frame, frame_at
 from flowd.storage.fsio import IO
-from flowd.storage.journal import HEADER, Journal, _frame_at, frame
+from flowd.storage.journal import Journal
 
 
 def rec(rev: int, name: str = "x") -> dict[str, Any]:
@@ -56,9 +56,9 @@ def test_frame_roundtrip_and_layout() -> None:
     payload = data[HEADER.size:]
     assert length == len(payload) and crc == zlib.crc32(payload)
     assert msgpack.unpackb(payload, raw=False) == obj
-    assert _frame_at(data, 0) == (obj, len(data))
+    assert frame_at(data, 0) == (obj, len(data))
     two = data + frame({"b": 2})
-    assert _frame_at(two, len(data)) == ({"b": 2}, len(two))
+    assert frame_at(two, len(data)) == ({"b": 2}, len(two))
 
 
 @pytest.mark.parametrize("damage", ["short_header", "short_payload", "zero_length", "bad_crc",
@@ -74,11 +74,11 @@ def test_frame_at_refuses_damaged_frames(damage: str) -> None:
     elif damage == "bad_crc":
         data = good[:-3] + bytes([good[-3] ^ 0x40]) + good[-2:]
     elif damage == "huge_length":
-        data = HEADER.pack(jmod.MAX_FRAME + 1, 0) + good[HEADER.size:]
+        data = HEADER.pack(MAX_FRAME + 1, 0) + good[HEADER.size:]
     else:
         payload = b"\xc1\xc1\xc1"  # 0xc1 is never used in msgpack
         data = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-    assert _frame_at(data, 0) is None
+    assert frame_at(data, 0) is None
 
 
 # ------------------------------------------------------------------ writing and scanning
@@ -303,3 +303,27 @@ def test_old_segment_names_are_renamed_and_a_taken_name_is_kept_aside(tmp_path: 
     assert [r["rev"] for r in Journal(tmp_path).scan().records] == [1]
     kept = list(tmp_path.glob("journal-00000001.log.duplicate-*"))
     assert not old.exists() and kept and list_evidence(tmp_path) == kept
+
+
+def test_its_fdatasyncs_are_counted_for_a_snapshot_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paced snapshot leaves its flushes to the journal's (flowd.storage.pacing): each
+    strict append's and each relaxed sync's fdatasync counts, a failed one never ends."""
+    j = Journal(tmp_path)
+    j.scan()
+    j.append([rec(1)])
+    assert (j.flushes.begun, j.flushes.ended) == (1, 1)
+    mark = j.flushes.mark()
+    Boom(monkeypatch, "fdatasync", errno.EIO, times=1)
+    with pytest.raises(OSError):
+        j.append([rec(2)])
+    assert (j.flushes.begun, j.flushes.ended) == (2, 1) and not j.flushes.covered(mark)
+    relaxed = Journal(tmp_path / "relaxed", durability="relaxed")
+    (tmp_path / "relaxed").mkdir()
+    relaxed.scan()
+    relaxed.append([rec(1)])
+    assert relaxed.flushes.ended == 0  # handed to the OS only
+    relaxed.sync()
+    assert relaxed.flushes.ended == 1
+    j.append([rec(2)])
+    assert j.flushes.covered(mark)

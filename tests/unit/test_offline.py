@@ -17,7 +17,7 @@ from flowd_client.discovery import LOCK_NAME
 from flowd_client.exitcodes import BUSY
 
 from flowd import doctor, offline
-from flowd.storage.journal import frame
+from flowd.storage.frames import frame
 
 LEGACY = {
     "flows": [

@@ -12,7 +12,7 @@ import pytest
 
 from flowd.snapshotter import CPU_DUTY, DUTY, Snapshotter
 from flowd.storage import pacing
-from flowd.storage.pacing import Pacer
+from flowd.storage.pacing import DeviceFlushes, Pacer
 
 
 class FakeClock:
@@ -114,3 +114,71 @@ def test_a_snapshot_that_costs_more_cpu_than_disk_waits_for_its_cpu() -> None:
     snap.stats.observe(0.01, 1 << 10, cpu=0.001)
     assert snap.next_deadline(0.0) == pytest.approx(1.0)
     assert snap.stats.as_dict()["cpu_seconds"] == pytest.approx(0.401)
+
+
+def test_a_flush_covers_only_what_was_written_before_it_began() -> None:
+    """A journal fdatasync in flight while a piece was written may have begun before the
+    piece reached the device: only one begun after the piece's mark covers it."""
+    flushes = DeviceFlushes()
+    flushes.begin()
+    mark = flushes.mark()
+    flushes.end()
+    assert not flushes.covered(mark)
+    flushes.begin()
+    assert not flushes.covered(mark)  # begun, not ended
+    flushes.end()
+    assert flushes.covered(mark)
+
+
+def test_a_failed_flush_covers_nothing() -> None:
+    flushes = DeviceFlushes()
+    mark = flushes.mark()
+    flushes.begin()  # the fdatasync raised: no end
+    assert not flushes.covered(mark)
+    flushes.begin()
+    flushes.end()
+    assert flushes.covered(mark)
+
+
+def test_beside_the_journal_the_writer_waits_for_its_next_flush(clock: FakeClock) -> None:
+    """After the rate's wait, until the journal's next flush ends (SETTLE at most), if it
+    flushed since the last piece: the piece then goes when the disk has the most time
+    before the next. Counted as slept."""
+    flushes = DeviceFlushes()
+    waited: list[float] = []
+
+    def wait(timeout: float) -> bool:
+        waited.append(timeout)
+        clock.now += 0.004
+        return True
+    flushes.wait = wait  # type: ignore[method-assign]
+    pacer = Pacer(1000, flushes)
+    pacer._hurry.wait = clock.wait  # type: ignore[method-assign]
+    pacer(500)
+    assert clock.waits == [pytest.approx(0.5)] and waited == []  # the journal is idle
+    flushes.begin()
+    flushes.end()
+    pacer(1000)
+    assert clock.waits[1:] == [pytest.approx(0.5)] and waited == [pacing.SETTLE]
+    assert pacer.slept == pytest.approx(1.004)
+    pacer(1500)
+    assert waited == [pacing.SETTLE]  # no flush since the last: none to wait for
+    flushes.begin()
+    flushes.end()
+    pacer.hurry()
+    pacer(10**9)
+    assert waited == [pacing.SETTLE]  # hurried: no more waits of either kind
+
+
+def test_a_flush_ending_wakes_a_writer_that_waits_for_it() -> None:
+    flushes = DeviceFlushes()
+    woke: list[bool] = []
+    writer = threading.Thread(target=lambda: woke.append(flushes.wait(60)))
+    writer.start()
+    for _ in range(10_000):  # until the writer, which clears the event first, waits
+        flushes.begin()
+        flushes.end()
+        writer.join(0.01)
+        if not writer.is_alive():
+            break
+    assert woke == [True]

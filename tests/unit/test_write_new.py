@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flowd.storage import fsio
+from flowd.storage import direct, fsio
+from flowd.storage.pacing import DeviceFlushes
 
 FLUSH = 64 << 10
 
@@ -59,3 +60,80 @@ def test_each_flush_reports_the_bytes_written_so_far(tmp_path: Path) -> None:
     reported: list[int] = []
     fsio.write_new(tmp_path / "new", chunks, flush_every=FLUSH, flushed=reported.append)
     assert reported == [FLUSH, 2 * FLUSH, 3 * FLUSH]
+
+
+class ScriptedFlushes(DeviceFlushes):
+    """The journal's flushes as a test scripts them: ``covering`` says, piece by piece,
+    whether a journal flush began after that piece was written and ended."""
+
+    def __init__(self, covering: list[bool]) -> None:
+        super().__init__()
+        self.covering = covering
+
+    def covered(self, mark: int) -> bool:
+        return self.covering[mark]
+
+    def mark(self) -> int:
+        self.begun += 1
+        return self.begun - 1
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """"w" for each write of a piece (or of the tail), "s" for each fdatasync."""
+    seen: list[str] = []
+    real_write = fsio.IO.write
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        seen.append("w")
+        return real_write(fd, data)
+
+    def fdatasync(fd: int) -> None:
+        seen.append("s")
+        os.fdatasync(fd)
+    monkeypatch.setattr(fsio.IO, "write", write)
+    monkeypatch.setattr(fsio.IO, "fdatasync", fdatasync)
+    return seen
+
+
+def _direct_ok(tmp_path: Path) -> bool:
+    fd = os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return direct._set_direct(fd, True)
+    finally:
+        os.close(fd)
+
+
+def test_pieces_the_journal_flushed_get_no_flush_of_their_own(
+        tmp_path: Path, events: list[str]) -> None:
+    """Beside the journal, a piece written around the page cache is flushed by the
+    journal's next fdatasync: here only if the next piece is due and none covered it,
+    and always before that next piece goes (one piece at most is ever unflushed)."""
+    if not _direct_ok(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT: every piece is flushed here")
+    chunks = [os.urandom(FLUSH * 4)]
+    path = tmp_path / "new"
+    fsio.write_new(path, chunks, flush_every=FLUSH,
+                   flushes=ScriptedFlushes([True, False, True, True]))
+    assert path.read_bytes() == chunks[0]
+    # piece 0 covered; piece 1 not: flushed just before piece 2; piece 3: the fsync
+    assert events == ["w", "w", "s", "w", "w"]
+
+
+def test_without_journal_flushes_every_piece_is_flushed_before_the_next(
+        tmp_path: Path, events: list[str]) -> None:
+    if not _direct_ok(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT: every piece is flushed here")
+    chunks = [os.urandom(FLUSH * 3 + 10)]
+    fsio.write_new(tmp_path / "new", chunks, flush_every=FLUSH, flushes=DeviceFlushes())
+    assert events == ["w", "s", "w", "s", "w", "w"]  # the last: the tail, then the fsync
+
+
+def test_through_the_page_cache_each_piece_flushes_itself(
+        tmp_path: Path, events: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dirty pages are written by this file's own flush only: the journal's leaves them."""
+    monkeypatch.setattr(direct, "_DIRECT", 0)
+    chunks = [os.urandom(FLUSH * 3)]
+    fsio.write_new(tmp_path / "new", chunks, flush_every=FLUSH,
+                   flushes=ScriptedFlushes([True, True, True]))
+    assert events == ["w", "s", "w", "s", "w", "s"]

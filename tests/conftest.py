@@ -154,3 +154,16 @@ def client(daemon: Daemon):
     c = daemon.client()
     yield c
     c.close()
+
+
+@pytest.fixture
+def o_direct(tmp_path: Path) -> bool:
+    """Whether tmp_path's file system takes O_DIRECT (where it does not, flowd's big
+    files go through the page cache: flowd.storage.direct)."""
+    from flowd.storage import direct
+
+    fd = os.open(tmp_path / "o_direct-probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return direct._set_direct(fd, True)
+    finally:
+        os.close(fd)

@@ -19,14 +19,6 @@ from flowd.storage import direct, fsio
 FLUSH = 64 << 10
 
 
-def _direct_supported(tmp_path: Path) -> bool:
-    fd = os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        return direct._set_direct(fd, True)
-    finally:
-        os.close(fd)
-
-
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """(bytes, O_DIRECT on) of each write the seam saw."""
@@ -56,11 +48,11 @@ def _write(path: Path, chunks: list[bytes]) -> bytes:
 
 
 def test_a_big_file_goes_around_the_page_cache_in_whole_blocks(
-        tmp_path: Path, writes: list[tuple[int, bool]]) -> None:
+        tmp_path: Path, writes: list[tuple[int, bool]], o_direct: bool) -> None:
     path = tmp_path / "new"
     expect = _write(path, _chunks())
     assert path.read_bytes() == expect
-    if not _direct_supported(tmp_path):  # this file system refuses O_DIRECT: the fallback
+    if not o_direct:  # this file system refuses O_DIRECT: the fallback
         assert not any(on for _, on in writes)
         return
     on_direct = [n for n, on in writes if on]
@@ -93,7 +85,7 @@ def test_a_refused_direct_write_falls_back_with_the_same_bytes(
 
 
 def test_a_refusal_after_a_short_direct_write_resumes_where_it_stopped(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, o_direct: bool) -> None:
     real, calls = fsio.IO.write, []
 
     def write(fd: int, data: bytes | memoryview) -> int:
@@ -108,7 +100,7 @@ def test_a_refusal_after_a_short_direct_write_resumes_where_it_stopped(
     path = tmp_path / "new"
     expect = _write(path, _chunks())
     assert path.read_bytes() == expect
-    assert len(calls) == 3 or not _direct_supported(tmp_path)
+    assert len(calls) == 3 or not o_direct
 
 
 def test_a_file_system_without_o_direct_gets_the_same_bytes(

@@ -62,6 +62,13 @@ def test_each_flush_reports_the_bytes_written_so_far(tmp_path: Path) -> None:
     assert reported == [FLUSH, 2 * FLUSH, 3 * FLUSH]
 
 
+#: the journal covers only pieces written around the page cache; dirty pages flush
+#: themselves, which test_through_the_page_cache_each_piece_flushes_itself checks anywhere
+SKIP_NO_DIRECT = ("this file system refuses O_DIRECT, so pieces go through the page cache "
+                  "and flush themselves: that case is checked by "
+                  "test_through_the_page_cache_each_piece_flushes_itself")
+
+
 class ScriptedFlushes(DeviceFlushes):
     """The journal's flushes as a test scripts them: ``covering`` says, piece by piece,
     whether a journal flush began after that piece was written and ended."""
@@ -96,21 +103,13 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def _direct_ok(tmp_path: Path) -> bool:
-    fd = os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        return direct._set_direct(fd, True)
-    finally:
-        os.close(fd)
-
-
 def test_pieces_the_journal_flushed_get_no_flush_of_their_own(
-        tmp_path: Path, events: list[str]) -> None:
+        tmp_path: Path, events: list[str], o_direct: bool) -> None:
     """Beside the journal, a piece written around the page cache is flushed by the
     journal's next fdatasync: here only if the next piece is due and none covered it,
     and always before that next piece goes (one piece at most is ever unflushed)."""
-    if not _direct_ok(tmp_path):
-        pytest.skip("this file system refuses O_DIRECT: every piece is flushed here")
+    if not o_direct:
+        pytest.skip(SKIP_NO_DIRECT)
     chunks = [os.urandom(FLUSH * 4)]
     path = tmp_path / "new"
     fsio.write_new(path, chunks, flush_every=FLUSH,
@@ -121,9 +120,9 @@ def test_pieces_the_journal_flushed_get_no_flush_of_their_own(
 
 
 def test_without_journal_flushes_every_piece_is_flushed_before_the_next(
-        tmp_path: Path, events: list[str]) -> None:
-    if not _direct_ok(tmp_path):
-        pytest.skip("this file system refuses O_DIRECT: every piece is flushed here")
+        tmp_path: Path, events: list[str], o_direct: bool) -> None:
+    if not o_direct:
+        pytest.skip(SKIP_NO_DIRECT)
     chunks = [os.urandom(FLUSH * 3 + 10)]
     fsio.write_new(tmp_path / "new", chunks, flush_every=FLUSH, flushes=DeviceFlushes())
     assert events == ["w", "s", "w", "s", "w", "w"]  # the last: the tail, then the fsync

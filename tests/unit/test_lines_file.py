@@ -123,6 +123,18 @@ def test_regions_of_any_size_read_the_same_lines(monkeypatch, region: int) -> No
     assert list(doc["flows"].name_keys) == [name_key(f["name"]) for f in flows.values()]
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 40, 41, 1000])
+def test_a_file_written_in_chunks_of_any_size_is_the_same_file(monkeypatch, chunk: int) -> None:
+    """Lines are joined a chunk at a time (the GIL is let go between chunks): the file and
+    its check are those of one join whatever the chunk, at every seam and the last."""
+    flows = {f"flow_{i}": flow(f"flow_{i}", NAMES[i % len(NAMES)]) for i in range(40)}
+    whole = written(flows)
+    monkeypatch.setattr(lines_file, "CHUNK", chunk)
+    assert written(flows) == whole
+    doc = lines_file.read_own(whole)
+    assert doc is not None and dict(doc["flows"].items()) == flows
+
+
 def rechecked(data: bytes) -> bytes:
     """The file with its check recomputed: only the content of its lines is wrong."""
     start = data.index(b'"flows": {') + len(b'"flows": {')

@@ -41,6 +41,10 @@ log = logging.getLogger("flowd")
 _LINE = re.compile(rb'\n    "([^"\\\n]*)": \{"id":"[^"\\\n]*",'
                    rb'"name":"([^"\\\n]*(?:\\.[^"\\\n]*)*)"[^\n]*\}(?=,\n|\Z)')
 _id, _name = operator.itemgetter(0), operator.itemgetter(1)
+#: the lines' separator, split at by a regex: the same parts as ``bytes.split``, but the
+#: regex finds the comma with ``memchr`` where ``bytes.split`` runs its general two-byte
+#: search (4 against 5.7 ms a 4 MiB region; 0.66 against 0.82 s of a million flows)
+_split_lines = re.compile(rb",\n").split
 #: bytes of the file split at a time: a region's matches (a tuple and two bytes per
 #: line) are freed in pools of their own between the lines kept, and pymalloc keeps
 #: those pools; small regions reuse the same few (32 MiB regions left 18 MiB unused)
@@ -222,10 +226,10 @@ def _lines(data: bytes, start: int, stop: int) -> list[bytes]:
     # those two are exactly the region's lines
     if (start >= 1 and data.startswith(b",\n", start - 1) and data.startswith(b",\n", stop)
             and data.rfind(b",\n", 0, start - 1) < 0 and data.find(b",\n", stop + 2) < 0):
-        parts = data.split(b",\n")
+        parts = _split_lines(data)
         del parts[0], parts[-1]
         return parts
-    return data[start + 1:stop].split(b",\n")
+    return _split_lines(data[start + 1:stop])
 
 
 def _table(lines: dict[str, bytes], count: int, keys: array[int]) -> FlowTable | None:

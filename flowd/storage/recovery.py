@@ -148,11 +148,13 @@ def recover(data_dir: Path, store: Store, journal: Journal, ids: Sequence[str] =
     ``parse``: see :attr:`Recovery.parse`."""
     rec = Recovery(parse=parse)
     t0 = time.perf_counter()
-    try:
-        with gc_paused():
+    with gc_paused():
+        try:
             _recover(data_dir, store, journal, rec, ids)
-    finally:
-        gc.freeze()  # the loaded store never needs scanning by the cyclic GC
+        finally:
+            # the loaded store never needs scanning by the cyclic GC: frozen before the
+            # GC is back, or the first allocation after the pause walks all of it
+            gc.freeze()
     rec.seconds = time.perf_counter() - t0
     return rec
 

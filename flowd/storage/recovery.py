@@ -134,6 +134,8 @@ def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
                                f"(next record is {record['rev']})")
             log.error("journal has a gap after revision %d; replay stops there", store.revision)
             break
+        if rec.base_flows is store.flows:  # the file's flows, kept before the journal's
+            rec.base_flows = store.flows.copy()  # change them (only then: 42 ms at 1M)
         store.apply_record(record)
         rec.records.append(record)
         _keep_keys(rec, record)
@@ -195,7 +197,7 @@ def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery,
         store.load(got.doc)
         # the parsed dicts, while they live: the memory of files digests them if its
         # sidecar is behind (decoding every line again for that took 10 s at 1M flows)
-        rec.base_flows = parsed if not got.by_lines else store.flows.copy()
+        rec.base_flows = parsed if not got.by_lines else store.flows  # see _replay
         rec.base_digests = got.digests
     else:
         rec.base_flows = store.flows.copy()

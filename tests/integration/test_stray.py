@@ -144,6 +144,33 @@ def test_stray_write_while_daemon_down_is_merged_at_start(make_daemon, tmp_path:
         assert set(read_doc(data_dir)["flows"]) == {ids[0], ids[2], ids[3], new}
 
 
+def test_a_file_remembered_from_its_content_after_a_kill_is_the_file_not_the_journal(
+        make_daemon, tmp_path: Path) -> None:
+    """SIGKILL with flowd's file N on disk, later writes only in the journal, and no
+    memory of written files (or one behind N): the restart remembers N from its
+    content, which must be the file's flows, not the store after the journal's replay.
+    Else a tool that loaded N looks as if it had reverted flowd's later change, and
+    the merge sees a conflict where there is none."""
+    data_dir = tmp_path / "data"
+    d: Daemon = make_daemon(data_dir, "--snapshot-interval", "3600")
+    d.start()
+    with d.client(timeout=10) as c:
+        ids = [c.add_flow(f"f{i}") for i in range(3)]
+        assert c.save(force=True) is True  # file N
+        tool = SeedTool(data_dir)  # loads N
+        c.update_flow(ids[0], name="flowd's")  # acknowledged: in the journal only
+    d.kill()
+    (data_dir / ".flows.json.memory").unlink()
+    d.start()
+    with d.client(timeout=10) as c:
+        assert names(c)[ids[0]] == "flowd's"  # replayed
+        tool.rename(ids[1], "tool's")
+        tool.save()
+        report = wait_for(lambda: c.stats()["stray_merges"], what="the stray merge")[-1]
+        assert report["base_known"] and report["conflicts"] == 0, report
+        assert names(c) == {ids[0]: "flowd's", ids[1]: "tool's", ids[2]: "f2"}
+
+
 @pytest.mark.daemon_errors(r"overwritten with an unreadable file")
 def test_garbage_written_over_flows_json_is_kept_and_replaced(make_daemon,
                                                               tmp_path: Path) -> None:

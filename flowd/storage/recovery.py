@@ -200,7 +200,7 @@ def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery,
         rec.base_flows = parsed if not got.by_lines else store.flows  # see _replay
         rec.base_digests = got.digests
     else:
-        rec.base_flows = store.flows.copy()
+        rec.base_flows = store.flows  # see _replay
     rec.base_current = store.current_flow_id
     scan = journal.scan()
     rec.torn_bytes, rec.kept_aside = scan.torn_bytes, rec.kept_aside + scan.kept_aside

@@ -3,17 +3,25 @@
 The start's split of flowd's own file is two jobs of about the same size: the
 check (a regex over every byte, the names hashed) and the split (a bytes
 object per line, the table built). Both hold the GIL, so a thread would not
-help; a forked child does: it has the file's pieces, the expected ids and the
-hash secret of the parent (the names' keys it computes are the parent's) for
-nothing, and sends back only small records (a region's count and its names'
-keys) through a pipe the parent drains between its own regions.
+help; a forked child does: it has the file's pieces and the hash secret of the
+parent (the names' keys it computes are the parent's) for nothing, and sends
+back only records (a region's count, its ids and its names' keys: not its
+lines), which the parent takes between its own regions and holds only until
+it has taken them.
+
+The records go through an anonymous in-memory file (memfd), not a pipe: a
+pipe holds 64 KiB, so a child whose parent was busy elsewhere (loading the
+memory of written files, 0.3 s at a million flows) stopped at its second
+region and the whole check waited for the parent. The child writes at its own
+pace; the parent reads what has been written so far (a record is taken only
+once all of it is there) and, once the child has exited, the rest.
 
 The child touches nothing it shares: it closes every inherited descriptor but
-its pipe's end (the data dir's lock, the sockets), takes the default action
-for the signals a service manager sends, never logs, and leaves with
-``os._exit`` (no atexit handler, no buffer flushed twice). If it dies, or the
-parent stops reading (BrokenPipeError), nothing is lost: :meth:`finish`
-answers None and the caller does the whole job itself.
+its file's (the data dir's lock, the sockets), takes the default action for
+the signals a service manager sends, never logs, stops once its parent is
+gone, and leaves with ``os._exit`` (no atexit handler, no buffer flushed
+twice). If it dies, nothing is lost: :meth:`finish` answers None and the
+caller does the whole job itself.
 """
 
 from __future__ import annotations
@@ -27,59 +35,49 @@ from collections.abc import Callable, Iterable
 _HEAD = struct.Struct("<qI")  # a record: its status, the length of what follows
 #: the record a child sends last: without it the child did not finish
 _DONE = -(1 << 62)
-_READ = 1 << 20
+_READ = 1 << 22
 
 Record = tuple[int, bytes]
 
 
 class ForkedRecords:
     """``produce()`` run in a forked child; its records, in order, read in the parent.
-    OSError if there is no pipe or process to be had (nothing is left open)."""
+    OSError if there is no file or process to be had (nothing is left open)."""
 
     def __init__(self, produce: Callable[[], Iterable[Record]]) -> None:
-        #: what the child sent so far, in order (never its last record, _DONE)
+        #: what the child wrote and :meth:`drain` has not handed over yet, in order
+        #: (never its last record, _DONE)
         self.records: list[Record] = []
         self._done = False
         self._buf = bytearray()
-        read, write = os.pipe()
+        self._read_to = 0
+        fd = os.memfd_create("flowd-records", os.MFD_CLOEXEC)
+        parent = os.getpid()
         try:
             self.pid = os.fork()
         except OSError:
-            os.close(read)
-            os.close(write)
+            os.close(fd)
             raise
         if self.pid == 0:
-            os.close(read)
-            _child(write, produce)  # never returns
-        os.close(write)
-        os.set_blocking(read, False)
-        self.fd = read
+            _child(fd, parent, produce)  # never returns
+        self.fd = fd
 
     def drain(self) -> list[Record]:
-        """The records sent since the last call (read without waiting)."""
-        seen = len(self.records)
-        while self.fd >= 0:
-            try:
-                got = os.read(self.fd, _READ)
-            except BlockingIOError:
-                break
-            if not got:
-                break
-            self._buf += got
-        self._parse()
-        return self.records[seen:]
+        """The records written since the last call (read without waiting), handed over."""
+        self._read()
+        records, self.records = self.records, []
+        return records
 
     def finish(self) -> list[Record] | None:
-        """Every record, once the child has exited; None if it did not finish cleanly."""
-        os.set_blocking(self.fd, True)
-        while got := os.read(self.fd, _READ):
-            self._buf += got
-        self._parse()
+        """The records not drained yet, once the child has exited; None if it did not
+        finish cleanly."""
         status = self._reap()
-        return self.records if status == 0 and self._done and not self._buf else None
+        self._read()
+        records, self.records = self.records, []
+        return records if status == 0 and self._done and not self._buf else None
 
     def close(self) -> None:
-        """The child killed if it still runs, and reaped; the pipe closed."""
+        """The child killed if it still runs, and reaped; the file closed."""
         if self.pid > 0:
             os.kill(self.pid, signal.SIGKILL)
             self._reap()
@@ -91,6 +89,14 @@ class ForkedRecords:
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
         return status
+
+    def _read(self) -> None:
+        """What the child wrote past what was read, parsed into whole records (a file's
+        size grows only after the bytes below it are there)."""
+        while self.fd >= 0 and (got := os.pread(self.fd, _READ, self._read_to)):
+            self._read_to += len(got)
+            self._buf += got
+        self._parse()
 
     def _parse(self) -> None:
         """Whole records off the buffer; none after the last (finish() refuses those)."""
@@ -108,18 +114,20 @@ class ForkedRecords:
         del buf[:at]
 
 
-def _child(write: int, produce: Callable[[], Iterable[Record]]) -> None:
+def _child(fd: int, parent: int, produce: Callable[[], Iterable[Record]]) -> None:
     code = 1
     try:
-        os.closerange(3, write)
-        os.closerange(write + 1, os.sysconf("SC_OPEN_MAX"))
+        os.closerange(3, fd)
+        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
         for status, payload in produce():
-            _send(write, status, payload)
-        _send(write, _DONE, b"")
+            if os.getppid() != parent:
+                return  # the parent is gone (a kill -9): nobody reads what follows
+            _send(fd, status, payload)
+        _send(fd, _DONE, b"")
         code = 0
     finally:
         os._exit(code)

@@ -22,7 +22,7 @@ layout (an older flowd's, a tool's) is parsed fully by :mod:`.loader`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ import orjson
 
 from ..flow_lines import CHECK_KEY, FlowTable
 from .checksum import crc32
-from .lines_split import AGAIN, split_body
+from .lines_split import AGAIN, ExpectedIds, split_body
 from .migrate import VERSION, CorruptFileError
 
 if TYPE_CHECKING:
@@ -110,19 +110,20 @@ def _body(data: bytes, size: int, last: bytes) -> tuple[int, int, int] | None:
     return start, end, end + len(_END)
 
 
-def read_own(data: bytes | list[bytes], ids: Sequence[str] = (),
+def read_own(data: bytes | list[bytes], ids: ExpectedIds = (),
              reread: Callable[[], list[bytes]] | None = None) -> dict[str, Any] | None:
     """The document (flows as a FlowTable of lines) of a file in flowd's layout; None
     if it is not one (the caller parses it fully); CorruptFileError if it fails its
     check. ``data``: the file, or its pieces in order, which are dropped from the list
     as they are split (the file's bytes go while its lines come: the start's peak is
     the store's, not the store's plus the file's). ``ids``: the ids this file is
-    expected to hold, in order (the memory of written files has them): where they
-    match, the table is keyed by those very strings, so that a million ids are held
-    once, not twice. ``reread``: the pieces again; given with ``ids`` for a body of
-    :data:`.lines_split.FORK_FROM` bytes or more, a forked child checks the lines while this process
-    splits them (two cores: the check and the split each take half the start), and
-    should the child not finish, or find other ids, all is done again here."""
+    expected to hold, in order (the memory of written files has them), or what gives
+    them when called (:data:`.lines_split.ExpectedIds`): where they match, the table is
+    keyed by those very strings, so that a million ids are held once, not twice.
+    ``reread``: the pieces again; given with ``ids`` for a body of
+    :data:`.lines_split.FORK_FROM` bytes or more, a forked child checks the lines while
+    this process splits them (two cores: the check and the split each take half the
+    start), and should the child not finish, or find other ids, all is done again here."""
     pieces = data if isinstance(data, list) else [data]
     while len(pieces) > 1:  # the first piece must hold the head and the body's first byte
         at = pieces[0].find(_FLOWS)

@@ -22,7 +22,7 @@ import queue
 import re
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 
 import orjson
@@ -64,25 +64,36 @@ _NOT_OURS, _OTHER_IDS = -1, -2
 AGAIN = object()
 
 
-def split_body(pieces: list[bytes], start: int, end: int, ids: Sequence[str],
+#: the ids a file is expected to hold, in order, or what gives them when called: the
+#: daemon's memory of written files, whose load (0.28 s at a million flows) then runs
+#: while the forked child checks the lines, not before the child starts
+ExpectedIds = Sequence[str] | Callable[[], Sequence[str]]
+
+
+def split_body(pieces: list[bytes], start: int, end: int, ids: ExpectedIds,
                fork: bool) -> tuple[FlowTable | None | object, int]:
     """The table of the body, bytes ``start`` to ``end`` of the pieces joined (None:
     not flowd's layout; :data:`AGAIN`: a child could not tell, split it all again in
     process), and the body's CRC-32. ``fork``: the caller can read the file again, so
     from :data:`FORK_FROM` bytes on (with ``ids``) a forked child checks the lines
-    while this process splits them."""
+    while this process splits them; ``ids`` given as a callable is called once the
+    child is checking (none back: the child is stopped, all of it here)."""
     regions = _regions(pieces, start, end)
     beside = None
-    if fork and ids and end - start >= FORK_FROM:
+    if fork and (callable(ids) or ids) and end - start >= FORK_FROM:
         try:
-            beside = ForkedRecords(partial(_verdicts, regions, ids))  # the check, in a child
+            beside = ForkedRecords(partial(_verdicts, regions))  # the check, in a child
         except OSError as exc:  # no process or descriptor to spare: all of it here
             log.warning("could not fork a child to check flows.json's lines (%s): "
                         "checking them in the daemon", exc)
     crc = _Crc()  # the CRC on a thread while this one splits
     try:
-        table = _split(regions, ids, crc) if beside is None else _split_beside(
-            regions, ids, crc, beside)
+        expected = ids() if callable(ids) else ids
+        if beside is not None and not expected:  # nothing to key the split by: all here
+            beside.close()
+            beside = None
+        table = _split(regions, expected, crc) if beside is None else _split_beside(
+            regions, expected, crc, beside)
     finally:
         check = crc.result()
         if beside is not None:
@@ -169,27 +180,37 @@ def _check(data: bytes, start: int, stop: int, ids: Sequence[str],
     ``stop``, is lines each after a "\n" and all but the last before a comma. Every
     match begins at a "\n" and holds no other, and ends at a brace just before the
     next ",\n" or the end: as many matches as "\n" means every byte is in a line."""
-    found = _LINE.findall(data, start, stop)
-    if not data.startswith(b"\n", start) or len(found) != data.count(b"\n", start, stop):
-        return None  # an escaped id, a key order flowd never writes: parse it
+    found = _matches(data, start, stop)
+    if found is None:
+        return None
     raw = list(map(_id, found))
     try:
-        fids = None if _expected(raw, ids[count:count + len(raw)]) else list(
-            map(bytes.decode, raw))
+        fids = None if b"\n".join(raw) == _joined(ids[count:count + len(raw)], len(raw)) \
+            else list(map(bytes.decode, raw))
         keys = _name_keys(list(map(_name, found)))
     except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
         return None
     return len(found), fids, keys
 
 
-def _expected(raw: list[bytes], known: Sequence[str]) -> bool:
-    """The ids found are those known, in order: compared joined, in C (decoding each
-    first was 0.17 s of a million flows' check, this 0.06). No id found holds a "\n",
-    so joined they are equal only id by id; a known id that is no text never is."""
+def _matches(data: bytes, start: int, stop: int) -> list[tuple[bytes, bytes]] | None:
+    """The (id, name) of every line of a region, or None if one is not in flowd's layout
+    (an escaped id, a key order flowd never writes: the full parser reads the file)."""
+    found = _LINE.findall(data, start, stop)
+    if not data.startswith(b"\n", start) or len(found) != data.count(b"\n", start, stop):
+        return None
+    return found
+
+
+def _joined(known: Sequence[str], count: int) -> bytes | None:
+    """The ids known joined by "\n", as the file would hold them, to compare in C with
+    the ``count`` found joined (decoding each found was 0.17 s of a million flows' check,
+    this 0.06); None if they are not ``count`` or one is no text (never found). No id
+    found holds a "\n", so joined they are equal only id by id."""
     try:
-        return len(raw) == len(known) and b"\n".join(raw) == "\n".join(known).encode()
+        return "\n".join(known).encode() if len(known) == count else None
     except UnicodeEncodeError:
-        return False
+        return None
 
 
 def _split(regions: Iterable[Region], ids: Sequence[str],
@@ -240,19 +261,53 @@ def _table(lines: dict[str, bytes], count: int, keys: array[int]) -> FlowTable |
     return table
 
 
-def _verdicts(regions: Iterable[Region], ids: Sequence[str]) -> Iterator[Record]:
-    """The child's share of :func:`_split_beside`: each region's check, as a record
-    (its count and its names' keys; or why the parent must not keep its split)."""
+def _verdicts(regions: Iterable[Region]) -> Iterator[Record]:
+    """The child's share of :func:`_split_beside`: each region's check, as a record (its
+    count, then its ids joined by "\n" and its names' keys; or why the parent must not
+    keep its split). The parent compares those ids with the ones it keyed its lines by,
+    which it may load only once this child runs (see :data:`ExpectedIds`)."""
     gate(CHECK_GATE_ENV)
-    count = 0
     for data, start, cut, last in regions:
-        checked = _check(data, start, cut - (not last), ids, count)
-        if checked is None:
+        found = _matches(data, start, cut - (not last))
+        try:
+            ids = b"" if found is None else b"\n".join(map(_id, found))
+            ids.decode()  # bad UTF-8 is no id an encoder writes
+            keys = None if found is None else _name_keys(list(map(_name, found)))
+        except ValueError:  # that, or a name's bad UTF-8 or unknown escape
+            keys = None
+        if found is None or keys is None:
             yield _NOT_OURS, b""
             return
-        n, fids, names = checked
-        yield (n if fids is None else _OTHER_IDS), array("I", names).tobytes()
-        count += n
+        yield len(found), ids + array("I", keys).tobytes()
+
+
+class _Verdicts:
+    """The child's records, taken in order as they come: each region's ids compared with
+    those this process keyed its lines by, its names' keys kept, or why the split must
+    not be kept (:data:`_NOT_OURS`, :data:`_OTHER_IDS`: ``refused``)."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self.ids, self.count = ids, 0
+        self.counts: list[int] = []
+        self.keys = array("I")
+        self.refused: int | None = None
+
+    def take(self, records: Iterable[Record]) -> bool:
+        """False once a record refuses the split."""
+        for n, payload in records:
+            if self.refused is not None:
+                break
+            if n < 0:
+                self.refused = _NOT_OURS
+                break
+            want = _joined(self.ids[self.count:self.count + n], n)
+            if want is None or len(payload) != len(want) + 4 * n or not payload.startswith(want):
+                self.refused = _OTHER_IDS
+                break
+            self.keys.frombytes(memoryview(payload)[len(want):])
+            self.counts.append(n)
+            self.count += n
+        return self.refused is None
 
 
 def _split_beside(regions: Iterable[Region], ids: Sequence[str], crc: _Crc,
@@ -263,6 +318,7 @@ def _split_beside(regions: Iterable[Region], ids: Sequence[str], crc: _Crc,
     split here; :data:`AGAIN` if it could not tell (the caller splits all itself)."""
     lines: dict[str, bytes] = {}
     counts: list[int] = []
+    verdicts = _Verdicts(ids)
     count = 0
     for data, start, cut, last in regions:
         crc.buffers.put(memoryview(data)[start:cut])
@@ -271,30 +327,28 @@ def _split_beside(regions: Iterable[Region], ids: Sequence[str], crc: _Crc,
         lines.update(zip(ids[count:count + len(got)], got, strict=False))
         count += len(got)
         counts.append(len(got))
-        if any(status < 0 for status, _ in beside.drain()):
+        if not verdicts.take(beside.drain()):
             break  # what this process split is not kept: stop early
-    seen = [status for status, _ in beside.records]
-    # other ids: all of it is done again here, whatever the rest of the child's verdicts
-    records = None if _OTHER_IDS in seen else beside.finish()
-    statuses = seen if records is None else [status for status, _ in records]
-    if records is not None and _NOT_OURS in statuses:
+    # refused already: whatever the rest of the child's verdicts (other ids: all of it
+    # is done again here)
+    rest = [] if verdicts.refused is not None else beside.finish()
+    if rest is not None:
+        verdicts.take(rest)
+    if verdicts.refused == _NOT_OURS:
         return None
-    if _OTHER_IDS in statuses:
+    if verdicts.refused == _OTHER_IDS:
         log.info("flows.json holds other ids than the memory of written files has for "
                  "it: its lines are split again, keyed by their own")
         return AGAIN
-    if records is None:
+    if rest is None:
         log.warning("the child checking flows.json's lines did not finish: checking "
                     "them in the daemon")
         return AGAIN
-    if statuses != counts:  # never (the check counts every line): all of it here
+    if verdicts.counts != counts:  # never (the check counts every line): all of it here
         log.warning("the child counted other lines in flows.json than the daemon "
                     "split: checking them in the daemon")
         return AGAIN
-    keys = array("I")
-    for _, payload in records:
-        keys.frombytes(payload)
-    return _table(lines, count, keys)
+    return _table(lines, count, verdicts.keys)
 
 
 def _name_keys(raws: list[bytes]) -> list[int]:

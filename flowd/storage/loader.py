@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,7 +37,7 @@ from ijson.common import ObjectBuilder
 
 from ..flow_lines import FlowTable
 from .lines_file import read_own
-from .lines_split import REGION
+from .lines_split import REGION, ExpectedIds
 from .migrate import (
     VERSION,
     CorruptFileError,
@@ -109,7 +109,7 @@ def _version_of(top: object) -> str | None:
 def load_file(path: str | os.PathLike[str], *,
               stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
               progress: Progress | None = None, owner: int | None = None,
-              follow: bool = False, own: bool = False, ids: Sequence[str] = ()) -> LoadResult:
+              follow: bool = False, own: bool = False, ids: ExpectedIds = ()) -> LoadResult:
     """Load and normalize a flows.json; raise :class:`CorruptFileError` if unusable.
 
     ``progress(n)``, if given, is called with a growing byte count that ends
@@ -150,7 +150,7 @@ def _pieces(f: BinaryIO) -> list[bytes]:
 
 
 def _load_whole(f: BinaryIO, skip: int, progress: Progress | None,
-                own: bool = False, ids: Sequence[str] = ()) -> _Loaded:
+                own: bool = False, ids: ExpectedIds = ()) -> _Loaded:
     """The whole file in memory: split by its lines if it is flowd's own, else orjson
     then normalize (GC paused by the caller). flowd's own is read in pieces, all of them
     first (the file is read as quickly as in one), which go as they are split."""

@@ -15,7 +15,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from flowd_client.gc_pause import gc_paused
 from ..store import Store
 from .evidence import keep_aside
 from .journal import Journal, ScanResult
+from .lines_split import ExpectedIds
 from .loader import LoadResult, load_file
 from .migrate import CorruptFileError
 from .snapshot import PREVIOUS, SNAPSHOT, WRITTEN, fingerprint
@@ -78,7 +79,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _try_load(path: Path, rec: Recovery, own: bool = True,
-              ids: Sequence[str] = ()) -> LoadResult | None:
+              ids: ExpectedIds = ()) -> LoadResult | None:
     """``own``: a file flowd wrote (read back by its lines when it has flowd's layout)."""
     if not path.exists():
         return None
@@ -93,7 +94,7 @@ def _try_load(path: Path, rec: Recovery, own: bool = True,
         return None
 
 
-def _load_snapshot(data_dir: Path, rec: Recovery, ids: Sequence[str]) -> LoadResult | None:
+def _load_snapshot(data_dir: Path, rec: Recovery, ids: ExpectedIds) -> LoadResult | None:
     primary = data_dir / SNAPSHOT
     got = _try_load(primary, rec, own=_same_file(primary, data_dir / WRITTEN), ids=ids)
     if got is not None:
@@ -142,7 +143,7 @@ def _replay(store: Store, scan: ScanResult, rec: Recovery) -> None:
         rec.replayed += 1
 
 
-def recover(data_dir: Path, store: Store, journal: Journal, ids: Sequence[str] = (),
+def recover(data_dir: Path, store: Store, journal: Journal, ids: ExpectedIds = (),
             parse: Callable[[Path], LoadResult | None] | None = None) -> Recovery:
     """Fill ``store`` from disk; GC is off meanwhile (100k flows: 1.7 s with it, 0.46 s
     without). ``ids``: those of the file flowd last wrote, in order, as the memory of
@@ -173,7 +174,7 @@ def _own_newer_snapshot(got: LoadResult, written: LoadResult) -> bool:
 
 
 def _recover(data_dir: Path, store: Store, journal: Journal, rec: Recovery,
-             ids: Sequence[str]) -> None:
+             ids: ExpectedIds) -> None:
     got = _load_snapshot(data_dir, rec, ids)
     if got is not None and rec.source == SNAPSHOT and _is_foreign(data_dir, got):
         base = _try_load(data_dir / WRITTEN, rec, ids=ids)

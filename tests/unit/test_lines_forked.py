@@ -176,7 +176,7 @@ def test_ids_other_than_expected_are_split_again_by_their_own(monkeypatch, caplo
 def test_a_child_that_does_not_finish_leaves_the_check_to_this_process(
         monkeypatch, caplog, how: str) -> None:
     """Nothing the parent split is kept on a verdict it did not get."""
-    def broken(regions: Any, ids: Any) -> Any:
+    def broken(regions: Any) -> Any:
         yield from []
         if how == "exits":
             os._exit(0)  # before its last record
@@ -213,11 +213,12 @@ def test_a_repeated_id_goes_to_the_full_parser() -> None:
     assert got is None and rereads == 0
 
 
-@pytest.mark.parametrize("short", ["fork", "pipe"])
+@pytest.mark.parametrize("short", ["fork", "memfd_create"])
 def test_no_process_or_descriptor_to_spare_leaves_the_check_here(monkeypatch, caplog,
                                                                   short: str) -> None:
-    """fork() or pipe() failing (EAGAIN under a task limit, EMFILE) must not fail the
-    start: the daemon checks the lines itself, and nothing is left open."""
+    """fork() or memfd_create() failing (EAGAIN under a task limit, EMFILE, a sandbox
+    that refuses the call) must not fail the start: the daemon checks the lines
+    itself, and nothing is left open."""
     def refuse(*_: Any) -> Any:
         raise OSError(11, "Resource temporarily unavailable")
 
@@ -229,4 +230,68 @@ def test_no_process_or_descriptor_to_spare_leaves_the_check_here(monkeypatch, ca
         got, rereads = forked_outcome(data, ids, [700])
     assert got == _outcome(data, ids) and got is not None and rereads == 0
     assert "could not fork" in caplog.text
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+class LoadedLate:
+    """The daemon's ids: the memory of written files loaded when first asked for. Says
+    whether the checking child was already at work by then."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, give: Any) -> None:
+        self.give, self.calls, self.child_at_work = give, 0, []
+        self.children: list[Any] = []
+        real = lines_split.ForkedRecords
+
+        def fork(produce: Any) -> Any:
+            child = real(produce)
+            self.children.append((child, child.pid))
+            return child
+        monkeypatch.setattr(lines_split, "ForkedRecords", fork)
+
+    def __call__(self) -> list[str]:
+        self.calls += 1
+        self.child_at_work.append(bool(self.children) and self.children[-1][0].pid > 0)
+        if isinstance(self.give, BaseException):
+            raise self.give
+        return list(self.give)
+
+    def reaped(self) -> bool:
+        for child, pid in self.children:
+            with pytest.raises(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            assert child.pid == 0 and child.fd == -1
+        return bool(self.children)
+
+
+def test_ids_asked_for_late_are_asked_once_the_child_checks(monkeypatch) -> None:
+    """The memory of written files loads while the child checks (the daemon's start):
+    the same outcome as ids known up front, the file read once."""
+    data = _FILES["odd names and extras"]
+    ids = file_ids(data)
+    late = LoadedLate(monkeypatch, ids)
+    got, rereads = forked_outcome(data, late, [500])  # type: ignore[arg-type]
+    assert got == _outcome(data, ids) and got is not None and rereads == 0
+    assert late.calls == 1 and late.child_at_work == [True]
+    assert late.reaped()
+
+
+def test_no_ids_after_all_stops_the_child_and_splits_here(monkeypatch) -> None:
+    """The memory had no file to give ids for: nothing to key the parent's split by,
+    so the child is stopped and reaped and the lines are checked and split here."""
+    data = _FILES["odd names and extras"]
+    late = LoadedLate(monkeypatch, [])
+    got, rereads = forked_outcome(data, late, [500])  # type: ignore[arg-type]
+    assert got == _outcome(data, []) and got is not None and rereads == 0
+    assert late.child_at_work == [True] and late.reaped()
+
+
+def test_ids_that_fail_to_load_leave_no_child_behind(monkeypatch) -> None:
+    """The memory's load fails (its file unreadable): that error, as it is (not taken
+    for flows.json's corruption), and no child or descriptor left."""
+    before = set(os.listdir("/proc/self/fd"))
+    late = LoadedLate(monkeypatch, PermissionError(13, "the sidecar is not readable"))
+    data = _FILES["plain"]
+    with pytest.raises(PermissionError, match="sidecar"):
+        lines_file.read_own(_pieces(data, [300]), late, Reread(data))
+    assert late.reaped()
     assert set(os.listdir("/proc/self/fd")) == before

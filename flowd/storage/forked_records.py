@@ -26,6 +26,7 @@ caller does the whole job itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -51,6 +52,8 @@ class ForkedRecords:
         self._done = False
         self._buf = bytearray()
         self._read_to = 0
+        if not hasattr(os, "memfd_create"):  # a libc without it: all done in the parent
+            raise OSError(errno.ENOSYS, "memfd_create is not available")
         fd = os.memfd_create("flowd-records", os.MFD_CLOEXEC)
         parent = os.getpid()
         try:

@@ -147,8 +147,9 @@ def recover(data_dir: Path, store: Store, journal: Journal, ids: ExpectedIds = (
             parse: Callable[[Path], LoadResult | None] | None = None) -> Recovery:
     """Fill ``store`` from disk; GC is off meanwhile (100k flows: 1.7 s with it, 0.46 s
     without). ``ids``: those of the file flowd last wrote, in order, as the memory of
-    written files holds them (the store is keyed by the same strings where they match).
-    ``parse``: see :attr:`Recovery.parse`."""
+    written files holds them (the store is keyed by the same strings where they match),
+    or what gives them when called, maybe more than once (the same ids each time: see
+    :data:`.lines_split.ExpectedIds`). ``parse``: see :attr:`Recovery.parse`."""
     rec = Recovery(parse=parse)
     t0 = time.perf_counter()
     with gc_paused():

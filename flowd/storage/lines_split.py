@@ -173,33 +173,37 @@ def _regions(pieces: list[bytes], start: int, end: int) -> Iterator[Region]:
 
 def _check(data: bytes, start: int, stop: int, ids: Sequence[str],
            count: int) -> tuple[int, list[str] | None, list[int]] | None:
+    """A region's lines checked (:func:`_scan`): how many, their ids (None: ``ids[count:]``
+    holds them, in order) and their names' keys; None if not flowd's layout."""
+    scanned = _scan(data, start, stop)
+    if scanned is None:
+        return None
+    raw, joined, keys = scanned
+    fids = None if joined == _joined(ids[count:count + len(raw)], len(raw)) else list(
+        map(bytes.decode, raw))
+    return len(raw), fids, keys
+
+
+def _scan(data: bytes, start: int, stop: int) -> tuple[list[bytes], bytes, list[int]] | None:
     """A region's lines checked, in C (one regex pass; a Python loop over a million
-    lines costs seconds): how many, their ids (None: ``ids[count:]`` holds them, in
-    order) and their names' keys; None if a line is not in flowd's layout or not text
-    an encoder writes (the full parser decides). The region, bytes ``start`` to
-    ``stop``, is lines each after a "\n" and all but the last before a comma. Every
-    match begins at a "\n" and holds no other, and ends at a brace just before the
-    next ",\n" or the end: as many matches as "\n" means every byte is in a line."""
-    found = _matches(data, start, stop)
-    if found is None:
-        return None
-    raw = list(map(_id, found))
-    try:
-        fids = None if b"\n".join(raw) == _joined(ids[count:count + len(raw)], len(raw)) \
-            else list(map(bytes.decode, raw))
-        keys = _name_keys(list(map(_name, found)))
-    except ValueError:  # bad UTF-8, an escape no JSON encoder writes: parse it all
-        return None
-    return len(found), fids, keys
-
-
-def _matches(data: bytes, start: int, stop: int) -> list[tuple[bytes, bytes]] | None:
-    """The (id, name) of every line of a region, or None if one is not in flowd's layout
-    (an escaped id, a key order flowd never writes: the full parser reads the file)."""
+    lines costs seconds): their ids, those joined by "\n", and their names' keys; None if
+    a line is not in flowd's layout or not text an encoder writes (an escaped id, a key
+    order flowd never writes, bad UTF-8, an escape JSON does not know: the full parser
+    decides). The region, bytes ``start`` to ``stop``, is lines each after a "\n" and
+    all but the last before a comma. Every match begins at a "\n" and holds no other,
+    and ends at a brace just before the next ",\n" or the end: as many matches as "\n"
+    means every byte is in a line."""
     found = _LINE.findall(data, start, stop)
     if not data.startswith(b"\n", start) or len(found) != data.count(b"\n", start, stop):
         return None
-    return found
+    raw = list(map(_id, found))
+    joined = b"\n".join(raw)
+    try:
+        joined.decode()
+        keys = _name_keys(list(map(_name, found)))
+    except ValueError:
+        return None
+    return raw, joined, keys
 
 
 def _joined(known: Sequence[str], count: int) -> bytes | None:
@@ -268,17 +272,12 @@ def _verdicts(regions: Iterable[Region]) -> Iterator[Record]:
     which it may load only once this child runs (see :data:`ExpectedIds`)."""
     gate(CHECK_GATE_ENV)
     for data, start, cut, last in regions:
-        found = _matches(data, start, cut - (not last))
-        try:
-            ids = b"" if found is None else b"\n".join(map(_id, found))
-            ids.decode()  # bad UTF-8 is no id an encoder writes
-            keys = None if found is None else _name_keys(list(map(_name, found)))
-        except ValueError:  # that, or a name's bad UTF-8 or unknown escape
-            keys = None
-        if found is None or keys is None:
+        scanned = _scan(data, start, cut - (not last))
+        if scanned is None:
             yield _NOT_OURS, b""
             return
-        yield len(found), ids + array("I", keys).tobytes()
+        raw, joined, keys = scanned
+        yield len(raw), joined + array("I", keys).tobytes()
 
 
 class _Verdicts:
